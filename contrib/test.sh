@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Build and test everything, the way CI does:  bash contrib/test.sh  (from the repository root).
+#
+#   1. contrib/deps.sh installs missing Debian packages (needs root, or prints the command).
+#   2. autoreconf -fi when ./configure is missing or older than configure.ac / Makefile.am.
+#   3. A normal out-of-tree build in _build/:      ../configure && make -j2 && make -j2 check
+#   4. A sanitizer build in _sanitize/ (ASan+UBSan, clang if present, else gcc): make -j2 check
+#      Runs even when step 3 failed.
+#
+# Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
+#   N passed, N failed
+# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS);
+# a build that fails to configure or compile counts as one failure. Exit status 0 iff nothing failed.
+#
+# Environment:
+#   CI=true             plain output, no colours or other terminal tricks.
+#   NS_SKIP_SANITIZE=1  skip the sanitizer build (quick local runs).
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+root=$(pwd)
+
+total_passed=0
+total_failed=0
+
+if [ "${CI:-}" = "true" ] || [ ! -t 1 ]; then
+    export AM_COLOR_TESTS=no
+    export TERM=dumb
+else
+    export AM_COLOR_TESTS=always
+fi
+
+say() {
+    printf '==> %s\n' "$*"
+}
+
+warn() {
+    printf 'test.sh: %s\n' "$*" >&2
+}
+
+# Show the end of a build log on stderr.
+show_tail() {
+    local file=$1 n=${2:-60}
+    if [ -f "$file" ]; then
+        printf -- '---- last %d lines of %s ----\n' "$n" "${file#"$root"/}" >&2
+        tail -n "$n" "$file" >&2
+        printf -- '---- end of %s ----\n' "${file#"$root"/}" >&2
+    fi
+}
+
+# Sum the header counts of a test-suite.log ("# PASS:  12"). Prints "PASS XFAIL FAIL ERROR XPASS SKIP TOTAL".
+# Only the first occurrence of each key counts: failed tests' logs are appended below the header.
+parse_suite_log() {
+    awk '
+        /^# (TOTAL|PASS|SKIP|XFAIL|FAIL|XPASS|ERROR):[ \t]*[0-9]+[ \t]*$/ {
+            key = $2; sub(":", "", key)
+            if (!(key in n)) n[key] = $3 + 0
+        }
+        END { printf "%d %d %d %d %d %d %d\n", n["PASS"], n["XFAIL"], n["FAIL"], n["ERROR"], n["XPASS"], n["SKIP"], n["TOTAL"] }
+    ' "$1"
+}
+
+# Print the log of every test whose .trs records FAIL, ERROR or XPASS, to stderr.
+show_failed_logs() {
+    local dir=$1 trs log
+    [ -d "$dir/tests" ] || return 0
+    while IFS= read -r trs; do
+        if grep -qE '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+            log=${trs%.trs}.log
+            printf '==== %s ====\n' "${log#"$root"/}" >&2
+            if [ -f "$log" ]; then
+                cat "$log" >&2
+            else
+                printf '(no log file)\n' >&2
+            fi
+            printf '==== end of %s ====\n' "${log#"$root"/}" >&2
+        fi
+    done < <(find "$dir/tests" -name '*.trs' -type f | sort)
+}
+
+# count_build NAME PASSED FAILED
+count_build() {
+    printf '%s: %d passed, %d failed\n' "$1" "$2" "$3"
+    total_passed=$((total_passed + $2))
+    total_failed=$((total_failed + $3))
+}
+
+# run_build NAME DIR BUILD_ALL(yes|no) CONFIGURE_ARGS...
+run_build() {
+    local name=$1 dir=$root/$2 build_all=$3 rc=0
+    shift 3
+
+    say "$name: configure in ${dir#"$root"/}/${*:+ $*}"
+    mkdir -p "$dir" || {
+        count_build "$name" 0 1
+        return
+    }
+    if ! (cd "$dir" && ../configure "$@") >"$dir/configure.out" 2>&1; then
+        warn "$name: configure failed (see ${dir#"$root"/}/config.log)"
+        show_tail "$dir/configure.out" 30
+        count_build "$name" 0 1
+        return
+    fi
+
+    if [ "$build_all" = yes ]; then
+        say "$name: make -j2"
+        if ! make --no-print-directory -C "$dir" -j2 >"$dir/make.out" 2>&1; then
+            warn "$name: build failed"
+            show_tail "$dir/make.out"
+            count_build "$name" 0 1
+            return
+        fi
+    fi
+
+    # Stale results from an earlier run must not be read as this run's.
+    rm -f "$dir/test-suite.log"
+    [ -d "$dir/tests" ] && find "$dir/tests" \( -name '*.trs' -o -name '*.log' \) -type f -delete
+
+    say "$name: make -j2 check"
+    make --no-print-directory -C "$dir" -j2 check 2>&1 | tee "$dir/check.out"
+    rc=${PIPESTATUS[0]}
+
+    if [ ! -f "$dir/test-suite.log" ]; then
+        warn "$name: 'make check' failed before running the tests (exit $rc)"
+        show_tail "$dir/check.out"
+        count_build "$name" 0 1
+        return
+    fi
+
+    local pass xfail fail error xpass skip total passed failed
+    read -r pass xfail fail error xpass skip total < <(parse_suite_log "$dir/test-suite.log")
+    passed=$((pass + xfail))
+    failed=$((fail + error + xpass))
+    show_failed_logs "$dir"
+    if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        warn "$name: 'make check' exited $rc but test-suite.log records no failure"
+        show_tail "$dir/check.out"
+        failed=1
+    fi
+    if [ "$total" -eq 0 ]; then
+        warn "$name: test-suite.log records no tests at all"
+        failed=$((failed + 1))
+    fi
+    if [ "$skip" -gt 0 ]; then
+        warn "$name: $skip test(s) skipped"
+    fi
+    count_build "$name" "$passed" "$failed"
+}
+
+main() {
+    local builds=2
+    [ "${NS_SKIP_SANITIZE:-}" = 1 ] && builds=1
+
+    say "dependencies"
+    if ! bash contrib/deps.sh; then
+        warn "contrib/deps.sh failed; continuing, the build will tell what is missing"
+    fi
+
+    if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+        say "autoreconf -fi"
+        local out
+        out=$(mktemp)
+        if ! autoreconf -fi >"$out" 2>&1; then
+            warn "autoreconf failed"
+            show_tail "$out" 40
+            rm -f "$out"
+            # Neither build can run: each counts as one failure.
+            printf '%d passed, %d failed\n' 0 "$builds"
+            exit 1
+        fi
+        rm -f "$out"
+    fi
+
+    run_build build _build yes
+
+    if [ "$builds" -eq 2 ]; then
+        local cc=gcc
+        command -v clang >/dev/null 2>&1 && cc=clang
+        export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+        export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+        run_build sanitize _sanitize no --enable-sanitizers CC="$cc"
+    else
+        say "sanitizer build skipped (NS_SKIP_SANITIZE=1)"
+    fi
+
+    printf '%d passed, %d failed\n' "$total_passed" "$total_failed"
+    [ "$total_failed" -eq 0 ]
+}
+
+main "$@"

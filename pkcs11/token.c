@@ -1,0 +1,548 @@
+#include "config.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "pkcs11/module.h"
+#include "pkcs11/rv.h"
+#include "pkcs11/token.h"
+
+struct ns_p11_token {
+    ns_p11_module *mod;
+    CK_FUNCTION_LIST *fn;
+    ns_p11_uri *uri; /* token attributes used to find the token again after a fault */
+    char label[33];
+    ns_buf *pin; /* NULL when the token needs no PIN or has a protected authentication path */
+    int login_required;
+
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t cond;
+    CK_SLOT_ID slot;
+    CK_SESSION_HANDLE free_s[NS_P11_SESSIONS_MAX];
+    unsigned nfree;
+    unsigned open; /* sessions of the current generation, free or borrowed */
+    unsigned max;
+    unsigned gen; /* bumped whenever every session is closed; stale sessions and handles are dropped */
+    int broken;   /* sessions were closed; the next borrower finds the token and logs in again */
+
+    int refs; /* guarded by tokens_lock */
+    ns_p11_token *next;
+};
+
+struct ns_p11_key {
+    ns_p11_token *t;
+    ns_p11_uri *uri;
+    CK_OBJECT_CLASS cls;
+    pthread_mutex_t lock;
+    CK_OBJECT_HANDLE h;
+    unsigned gen;
+};
+
+static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
+static ns_p11_token *tokens;
+
+static void trim_label(const unsigned char src[32], char dst[33])
+{
+    size_t n = 32;
+    memcpy(dst, src, 32);
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
+}
+
+/* Find the single slot whose token matches the URI. */
+static int find_slot(CK_FUNCTION_LIST *fn, const char *module, ns_p11_uri *uri, CK_SLOT_ID *slot,
+                     CK_TOKEN_INFO *info_out)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0, matches = 0;
+    CK_TOKEN_INFO info;
+    CK_RV rv;
+    int r = NS_E_INTERNAL;
+
+    if ((rv = fn->C_GetSlotList(CK_TRUE, NULL, &n)) != CKR_OK) {
+        r = ns_p11_rv_error(rv, module, "C_GetSlotList");
+        goto out;
+    }
+    if ((slots = calloc(n ? n : 1, sizeof(*slots))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    if ((rv = fn->C_GetSlotList(CK_TRUE, slots, &n)) != CKR_OK) {
+        r = ns_p11_rv_error(rv, module, "C_GetSlotList");
+        goto out;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        if (fn->C_GetTokenInfo(slots[i], &info) != CKR_OK)
+            continue;
+        if (!(info.flags & CKF_TOKEN_INITIALIZED) || !ns_p11_uri_match_token(uri, &info))
+            continue;
+        if (matches++ == 0) {
+            *slot = slots[i];
+            *info_out = info;
+        }
+    }
+    if (matches == 0) {
+        ns_log(NS_LOG_ERROR, "no token matching '%s' on module %s", ns_p11_uri_safe_text(uri), module);
+        r = NS_E_TOKEN_UNAVAILABLE;
+        goto out;
+    }
+    if (matches > 1) {
+        ns_log(NS_LOG_ERROR, "'%s' matches %lu tokens on module %s; name one with token= or serial=",
+               ns_p11_uri_safe_text(uri), (unsigned long)matches, module);
+        r = NS_E_INVAL;
+        goto out;
+    }
+    r = 0;
+out:
+    free(slots);
+    return r;
+}
+
+static int login(ns_p11_token *t, CK_SESSION_HANDLE s)
+{
+    CK_RV rv;
+    if (!t->login_required)
+        return 0;
+    rv = t->fn->C_Login(s, CKU_USER, t->pin ? t->pin->data : NULL, t->pin ? t->pin->len : 0);
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+        return 0;
+    return ns_p11_rv_error(rv, t->label, "C_Login");
+}
+
+static int open_session(ns_p11_token *t, CK_SESSION_HANDLE *s)
+{
+    CK_RV rv = t->fn->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s);
+    return ns_p11_rv_error(rv, t->label, "C_OpenSession");
+}
+
+/* Close every session so that the next borrower starts afresh. Caller holds t->lock. */
+static void break_locked(ns_p11_token *t)
+{
+    (void)t->fn->C_CloseAllSessions(t->slot);
+    t->gen++;
+    t->nfree = 0;
+    t->open = 0;
+    t->broken = 1;
+    pthread_cond_broadcast(&t->cond);
+}
+
+/* Find the token again (it may be in another slot), open a session and log in. Caller holds t->lock. */
+static int recover_locked(ns_p11_token *t)
+{
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_TOKEN_INFO info;
+    CK_SLOT_ID slot;
+    int r;
+
+    if ((r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &slot, &info)) != 0)
+        return r;
+    t->slot = slot;
+    if ((r = open_session(t, &s)) != 0)
+        return r;
+    if ((r = login(t, s)) != 0) {
+        (void)t->fn->C_CloseSession(s);
+        return r;
+    }
+    t->free_s[t->nfree++] = s;
+    t->open = 1;
+    t->broken = 0;
+    ns_log(NS_LOG_INFO, "token '%s': sessions reopened", t->label);
+    return 0;
+}
+
+static int session_get(ns_p11_token *t, CK_SESSION_HANDLE *s, unsigned *gen)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        if (t->broken && (r = recover_locked(t)) != 0)
+            break;
+        if (t->nfree > 0) {
+            *s = t->free_s[--t->nfree];
+            break;
+        }
+        if (t->open < t->max) {
+            if ((r = open_session(t, s)) == 0)
+                t->open++;
+            break;
+        }
+        pthread_cond_wait(&t->cond, &t->lock);
+    }
+    *gen = t->gen;
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+static void session_put(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
+{
+    pthread_mutex_lock(&t->lock);
+    /* A session from before a fault was closed by C_CloseAllSessions; its handle may since have been
+     * reused, so it is dropped, never closed again. */
+    if (gen == t->gen && !t->broken)
+        t->free_s[t->nfree++] = s;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static void mark_broken(ns_p11_token *t, unsigned gen)
+{
+    pthread_mutex_lock(&t->lock);
+    if (gen == t->gen && !t->broken)
+        break_locked(t);
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Find exactly one object of the key's class matching its URI. found: 0, 1 or 2 (more than one). */
+static CK_RV find_object(ns_p11_key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, CK_ULONG *found)
+{
+    CK_FUNCTION_LIST *fn = k->t->fn;
+    CK_ATTRIBUTE tmpl[8];
+    CK_ATTRIBUTE *a;
+    CK_ULONG n = 0, na = 0;
+    CK_OBJECT_HANDLE hs[2];
+    CK_RV rv;
+
+    a = ns_p11_uri_object_attrs(k->uri, &na);
+    for (CK_ULONG i = 0; i < na && n < 7; i++)
+        if (a[i].type == CKA_LABEL || a[i].type == CKA_ID)
+            tmpl[n++] = a[i];
+    tmpl[n].type = CKA_CLASS;
+    tmpl[n].pValue = &k->cls;
+    tmpl[n].ulValueLen = sizeof(k->cls);
+    n++;
+    if ((rv = fn->C_FindObjectsInit(s, tmpl, n)) != CKR_OK)
+        return rv;
+    rv = fn->C_FindObjects(s, hs, 2, found);
+    (void)fn->C_FindObjectsFinal(s);
+    if (rv == CKR_OK && *found > 0)
+        *h = hs[0];
+    return rv;
+}
+
+static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op, void *ctx, CK_RV *rv_out,
+               int quiet)
+{
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE obj;
+    CK_RV rv = CKR_OK;
+    unsigned gen;
+    int r;
+
+    for (int attempt = 0;; attempt++) {
+        if ((r = session_get(t, &s, &gen)) != 0) {
+            if (attempt == 0 && r == NS_E_TOKEN_UNAVAILABLE) {
+                mark_broken(t, gen);
+                continue;
+            }
+            return r;
+        }
+        obj = CK_INVALID_HANDLE;
+        rv = CKR_OK;
+        if (key != NULL) {
+            pthread_mutex_lock(&key->lock);
+            if (key->h == CK_INVALID_HANDLE || key->gen != gen) {
+                CK_ULONG found = 0;
+                if ((rv = find_object(key, s, &obj, &found)) == CKR_OK && found != 1) {
+                    pthread_mutex_unlock(&key->lock);
+                    session_put(t, s, gen);
+                    ns_log(NS_LOG_ERROR, "%s %s object matching '%s' on token '%s'",
+                           found == 0 ? "no" : "more than one",
+                           key->cls == CKO_SECRET_KEY    ? "secret-key"
+                           : key->cls == CKO_PRIVATE_KEY ? "private-key"
+                                                         : "public-key",
+                           ns_p11_uri_safe_text(key->uri), t->label);
+                    return NS_E_TOKEN_OBJECT;
+                }
+                if (rv == CKR_OK) {
+                    key->h = obj;
+                    key->gen = gen;
+                }
+            }
+            obj = key->h;
+            pthread_mutex_unlock(&key->lock);
+        }
+        if (rv == CKR_OK && op != NULL)
+            rv = op(t->fn, s, obj, ctx);
+        session_put(t, s, gen);
+        if (rv == CKR_OK)
+            break;
+        if (attempt == 0 && ns_p11_rv_recoverable(rv)) {
+            ns_log(NS_LOG_WARN, "token '%s': %s: %s; reopening sessions and retrying once", t->label, what,
+                   ns_p11_rv_name(rv));
+            mark_broken(t, gen);
+            continue;
+        }
+        if (attempt == 0 && key != NULL &&
+            (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID)) {
+            pthread_mutex_lock(&key->lock);
+            key->h = CK_INVALID_HANDLE;
+            pthread_mutex_unlock(&key->lock);
+            continue;
+        }
+        break;
+    }
+    if (rv_out != NULL)
+        *rv_out = rv;
+    return quiet ? ns_p11_rv_map(rv) : ns_p11_rv_error(rv, t->label, what);
+}
+
+int ns_p11_run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op, void *ctx, CK_RV *rv_out)
+{
+    return run(t, key, what, op, ctx, rv_out, 0);
+}
+
+int ns_p11_run_quiet(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op, void *ctx,
+                     CK_RV *rv_out)
+{
+    return run(t, key, what, op, ctx, rv_out, 1);
+}
+
+static void token_free(ns_p11_token *t)
+{
+    if (t == NULL)
+        return;
+    if (t->fn != NULL && t->open > 0)
+        (void)t->fn->C_CloseAllSessions(t->slot);
+    ns_buf_free(t->pin);
+    ns_p11_uri_free(t->uri);
+    ns_p11_module_put(t->mod);
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->cond);
+    free(t);
+}
+
+int ns_p11_token_open(const char *uri_text, const char *pin_env, unsigned sessions, ns_p11_token **out)
+{
+    ns_p11_token *t = NULL, *e;
+    CK_TOKEN_INFO info;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    int r = NS_E_INTERNAL;
+
+    if (sessions == 0 || sessions > NS_P11_SESSIONS_MAX)
+        return NS_E_INVAL;
+    if ((t = calloc(1, sizeof(*t))) == NULL)
+        return NS_E_NOMEM;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    t->max = sessions;
+    t->gen = 1;
+    t->refs = 1;
+    if ((r = ns_p11_uri_parse(uri_text, &t->uri)) != 0)
+        goto out;
+    if ((r = ns_p11_module_get(ns_p11_uri_module_path(t->uri), &t->mod)) != 0)
+        goto out;
+    t->fn = ns_p11_module_fn(t->mod);
+    if ((r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &t->slot, &info)) != 0)
+        goto out;
+    trim_label(info.label, t->label);
+
+    pthread_mutex_lock(&tokens_lock);
+    for (e = tokens; e != NULL; e = e->next)
+        if (e->mod == t->mod && e->slot == t->slot)
+            break;
+    if (e != NULL) {
+        e->refs++;
+        pthread_mutex_unlock(&tokens_lock);
+        *out = e;
+        r = 0;
+        goto out;
+    }
+
+    t->login_required = (info.flags & CKF_LOGIN_REQUIRED) != 0;
+    if (t->login_required && !(info.flags & CKF_PROTECTED_AUTHENTICATION_PATH)) {
+        r = ns_p11_uri_pin(t->uri, pin_env, &t->pin);
+        if (r == NS_E_NOT_FOUND && t->pin == NULL)
+            ns_log(NS_LOG_ERROR,
+                   "token '%s' needs a PIN: add pin-source=file:/path to the URI, or pin_env to the config",
+                   t->label);
+        if (r != 0) {
+            pthread_mutex_unlock(&tokens_lock);
+            r = r == NS_E_NOT_FOUND ? NS_E_PIN : r;
+            goto out;
+        }
+    }
+    if ((r = open_session(t, &s)) != 0 || (r = login(t, s)) != 0) {
+        if (s != CK_INVALID_HANDLE)
+            (void)t->fn->C_CloseSession(s);
+        pthread_mutex_unlock(&tokens_lock);
+        goto out;
+    }
+    t->free_s[t->nfree++] = s;
+    t->open = 1;
+    t->next = tokens;
+    tokens = t;
+    pthread_mutex_unlock(&tokens_lock);
+    *out = t;
+    t = NULL;
+    r = 0;
+out:
+    token_free(t);
+    return r;
+}
+
+void ns_p11_token_close(ns_p11_token *t)
+{
+    ns_p11_token **pp;
+
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&tokens_lock);
+    if (--t->refs > 0) {
+        pthread_mutex_unlock(&tokens_lock);
+        return;
+    }
+    for (pp = &tokens; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    pthread_mutex_unlock(&tokens_lock);
+    token_free(t);
+}
+
+const char *ns_p11_token_label(const ns_p11_token *t)
+{
+    return t->label;
+}
+
+const char *ns_p11_token_module_path(const ns_p11_token *t)
+{
+    return ns_p11_module_path(t->mod);
+}
+
+unsigned ns_p11_token_open_sessions(ns_p11_token *t)
+{
+    unsigned n;
+    pthread_mutex_lock(&t->lock);
+    n = t->open;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags, const char *name)
+{
+    CK_MECHANISM_INFO info;
+    CK_SLOT_ID slot;
+    CK_RV rv;
+
+    pthread_mutex_lock(&t->lock);
+    slot = t->slot;
+    pthread_mutex_unlock(&t->lock);
+    rv = t->fn->C_GetMechanismInfo(slot, mech, &info);
+    if (rv == CKR_OK && (info.flags & flags) == flags)
+        return 0;
+    if (rv != CKR_OK && rv != CKR_MECHANISM_INVALID)
+        return ns_p11_rv_error(rv, t->label, "C_GetMechanismInfo");
+    ns_log(NS_LOG_ERROR, "token '%s' (module %s) does not offer mechanism %s%s", t->label,
+           ns_p11_module_path(t->mod), name, rv == CKR_OK ? " for the needed operation" : "");
+    return NS_E_MECHANISM;
+}
+
+int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out)
+{
+    ns_p11_key *k = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((k = calloc(1, sizeof(*k))) == NULL)
+        return NS_E_NOMEM;
+    pthread_mutex_init(&k->lock, NULL);
+    k->h = CK_INVALID_HANDLE;
+    k->cls = cls;
+    if ((r = ns_p11_uri_parse(uri, &k->uri)) != 0)
+        goto out;
+    {
+        CK_ULONG na = 0;
+        CK_ATTRIBUTE *a = ns_p11_uri_object_attrs(k->uri, &na);
+        for (CK_ULONG i = 0; i < na; i++)
+            if (a[i].type == CKA_CLASS && a[i].ulValueLen == sizeof(CK_OBJECT_CLASS) &&
+                *(CK_OBJECT_CLASS *)a[i].pValue != cls) {
+                ns_log(NS_LOG_ERROR, "'%s': type= names another kind of object than this key needs",
+                       ns_p11_uri_safe_text(k->uri));
+                r = NS_E_INVAL;
+                goto out;
+            }
+    }
+    if (!ns_p11_uri_names_object(k->uri)) {
+        ns_log(NS_LOG_ERROR, "'%s' names no key: add object= or id=", ns_p11_uri_safe_text(k->uri));
+        r = NS_E_INVAL;
+        goto out;
+    }
+    k->t = t;
+    if ((r = ns_p11_run(t, k, "C_FindObjects", NULL, NULL, NULL)) != 0) {
+        k->t = NULL;
+        goto out;
+    }
+    pthread_mutex_lock(&tokens_lock);
+    t->refs++;
+    pthread_mutex_unlock(&tokens_lock);
+    *out = k;
+    k = NULL;
+    r = 0;
+out:
+    ns_p11_key_free(k);
+    return r;
+}
+
+void ns_p11_key_free(ns_p11_key *k)
+{
+    if (k == NULL)
+        return;
+    ns_p11_token_close(k->t);
+    ns_p11_uri_free(k->uri);
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+}
+
+ns_p11_token *ns_p11_key_token(const ns_p11_key *k)
+{
+    return k->t;
+}
+
+const char *ns_p11_key_uri(const ns_p11_key *k)
+{
+    return ns_p11_uri_safe_text(k->uri);
+}
+
+struct attr_ctx {
+    CK_ATTRIBUTE_TYPE type;
+    unsigned char *val;
+    size_t len;
+};
+
+static CK_RV attr_op(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, void *vctx)
+{
+    struct attr_ctx *c = vctx;
+    CK_ATTRIBUTE a = {c->type, NULL, 0};
+    CK_RV rv;
+
+    free(c->val);
+    c->val = NULL;
+    if ((rv = fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
+        return rv;
+    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 65536)
+        return CKR_ATTRIBUTE_TYPE_INVALID;
+    if ((c->val = a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1)) == NULL)
+        return CKR_HOST_MEMORY;
+    if ((rv = fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
+        return rv;
+    c->len = a.ulValueLen;
+    return CKR_OK;
+}
+
+int ns_p11_key_attr(ns_p11_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **val, size_t *len)
+{
+    struct attr_ctx c = {type, NULL, 0};
+    int r = ns_p11_run(k->t, k, "C_GetAttributeValue", attr_op, &c, NULL);
+    if (r != 0) {
+        free(c.val);
+        return r;
+    }
+    *val = c.val;
+    *len = c.len;
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* The admin CLI: shared context and the command entry points (one file per group of commands). */
+#ifndef NS_CLI_CLI_H
+#define NS_CLI_CLI_H
+
+#include "common/err.h"
+#include "config/config.h"
+#include "keys/keyring.h"
+#include "store/store.h"
+
+/* Where CLI names live: `put db.key` stores the object cluster/secret/db.key. */
+#define NS_SECRET_PREFIX "cluster/secret/"
+
+typedef struct ns_cli {
+    const char *config_path;
+    ns_config *cfg;
+    ns_store *store;
+    ns_keyring *kr;
+} ns_cli;
+
+/* Load what a command needs, once. Errors are logged. */
+int ns_cli_config(ns_cli *cli) NS_WUR;
+int ns_cli_store(ns_cli *cli) NS_WUR;
+int ns_cli_keyring(ns_cli *cli, int mode) NS_WUR;
+
+/* "cluster/secret/" + name, validated as an object name; caller frees. */
+int ns_cli_object_name(const char *name, char **out) NS_WUR;
+
+/* Print "nstance-secrets: error: <what>: <strerror(r)>" to stderr. */
+void ns_cli_error(const char *what, int r);
+
+/* Commands: argv[0] is the command name. Return 0 or an error code (already reported). */
+int ns_cmd_put(ns_cli *cli, int argc, char **argv);
+int ns_cmd_get(ns_cli *cli, int argc, char **argv);
+int ns_cmd_list(ns_cli *cli, int argc, char **argv);
+int ns_cmd_delete(ns_cli *cli, int argc, char **argv);
+int ns_cmd_kek(ns_cli *cli, int argc, char **argv);
+int ns_cmd_verify(ns_cli *cli, int argc, char **argv);
+int ns_cmd_rewrap(ns_cli *cli, int argc, char **argv);
+
+#endif

@@ -1,0 +1,229 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/secmem.h"
+#include "envelope/envelope.h"
+
+/* put, get, list, delete. */
+
+static int read_all(int fd, const char *what, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    uint8_t chunk[8192];
+    ssize_t got;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(NS_PLAINTEXT_MAX, true, &b)) != 0)
+        goto out;
+    for (;;) {
+        got = read(fd, chunk, sizeof(chunk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            fprintf(stderr, "nstance-secrets: error: reading %s: %s\n", what, strerror(errno));
+            r = NS_E_INVAL;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0) {
+            if (r == NS_E_TOO_LARGE)
+                fprintf(stderr, "nstance-secrets: error: %s is larger than %u bytes\n", what,
+                        NS_PLAINTEXT_MAX);
+            goto out;
+        }
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_wipe(chunk, sizeof(chunk));
+    ns_buf_free(b);
+    return r;
+}
+
+int ns_cmd_put(ns_cli *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {{"create", no_argument, NULL, 'C'}, {NULL, 0, NULL, 0}};
+    const char *file = "-";
+    char *name = NULL;
+    ns_buf *pt = NULL, *blob = NULL;
+    int create = 0, fd = -1, opt, r = NS_E_USAGE;
+
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (opt != 'C')
+            goto usage;
+        create = 1;
+    }
+    if (argc - optind < 1 || argc - optind > 2)
+        goto usage;
+    if (argc - optind == 2)
+        file = argv[optind + 1];
+    if ((r = ns_cli_object_name(argv[optind], &name)) != 0)
+        goto out;
+    if (strcmp(file, "-") == 0) {
+        fd = STDIN_FILENO;
+    } else if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, "nstance-secrets: error: cannot open %s: %s\n", file, strerror(errno));
+        r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_INVAL;
+        goto out;
+    }
+    if ((r = read_all(fd, strcmp(file, "-") == 0 ? "standard input" : file, &pt)) != 0)
+        goto out;
+    if ((r = ns_cli_store(cli)) != 0 || (r = ns_cli_keyring(cli, NS_KEYRING_STRICT)) != 0)
+        goto out;
+    if ((r = ns_envelope_seal(cli->kr, name, pt->data, pt->len, &blob)) != 0) {
+        ns_cli_error(name, r);
+        goto out;
+    }
+    if ((r = ns_store_put(cli->store, name, blob->data, blob->len, create ? NS_PUT_CREATE : NS_PUT_REPLACE,
+                          NULL)) != 0) {
+        ns_cli_error(name, r);
+        goto out;
+    }
+    ns_log(NS_LOG_INFO, "stored %s (%zu bytes)", name, pt->len);
+    r = 0;
+    goto out;
+usage:
+    fputs("usage: nstance-secrets put NAME [FILE|-] [--create]\n", stderr);
+    r = NS_E_USAGE;
+out:
+    if (fd > STDIN_FILENO)
+        close(fd);
+    ns_buf_free(pt);
+    ns_buf_free(blob);
+    free(name);
+    return r;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write to a temporary file beside `path`, then rename: the output is either complete or absent. */
+static int write_output(const char *path, const ns_buf *pt)
+{
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    int fd = -1, r = NS_E_INVAL;
+
+    if (tmp == NULL)
+        return NS_E_NOMEM;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
+        write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
+        rename(tmp, path) != 0) {
+        fprintf(stderr, "nstance-secrets: error: writing %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    r = 0;
+out:
+    free(tmp);
+    return r;
+}
+
+int ns_cmd_get(ns_cli *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {{"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
+    const char *output = NULL;
+    char *name = NULL;
+    ns_buf *blob = NULL, *pt = NULL;
+    int opt, r = NS_E_USAGE;
+
+    while ((opt = getopt_long(argc, argv, "o:", longopts, NULL)) != -1) {
+        if (opt != 'o')
+            goto usage;
+        output = optarg;
+    }
+    if (argc - optind != 1)
+        goto usage;
+    if ((r = ns_cli_object_name(argv[optind], &name)) != 0)
+        goto out;
+    if ((r = ns_cli_store(cli)) != 0 || (r = ns_cli_keyring(cli, NS_KEYRING_STRICT)) != 0)
+        goto out;
+    if ((r = ns_store_get(cli->store, name, NS_BLOB_MAX, &blob, NULL)) != 0 ||
+        (r = ns_envelope_open(cli->kr, name, blob->data, blob->len, &pt, NULL)) != 0) {
+        ns_cli_error(name, r);
+        goto out;
+    }
+    if (output != NULL) {
+        r = write_output(output, pt);
+    } else if (write_all(STDOUT_FILENO, pt->data, pt->len) != 0) {
+        fprintf(stderr, "nstance-secrets: error: writing standard output: %s\n", strerror(errno));
+        r = NS_E_INVAL;
+    }
+    goto out;
+usage:
+    fputs("usage: nstance-secrets get NAME [-o FILE]\n", stderr);
+    r = NS_E_USAGE;
+out:
+    ns_buf_free(blob);
+    ns_buf_free(pt);
+    free(name);
+    return r;
+}
+
+int ns_cmd_list(ns_cli *cli, int argc, char **argv)
+{
+    ns_strv names = NS_STRV_INIT;
+    char prefix[NS_NAME_MAX + 1];
+    int r;
+
+    if (argc > 2) {
+        fputs("usage: nstance-secrets list [PREFIX]\n", stderr);
+        return NS_E_USAGE;
+    }
+    if (snprintf(prefix, sizeof(prefix), "%s%s", NS_SECRET_PREFIX, argc == 2 ? argv[1] : "") >=
+        (int)sizeof(prefix))
+        return NS_E_NAME;
+    if ((r = ns_cli_store(cli)) != 0)
+        return r;
+    if ((r = ns_store_list(cli->store, prefix, &names)) != 0) {
+        ns_cli_error("list", r);
+        return r;
+    }
+    for (size_t i = 0; i < names.n; i++)
+        printf("%s\n", names.v[i] + strlen(NS_SECRET_PREFIX));
+    ns_strv_clear(&names);
+    return 0;
+}
+
+int ns_cmd_delete(ns_cli *cli, int argc, char **argv)
+{
+    char *name = NULL;
+    int r;
+
+    if (argc != 2) {
+        fputs("usage: nstance-secrets delete NAME\n", stderr);
+        return NS_E_USAGE;
+    }
+    if ((r = ns_cli_object_name(argv[1], &name)) != 0)
+        return r;
+    if ((r = ns_cli_store(cli)) == 0 && (r = ns_store_delete(cli->store, name)) != 0)
+        ns_cli_error(name, r);
+    free(name);
+    return r;
+}

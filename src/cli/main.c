@@ -1,0 +1,152 @@
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/secmem.h"
+
+static const char usage[] =
+    "usage: nstance-secrets [-c CONFIG] [-v] COMMAND [ARGS]\n"
+    "\n"
+    "  put NAME [FILE|-] [--create]   encrypt FILE (or stdin) and store it as NAME\n"
+    "  get NAME [-o FILE]             decrypt NAME to stdout (or FILE, mode 0600)\n"
+    "  list [PREFIX]                  names of stored secrets\n"
+    "  delete NAME                    remove a stored secret\n"
+    "  kek generate --uri URI --mechanism aes-gcm|aes-kwp|rsa-oaep [--pin-env VAR]\n"
+    "                                 create an Encryption Key in the token\n"
+    "  kek list                       every configured Encryption Key and whether it is reachable\n"
+    "  verify                         open every blob; counts per Encryption Key id\n"
+    "  rewrap                         re-wrap every blob under the primary Encryption Key\n"
+    "\n"
+    "CONFIG defaults to $NSTANCE_SECRETS_CONFIG, then /etc/nstance/secrets.yaml.\n"
+    "Exit codes: 0 ok, 1 internal, 2 usage/config, 3 not found, 4 integrity or authentication failure,\n"
+    "5 token unavailable, 6 storage error, 7 exists or conflict, 8 bad input.\n";
+
+static const struct {
+    const char *name;
+    int (*fn)(ns_cli *, int, char **);
+} commands[] = {
+    {"put", ns_cmd_put}, {"get", ns_cmd_get},       {"list", ns_cmd_list},     {"delete", ns_cmd_delete},
+    {"kek", ns_cmd_kek}, {"verify", ns_cmd_verify}, {"rewrap", ns_cmd_rewrap},
+};
+
+void ns_cli_error(const char *what, int r)
+{
+    fprintf(stderr, "nstance-secrets: error: %s: %s\n", what, ns_strerror(r));
+}
+
+int ns_cli_config(ns_cli *cli)
+{
+    int r;
+    if (cli->cfg != NULL)
+        return 0;
+    if ((r = ns_config_load(ns_config_default_path(cli->config_path), &cli->cfg)) != 0)
+        ns_cli_error(ns_config_default_path(cli->config_path), r == NS_E_NOT_FOUND ? NS_E_CONFIG : r);
+    return r == NS_E_NOT_FOUND ? NS_E_CONFIG : r;
+}
+
+int ns_cli_store(ns_cli *cli)
+{
+    int r;
+    if (cli->store != NULL)
+        return 0;
+    if ((r = ns_cli_config(cli)) != 0)
+        return r;
+    if ((r = ns_store_open(&cli->cfg->storage, &cli->store)) != 0)
+        ns_cli_error("opening object storage", r);
+    return r;
+}
+
+int ns_cli_keyring(ns_cli *cli, int mode)
+{
+    int r;
+    if (cli->kr != NULL)
+        return 0;
+    if ((r = ns_cli_config(cli)) != 0)
+        return r;
+    if ((r = ns_keyring_load(cli->cfg, mode, &cli->kr)) != 0)
+        ns_cli_error("loading encryption keys", r);
+    return r;
+}
+
+int ns_cli_object_name(const char *name, char **out)
+{
+    size_t n = strlen(NS_SECRET_PREFIX) + strlen(name) + 1;
+    char *s = malloc(n);
+    int r;
+
+    if (s == NULL)
+        return NS_E_NOMEM;
+    snprintf(s, n, "%s%s", NS_SECRET_PREFIX, name);
+    if (name[0] == '\0' || (r = ns_store_name_check(s)) != 0) {
+        fprintf(stderr,
+                "nstance-secrets: error: invalid name '%.100s': use segments of A-Z a-z 0-9 . _ - separated "
+                "by '/', "
+                "not starting with '.'\n",
+                name);
+        free(s);
+        return NS_E_NAME;
+    }
+    *out = s;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ns_cli cli = {0};
+    int opt, r = NS_E_USAGE;
+
+    ns_secmem_harden_process();
+    if (ns_secmem_init() != 0)
+        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    /* '+': stop at the command; its own options are parsed by the command. */
+    while ((opt = getopt_long(argc, argv, "+c:vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            cli.config_path = optarg;
+            break;
+        case 'v':
+            ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case 'V':
+            puts(PACKAGE_STRING);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[optind], commands[i].name) == 0) {
+            int sub = optind;
+            optind = 1; /* reset getopt for the command's own options */
+            r = commands[i].fn(&cli, argc - sub, argv + sub);
+            goto done;
+        }
+    }
+    fprintf(stderr, "nstance-secrets: unknown command '%.40s'\n\n%s", argv[optind], usage);
+    return 2;
+done:
+    ns_keyring_free(cli.kr);
+    ns_store_close(cli.store);
+    ns_config_free(cli.cfg);
+    return ns_err_exit_code(r);
+}

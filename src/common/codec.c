@@ -1,0 +1,144 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/codec.h"
+#include "common/secmem.h"
+
+void ns_hex_encode(const uint8_t *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    uint8_t *w;
+    int r = NS_E_INTERNAL;
+
+    if (n % 2 != 0)
+        return NS_E_FORMAT;
+    if ((r = ns_buf_new(n / 2, secret, &b)) != 0)
+        goto out;
+    if ((r = ns_buf_extend(b, n / 2, &w)) != 0)
+        goto out;
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            r = NS_E_FORMAT;
+            goto out;
+        }
+        w[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    return r;
+}
+
+static int b64_val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+int ns_b64_decode(const char *s, size_t n, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    size_t pad = 0, outlen;
+    uint8_t *w;
+    int r = NS_E_INTERNAL;
+
+    if (n % 4 != 0)
+        return NS_E_FORMAT;
+    if (n > 0 && s[n - 1] == '=')
+        pad = s[n - 2] == '=' ? 2 : 1;
+    outlen = n / 4 * 3 - pad;
+    if ((r = ns_buf_new(outlen, secret, &b)) != 0)
+        goto out;
+    if ((r = ns_buf_extend(b, outlen, &w)) != 0)
+        goto out;
+    r = NS_E_FORMAT;
+    for (size_t i = 0, o = 0; i < n; i += 4) {
+        int v[4];
+        size_t last = i + 4 == n;
+        for (size_t k = 0; k < 4; k++) {
+            if (last && k >= 4 - pad) {
+                v[k] = 0; /* '=' */
+                if (s[i + k] != '=')
+                    goto out;
+            } else if ((v[k] = b64_val(s[i + k])) < 0) {
+                goto out;
+            }
+        }
+        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        /* Canonical form: bits below the last whole byte are zero. */
+        if (last && ((pad == 1 && (x & 0xff)) || (pad == 2 && (x & 0xffff))))
+            goto out;
+        uint8_t bytes[3] = {(uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
+        size_t take = last ? 3 - pad : 3;
+        memcpy(w + o, bytes, take);
+        o += take;
+        ns_wipe(bytes, sizeof(bytes));
+        ns_wipe(&x, sizeof(x));
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    return r;
+}
+
+int ns_b64_encode(const uint8_t *p, size_t n, char **out)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t olen = (n + 2) / 3 * 4;
+    char *s = malloc(olen + 1);
+    size_t o = 0;
+
+    if (s == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t x = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            x |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            x |= p[i + 2];
+        s[o++] = alphabet[(x >> 18) & 63];
+        s[o++] = alphabet[(x >> 12) & 63];
+        s[o++] = i + 1 < n ? alphabet[(x >> 6) & 63] : '=';
+        s[o++] = i + 2 < n ? alphabet[x & 63] : '=';
+    }
+    s[o] = '\0';
+    *out = s;
+    return 0;
+}

@@ -1,0 +1,25 @@
+/* Hex and base64 (RFC 4648), strict: decoders refuse anything that is not exactly a canonical encoding. */
+#ifndef NS_COMMON_CODEC_H
+#define NS_COMMON_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+/* Lower-case hex of p[0..n) into out, which holds 2n+1 bytes. */
+void ns_hex_encode(const uint8_t *p, size_t n, char *out);
+
+/* Decode exactly 2*k hex digits (either case) into a new buffer of k bytes (secret if asked).
+ * NS_E_FORMAT on any other character or an odd length. */
+int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out) NS_WUR;
+
+/* Decode standard base64 with padding (RFC 4648 §4); no whitespace, no missing or extra padding, no
+ * non-zero trailing bits. NS_E_FORMAT otherwise. */
+int ns_b64_decode(const char *s, size_t n, bool secret, ns_buf **out) NS_WUR;
+
+/* Standard base64 with padding into a new NUL-terminated string (caller frees with free()). */
+int ns_b64_encode(const uint8_t *p, size_t n, char **out) NS_WUR;
+
+#endif

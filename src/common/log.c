@@ -1,0 +1,54 @@
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static int log_level = -1;
+
+static int level_from_env(void)
+{
+    const char *v = getenv("NSTANCE_SECRETS_LOG");
+    if (v == NULL)
+        return NS_LOG_WARN;
+    if (strcmp(v, "debug") == 0)
+        return NS_LOG_DEBUG;
+    if (strcmp(v, "info") == 0)
+        return NS_LOG_INFO;
+    if (strcmp(v, "error") == 0)
+        return NS_LOG_ERROR;
+    return NS_LOG_WARN;
+}
+
+void ns_log_set_level(enum ns_log_level level)
+{
+    __atomic_store_n(&log_level, (int)level, __ATOMIC_RELAXED);
+}
+
+enum ns_log_level ns_log_get_level(void)
+{
+    int l = __atomic_load_n(&log_level, __ATOMIC_RELAXED);
+    if (l < 0) {
+        l = level_from_env();
+        __atomic_store_n(&log_level, l, __ATOMIC_RELAXED);
+    }
+    return (enum ns_log_level)l;
+}
+
+void ns_log(enum ns_log_level level, const char *fmt, ...)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    char line[1024];
+    va_list ap;
+
+    if ((int)level > (int)ns_log_get_level())
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    /* One write per line so that lines from several threads do not interleave. */
+    fprintf(stderr, "nstance-secrets: %s: %s\n", names[level], line);
+}

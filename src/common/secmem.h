@@ -1,0 +1,37 @@
+/* Locked, non-dumpable memory for secrets, and process hardening.
+ *
+ * Secret bytes (keys, PINs, plaintext) live in OpenSSL's secure heap: an mmap'd arena that is mlock'd,
+ * marked MADV_DONTDUMP and guarded by inaccessible pages. ns_secmem_init() sets it up once per process;
+ * before that, or if it cannot be set up, allocations fall back to ordinary memory (still wiped on free). */
+#ifndef NS_COMMON_SECMEM_H
+#define NS_COMMON_SECMEM_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+
+/* Size of the secure arena. Secret plaintexts are bounded by NS_BLOB_MAX (envelope.h) so that a few
+ * concurrent opens fit. */
+#define NS_SECMEM_ARENA (32u * 1024u * 1024u)
+
+/* Initialise the secure heap. Idempotent, thread-safe. Returns 0, or NS_E_NOMEM if the arena could not be
+ * created (allocation then falls back to wiped ordinary memory and a warning is logged). */
+int ns_secmem_init(void) NS_WUR;
+
+/* Turn off core dumps and ptrace attachment by other users for this process (RLIMIT_CORE = 0,
+ * PR_SET_DUMPABLE = 0). Every program calls this first. */
+void ns_secmem_harden_process(void);
+
+/* Allocate n zeroed secret bytes; NULL on failure. */
+void *ns_secmem_alloc(size_t n);
+
+/* Wipe and free memory from ns_secmem_alloc(); p may be NULL. n is the allocated size. */
+void ns_secmem_free(void *p, size_t n);
+
+/* Wipe n bytes. */
+void ns_wipe(void *p, size_t n);
+
+/* Constant-time comparison: 0 when equal. */
+int ns_ct_memcmp(const void *a, const void *b, size_t n);
+
+#endif

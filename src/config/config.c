@@ -1,0 +1,1018 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "common/log.h"
+#include "common/secmem.h"
+#include "config/config.h"
+
+/* Why the event API and our own small tree: libyaml's document loader resolves aliases silently (a node
+ * shared by two parents, and with it "billion laughs" expansion), drops anchors and duplicate keys without
+ * trace, and gives no way to refuse any of them. Events let us refuse anchors, aliases and tags where they
+ * appear, with their line, and the tree lets every section be checked against a table. */
+
+#define CONFIG_MAX_BYTES (1024u * 1024u) /* larger files are refused */
+#define CONFIG_MAX_DEPTH 32              /* nesting of mappings and sequences */
+#define CONFIG_MAX_NODES 65536           /* a real config has a few dozen */
+#define QUOTE_MAX        64              /* quoted values in messages are cut to this many bytes */
+#define DEFAULT_PATH     "/etc/nstance/secrets.yaml"
+#define DEFAULT_SESSIONS 4u
+
+/* ---- the tree ---- */
+
+enum node_kind { NODE_SCALAR, NODE_SEQ, NODE_MAP };
+
+typedef struct node {
+    enum node_kind kind;
+    int line;            /* 1-based */
+    char *value;         /* scalar: NUL-terminated (embedded NULs are refused) */
+    size_t len;          /* scalar: strlen(value) */
+    bool plain;          /* scalar: unquoted, so "", "~" and "null" are YAML null */
+    struct node **items; /* seq: items; map: key, value, key, value, ... */
+    size_t n;            /* number of entries in items */
+    size_t cap;
+} node;
+
+typedef struct ctx {
+    const char *origin;
+    const char *base_dir;
+    const char *text;
+    size_t n;
+    size_t n_nodes;
+    yaml_parser_t parser;
+} ctx;
+
+static void node_free(node *nd)
+{
+    if (nd == NULL)
+        return;
+    if (nd->value != NULL) {
+        /* Values may hold a PIN (pkcs11 URIs with pin-value): wipe them all, it costs nothing. */
+        ns_wipe(nd->value, nd->len);
+        free(nd->value);
+    }
+    for (size_t i = 0; i < nd->n; i++)
+        node_free(nd->items[i]);
+    free(nd->items);
+    free(nd);
+}
+
+static int node_push(node *parent, node *child)
+{
+    if (parent->n == parent->cap) {
+        size_t cap = parent->cap ? parent->cap * 2 : 8;
+        node **items = realloc(parent->items, cap * sizeof(*items));
+        if (items == NULL)
+            return NS_E_NOMEM;
+        parent->items = items;
+        parent->cap = cap;
+    }
+    parent->items[parent->n++] = child;
+    return 0;
+}
+
+static bool node_is_null(const node *nd)
+{
+    if (nd->kind != NODE_SCALAR || !nd->plain)
+        return false;
+    return nd->len == 0 || strcmp(nd->value, "~") == 0 || strcmp(nd->value, "null") == 0 ||
+           strcmp(nd->value, "Null") == 0 || strcmp(nd->value, "NULL") == 0;
+}
+
+static const char *node_type_name(const node *nd)
+{
+    if (node_is_null(nd))
+        return "null";
+    switch (nd->kind) {
+    case NODE_SCALAR:
+        return "a string";
+    case NODE_SEQ:
+        return "a sequence";
+    case NODE_MAP:
+        return "a mapping";
+    }
+    return "?";
+}
+
+/* ---- messages ---- */
+
+static int fail(const ctx *c, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Log one error line "origin:line: message" and return NS_E_CONFIG. */
+static int fail(const ctx *c, int line, const char *fmt, ...)
+{
+    char msg[768];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ns_log(NS_LOG_ERROR, "%s:%d: %s", c->origin, line, msg);
+    return NS_E_CONFIG;
+}
+
+/* A value or key for a message: at most QUOTE_MAX bytes, control bytes replaced, and anything that looks
+ * like it could carry a PIN (a PKCS#11 URI, misplaced under the wrong key) withheld altogether. */
+static void quote(const char *s, char out[QUOTE_MAX + 4])
+{
+    size_t i;
+
+    if (strncmp(s, "pkcs11:", 7) == 0 || strstr(s, "pin-value") != NULL) {
+        strcpy(out, "(withheld)");
+        return;
+    }
+    for (i = 0; s[i] != '\0' && i < QUOTE_MAX; i++)
+        out[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    if (s[i] != '\0') {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = '\0';
+}
+
+/* ---- building the tree from events ---- */
+
+static int mark_line(const yaml_mark_t *m)
+{
+    return m->line >= (size_t)0x7fffffff ? 0x7fffffff : (int)m->line + 1;
+}
+
+static int next_event(ctx *c, yaml_event_t *ev)
+{
+    const yaml_parser_t *p = &c->parser;
+    int line;
+
+    if (yaml_parser_parse(&c->parser, ev))
+        return 0;
+    if (p->error == YAML_MEMORY_ERROR)
+        return NS_E_NOMEM;
+    if (p->error == YAML_READER_ERROR) {
+        /* Reader errors (bad encoding) carry a byte offset, not a mark. */
+        line = 1;
+        for (size_t i = 0; i < p->problem_offset && i < c->n; i++)
+            if (c->text[i] == '\n' && line < 0x7fffffff)
+                line++;
+        return fail(c, line, "YAML error: %s", p->problem ? p->problem : "cannot read input");
+    }
+    line = mark_line(&p->problem_mark);
+    if (p->context != NULL)
+        return fail(c, line, "YAML syntax error: %s %s", p->context, p->problem ? p->problem : "");
+    return fail(c, line, "YAML syntax error: %s", p->problem ? p->problem : "unknown error");
+}
+
+/* Refuse what our configs never need and what would make a node mean something other than it says. */
+static int check_props(ctx *c, const yaml_event_t *ev, int line)
+{
+    const yaml_char_t *anchor = NULL, *tag = NULL;
+
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        anchor = ev->data.scalar.anchor;
+        tag = ev->data.scalar.tag;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+        break;
+    case YAML_MAPPING_START_EVENT:
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+        break;
+    default:
+        break;
+    }
+    if (anchor != NULL)
+        return fail(c, line, "anchors and aliases are not supported");
+    if (tag != NULL)
+        return fail(c, line, "tags are not supported");
+    return 0;
+}
+
+/* Build the node that starts with `ev` (owned by the caller), reading events up to its end. */
+static int build_node(ctx *c, const yaml_event_t *ev, int depth, node **out)
+{
+    node *nd = NULL, *child = NULL;
+    yaml_event_t sub;
+    bool have_sub = false;
+    enum yaml_event_type_e end;
+    int line = mark_line(&ev->start_mark);
+    int r = NS_E_INTERNAL;
+
+    if (ev->type == YAML_ALIAS_EVENT) {
+        r = fail(c, line, "anchors and aliases are not supported");
+        goto out;
+    }
+    if ((r = check_props(c, ev, line)) != 0)
+        goto out;
+    if (++c->n_nodes > CONFIG_MAX_NODES) {
+        r = fail(c, line, "too many nodes (more than %u)", CONFIG_MAX_NODES);
+        goto out;
+    }
+    if ((nd = calloc(1, sizeof(*nd))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    nd->line = line;
+
+    if (ev->type == YAML_SCALAR_EVENT) {
+        nd->kind = NODE_SCALAR;
+        nd->len = ev->data.scalar.length;
+        if (memchr(ev->data.scalar.value, '\0', nd->len) != NULL) {
+            r = fail(c, line, "NUL bytes are not allowed in values");
+            goto out;
+        }
+        if ((nd->value = malloc(nd->len + 1)) == NULL) {
+            r = NS_E_NOMEM;
+            goto out;
+        }
+        memcpy(nd->value, ev->data.scalar.value, nd->len);
+        nd->value[nd->len] = '\0';
+        nd->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        *out = nd;
+        nd = NULL;
+        r = 0;
+        goto out;
+    }
+    if (ev->type == YAML_SEQUENCE_START_EVENT) {
+        nd->kind = NODE_SEQ;
+        end = YAML_SEQUENCE_END_EVENT;
+    } else if (ev->type == YAML_MAPPING_START_EVENT) {
+        nd->kind = NODE_MAP;
+        end = YAML_MAPPING_END_EVENT;
+    } else {
+        r = fail(c, line, "unexpected YAML event");
+        goto out;
+    }
+    if (depth >= CONFIG_MAX_DEPTH) {
+        r = fail(c, line, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+        goto out;
+    }
+    for (;;) {
+        if ((r = next_event(c, &sub)) != 0)
+            goto out;
+        have_sub = true;
+        if (sub.type == end)
+            break;
+        if ((r = build_node(c, &sub, depth + 1, &child)) != 0)
+            goto out;
+        if ((r = node_push(nd, child)) != 0)
+            goto out;
+        child = NULL;
+        yaml_event_delete(&sub);
+        have_sub = false;
+    }
+    *out = nd;
+    nd = NULL;
+    r = 0;
+out:
+    if (have_sub)
+        yaml_event_delete(&sub);
+    node_free(child);
+    node_free(nd);
+    return r;
+}
+
+/* Parse the whole stream into one tree; exactly one non-empty document. */
+static int build_tree(ctx *c, node **out)
+{
+    yaml_event_t ev;
+    bool have_ev = false;
+    node *root = NULL;
+    int doc_line = 1;
+    int r = NS_E_INTERNAL;
+
+    if ((r = next_event(c, &ev)) != 0) /* STREAM-START */
+        goto out;
+    yaml_event_delete(&ev);
+    if ((r = next_event(c, &ev)) != 0)
+        goto out;
+    have_ev = true;
+    if (ev.type == YAML_STREAM_END_EVENT) {
+        r = fail(c, mark_line(&ev.start_mark), "empty document");
+        goto out;
+    }
+    doc_line = mark_line(&ev.start_mark); /* DOCUMENT-START */
+    yaml_event_delete(&ev);
+    have_ev = false;
+    if ((r = next_event(c, &ev)) != 0)
+        goto out;
+    have_ev = true;
+    if ((r = build_node(c, &ev, 0, &root)) != 0)
+        goto out;
+    yaml_event_delete(&ev);
+    have_ev = false;
+    if ((r = next_event(c, &ev)) != 0) /* DOCUMENT-END */
+        goto out;
+    yaml_event_delete(&ev);
+    if ((r = next_event(c, &ev)) != 0)
+        goto out;
+    have_ev = true;
+    if (ev.type != YAML_STREAM_END_EVENT) {
+        r = fail(c, mark_line(&ev.start_mark), "only one YAML document is allowed");
+        goto out;
+    }
+    if (root->kind == NODE_SCALAR && root->plain && root->len == 0) {
+        r = fail(c, doc_line, "empty document");
+        goto out;
+    }
+    *out = root;
+    root = NULL;
+    r = 0;
+out:
+    if (have_ev)
+        yaml_event_delete(&ev);
+    node_free(root);
+    return r;
+}
+
+/* ---- values ---- */
+
+static bool valid_cluster_id(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        bool alnum = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || (ch != '.' && ch != '_' && ch != '-')))
+            return false;
+    }
+    return true;
+}
+
+static bool valid_env_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_' ||
+                  (i > 0 && ch >= '0' && ch <= '9');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* RFC 7512 §2.3: the scheme is "pkcs11:". */
+static bool valid_pkcs11_uri(const char *s)
+{
+    return strncmp(s, "pkcs11:", 7) == 0;
+}
+
+/* `p` made absolute: kept if absolute, else joined to base_dir, itself joined to the cwd if relative. */
+static int resolve_path(const char *base_dir, const char *p, char **out)
+{
+    char *cwd = NULL, *res = NULL;
+    const char *parts[3];
+    size_t n_parts = 0, len = 1;
+    int r = NS_E_INTERNAL;
+
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    if (p[0] != '/') {
+        if (base_dir == NULL || base_dir[0] != '/') {
+            if ((cwd = getcwd(NULL, 0)) == NULL) {
+                r = errno == ENOMEM ? NS_E_NOMEM : NS_E_INTERNAL;
+                goto out;
+            }
+            parts[n_parts++] = cwd;
+        }
+        if (base_dir != NULL && base_dir[0] != '\0' && strcmp(base_dir, ".") != 0)
+            parts[n_parts++] = base_dir;
+    }
+    parts[n_parts++] = p;
+    for (size_t i = 0; i < n_parts; i++)
+        len += strlen(parts[i]) + 1;
+    if ((res = malloc(len)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    res[0] = '\0';
+    for (size_t i = 0; i < n_parts; i++) {
+        size_t cur = strlen(res);
+        if (i > 0 && (cur == 0 || res[cur - 1] != '/'))
+            strcat(res, "/");
+        strcat(res, parts[i]);
+    }
+    *out = res;
+    res = NULL;
+    r = 0;
+out:
+    free(cwd);
+    free(res);
+    return r;
+}
+
+/* A scalar that is a string (not null) and not empty. `what` names it in messages. */
+static int expect_string(ctx *c, const node *v, const char *what)
+{
+    if (v->kind != NODE_SCALAR || node_is_null(v))
+        return fail(c, v->line, "%s: expected a string, got %s", what, node_type_name(v));
+    if (v->len == 0)
+        return fail(c, v->line, "%s: must not be empty", what);
+    return 0;
+}
+
+static int expect_kind(ctx *c, const node *v, enum node_kind kind, const char *what)
+{
+    if (v->kind != kind || node_is_null(v))
+        return fail(c, v->line, "%s: expected %s, got %s", what,
+                    kind == NODE_MAP ? "a mapping" : "a sequence", node_type_name(v));
+    return 0;
+}
+
+/* ---- table-driven mappings ----
+ *
+ * A mapping is described by a spec: an optional discriminator key (`source`, `backend`) whose value picks
+ * one variant, and a table of fields, each stored at an offset into the target struct and allowed or
+ * required per variant (bit i = variant i; a spec without discriminator has the single variant 0). */
+
+enum field_type { F_STR, F_PATH, F_UINT };
+
+typedef struct field {
+    const char *key;
+    enum field_type type;
+    size_t off;                 /* of a char * (F_STR, F_PATH) or an unsigned (F_UINT) */
+    unsigned allowed;           /* variants in which the key may appear */
+    unsigned required;          /* variants in which it must */
+    const char *const *choices; /* F_STR: the allowed values, NULL-terminated; NULL: any */
+    bool (*valid)(const char *v);
+    const char *rule;  /* what valid() checks, for the message */
+    bool secret;       /* never quote the value in a message */
+    unsigned min, max; /* F_UINT */
+} field;
+
+typedef struct map_spec {
+    const char *disc;            /* discriminator key, or NULL */
+    const char *const *variants; /* discriminator values, NULL-terminated; index = variant */
+    const field *fields;
+    size_t n_fields;
+} map_spec;
+
+#define MAX_FIELDS 16
+
+#define V_PKCS11 (1u << 0)
+#define V_FILE   (1u << 1)
+#define V_ENV    (1u << 2)
+
+static const char *const kek_sources[] = {"pkcs11", "file", "env", NULL};
+static const enum ns_kek_source kek_source_ids[] = {NS_KEK_SRC_PKCS11, NS_KEK_SRC_FILE, NS_KEK_SRC_ENV};
+static const char *const kek_mechanisms[] = {"aes-gcm", "aes-kwp", "rsa-oaep", NULL};
+static const char *const oaep_hashes[] = {"auto", "sha256", "sha1", NULL};
+
+static const field kek_fields[] = {
+    {"uri", F_STR, offsetof(ns_kek_config, uri), V_PKCS11, V_PKCS11, NULL, valid_pkcs11_uri,
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+    {"mechanism", F_STR, offsetof(ns_kek_config, mechanism), V_PKCS11, V_PKCS11, kek_mechanisms, NULL, NULL,
+     false, 0, 0},
+    {"oaep_hash", F_STR, offsetof(ns_kek_config, oaep_hash), V_PKCS11, 0, oaep_hashes, NULL, NULL, false, 0,
+     0},
+    {"pin_env", F_STR, offsetof(ns_kek_config, pin_env), V_PKCS11, 0, NULL, valid_env_name,
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+    {"path", F_PATH, offsetof(ns_kek_config, path), V_FILE, V_FILE, NULL, NULL, NULL, false, 0, 0},
+    {"name", F_STR, offsetof(ns_kek_config, name), V_ENV, V_ENV, NULL, valid_env_name,
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+};
+static const map_spec kek_spec = {"source", kek_sources, kek_fields,
+                                  sizeof(kek_fields) / sizeof(kek_fields[0])};
+
+static const char *const storage_backends[] = {"file", NULL};
+static const field storage_fields[] = {
+    {"path", F_PATH, offsetof(ns_storage_config, path), 1u << 0, 1u << 0, NULL, NULL, NULL, false, 0, 0},
+};
+static const map_spec storage_spec = {"backend", storage_backends, storage_fields,
+                                      sizeof(storage_fields) / sizeof(storage_fields[0])};
+
+static const field pkcs11_fields[] = {
+    {"sessions", F_UINT, offsetof(ns_config, token_sessions), 1u << 0, 0, NULL, NULL, NULL, false, 1, 64},
+};
+static const map_spec pkcs11_spec = {NULL, NULL, pkcs11_fields,
+                                     sizeof(pkcs11_fields) / sizeof(pkcs11_fields[0])};
+
+/* "a, b or c" */
+static void list_choices(const char *const *choices, char *out, size_t n)
+{
+    size_t k = 0;
+
+    out[0] = '\0';
+    while (choices[k] != NULL)
+        k++;
+    for (size_t i = 0; i < k; i++) {
+        const char *sep = i == 0 ? "" : (i + 1 == k ? " or " : ", ");
+        size_t cur = strlen(out);
+        snprintf(out + cur, n - cur, "%s%s", sep, choices[i]);
+    }
+}
+
+/* Keys must be distinct strings from the table (or the discriminator). Checked in document order, so the
+ * first offender in the file is the one reported. */
+static int check_keys(ctx *c, const node *m, const char *path, const map_spec *spec)
+{
+    char q[QUOTE_MAX + 4];
+
+    for (size_t i = 0; i < m->n; i += 2) {
+        const node *k = m->items[i];
+        bool known = false;
+
+        if (k->kind != NODE_SCALAR || node_is_null(k))
+            return fail(c, k->line, "%s: keys must be strings, got %s", path, node_type_name(k));
+        if (spec->disc != NULL && strcmp(k->value, spec->disc) == 0)
+            known = true;
+        for (size_t f = 0; !known && f < spec->n_fields; f++)
+            known = strcmp(k->value, spec->fields[f].key) == 0;
+        if (!known) {
+            quote(k->value, q);
+            return fail(c, k->line, "unknown key '%s' in %s", q, path);
+        }
+        for (size_t j = 0; j < i; j += 2)
+            if (strcmp(m->items[j]->value, k->value) == 0)
+                return fail(c, k->line, "duplicate key '%s.%s' (first on line %d)", path, k->value,
+                            m->items[j]->line);
+    }
+    return 0;
+}
+
+static int parse_uint(ctx *c, const node *v, const char *what, unsigned min, unsigned max, unsigned *out)
+{
+    char q[QUOTE_MAX + 4];
+    unsigned long val = 0;
+    size_t i;
+
+    if (v->kind != NODE_SCALAR || node_is_null(v) || !v->plain)
+        return fail(c, v->line, "%s: expected an integer, got %s", what,
+                    v->kind == NODE_SCALAR && !node_is_null(v) ? "a quoted string" : node_type_name(v));
+    /* Decimal digits only, no sign and no leading zero (YAML 1.1 would read "010" as octal). */
+    for (i = 0; i < v->len && i < 10; i++) {
+        if (v->value[i] < '0' || v->value[i] > '9')
+            break;
+        val = val * 10 + (unsigned long)(v->value[i] - '0');
+    }
+    if (i != v->len || i == 0 || (v->len > 1 && v->value[0] == '0')) {
+        quote(v->value, q);
+        return fail(c, v->line, "%s: expected an integer, got '%s'", what, q);
+    }
+    if (val < min || val > max)
+        return fail(c, v->line, "%s: %lu is out of range (%u..%u)", what, val, min, max);
+    *out = (unsigned)val;
+    return 0;
+}
+
+/* Check mapping `m` at `path` against `spec` and fill `obj`. `*variant` gets the discriminator's index (0
+ * without one) and `lines[f]` the line of field f (0 when absent). The struct is filled as it goes; the
+ * caller frees it on failure. */
+static int parse_map(ctx *c, const node *m, const char *path, const map_spec *spec, void *obj,
+                     size_t *variant, int lines[MAX_FIELDS])
+{
+    char what[256], q[QUOTE_MAX + 4], list[128];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_kind(c, m, NODE_MAP, path)) != 0)
+        goto out;
+    if ((r = check_keys(c, m, path, spec)) != 0)
+        goto out;
+    memset(lines, 0, MAX_FIELDS * sizeof(lines[0]));
+
+    if (spec->disc != NULL) {
+        const node *dv = NULL;
+        for (size_t i = 0; i < m->n; i += 2)
+            if (strcmp(m->items[i]->value, spec->disc) == 0)
+                dv = m->items[i + 1];
+        snprintf(what, sizeof(what), "%s.%s", path, spec->disc);
+        if (dv == NULL) {
+            r = fail(c, m->line, "missing required key '%s'", what);
+            goto out;
+        }
+        if ((r = expect_string(c, dv, what)) != 0)
+            goto out;
+        while (spec->variants[var] != NULL && strcmp(spec->variants[var], dv->value) != 0)
+            var++;
+        if (spec->variants[var] == NULL) {
+            quote(dv->value, q);
+            list_choices(spec->variants, list, sizeof(list));
+            r = fail(c, dv->line, "%s: unknown %s '%s' (expected %s)", what, spec->disc, q, list);
+            goto out;
+        }
+    }
+
+    for (size_t i = 0; i < m->n; i += 2) {
+        const node *k = m->items[i], *v = m->items[i + 1];
+        const field *f = NULL;
+        size_t fi;
+
+        if (spec->disc != NULL && strcmp(k->value, spec->disc) == 0)
+            continue;
+        for (fi = 0; fi < spec->n_fields; fi++)
+            if (strcmp(k->value, spec->fields[fi].key) == 0)
+                break;
+        f = &spec->fields[fi];
+        lines[fi] = k->line;
+        snprintf(what, sizeof(what), "%s.%s", path, f->key);
+        if (!(f->allowed & (1u << var))) {
+            r = fail(c, k->line, "%s: key '%s' is not valid for %s %s", path, f->key, spec->disc,
+                     spec->variants[var]);
+            goto out;
+        }
+        if (f->type == F_UINT) {
+            if ((r = parse_uint(c, v, what, f->min, f->max, (unsigned *)((char *)obj + f->off))) != 0)
+                goto out;
+            continue;
+        }
+        if ((r = expect_string(c, v, what)) != 0)
+            goto out;
+        if (f->choices != NULL) {
+            size_t ci = 0;
+            while (f->choices[ci] != NULL && strcmp(f->choices[ci], v->value) != 0)
+                ci++;
+            if (f->choices[ci] == NULL) {
+                quote(v->value, q);
+                list_choices(f->choices, list, sizeof(list));
+                r = fail(c, v->line, "%s: unknown value '%s' (expected %s)", what, q, list);
+                goto out;
+            }
+        }
+        if (f->valid != NULL && !f->valid(v->value)) {
+            if (f->secret) {
+                r = fail(c, v->line, "%s: %s", what, f->rule);
+            } else {
+                quote(v->value, q);
+                r = fail(c, v->line, "%s: %s (got '%s')", what, f->rule, q);
+            }
+            goto out;
+        }
+        {
+            char **slot = (char **)((char *)obj + f->off);
+            if (f->type == F_PATH)
+                r = resolve_path(c->base_dir, v->value, slot);
+            else
+                r = (*slot = strdup(v->value)) == NULL ? NS_E_NOMEM : 0;
+            if (r != 0)
+                goto out;
+        }
+    }
+
+    for (size_t fi = 0; fi < spec->n_fields; fi++) {
+        if ((spec->fields[fi].required & (1u << var)) && lines[fi] == 0) {
+            snprintf(what, sizeof(what), "%s.%s", path, spec->fields[fi].key);
+            if (spec->disc != NULL)
+                r = fail(c, m->line, "missing required key '%s' (for %s %s)", what, spec->disc,
+                         spec->variants[var]);
+            else
+                r = fail(c, m->line, "missing required key '%s'", what);
+            goto out;
+        }
+    }
+    *variant = var;
+    r = 0;
+out:
+    return r;
+}
+
+static size_t field_index(const map_spec *spec, const char *key)
+{
+    for (size_t i = 0; i < spec->n_fields; i++)
+        if (strcmp(spec->fields[i].key, key) == 0)
+            return i;
+    return spec->n_fields;
+}
+
+static void kek_clear(ns_kek_config *k)
+{
+    if (k->uri != NULL) {
+        ns_wipe(k->uri, strlen(k->uri)); /* may carry pin-value */
+        free(k->uri);
+    }
+    free(k->mechanism);
+    free(k->oaep_hash);
+    free(k->pin_env);
+    free(k->path);
+    free(k->name);
+    memset(k, 0, sizeof(*k));
+}
+
+static int parse_kek(ctx *c, const node *m, const char *path, ns_kek_config *k)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0, hi;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, m, path, &kek_spec, k, &var, lines)) != 0)
+        goto out;
+    k->source = kek_source_ids[var];
+    k->line = m->line;
+    if (k->source == NS_KEK_SRC_PKCS11) {
+        bool oaep = strcmp(k->mechanism, "rsa-oaep") == 0;
+        hi = field_index(&kek_spec, "oaep_hash");
+        if (!oaep && k->oaep_hash != NULL) {
+            r = fail(c, lines[hi], "%s.oaep_hash is only valid with mechanism rsa-oaep", path);
+            goto out;
+        }
+        if (oaep && k->oaep_hash == NULL && (k->oaep_hash = strdup("auto")) == NULL) {
+            r = NS_E_NOMEM;
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    return r;
+}
+
+/* ---- top-level sections ----
+ *
+ * One row per top-level key. New sections (server, ca, ...) are added here with a handler. */
+
+typedef struct section {
+    const char *key;
+    bool required;
+    int (*parse)(ctx *c, const node *v, ns_config *cfg);
+} section;
+
+static int sec_cluster_id(ctx *c, const node *v, ns_config *cfg)
+{
+    char q[QUOTE_MAX + 4];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_string(c, v, "cluster_id")) != 0)
+        return r;
+    if (!valid_cluster_id(v->value)) {
+        quote(v->value, q);
+        return fail(c, v->line,
+                    "cluster_id: '%s' is not valid ([A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters)", q);
+    }
+    if ((cfg->cluster_id = strdup(v->value)) == NULL)
+        return NS_E_NOMEM;
+    return 0;
+}
+
+static int sec_storage(ctx *c, const node *v, ns_config *cfg)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, "storage", &storage_spec, &cfg->storage, &var, lines)) != 0)
+        return r;
+    if ((cfg->storage.backend = strdup(storage_backends[var])) == NULL)
+        return NS_E_NOMEM;
+    cfg->storage.line = v->line;
+    return 0;
+}
+
+static int sec_encryption_key(ctx *c, const node *v, ns_config *cfg)
+{
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_kek(c, v, "encryption_key", &cfg->primary)) != 0)
+        return r;
+    cfg->has_primary = true;
+    return 0;
+}
+
+static int sec_old_encryption_keys(ctx *c, const node *v, ns_config *cfg)
+{
+    char path[64];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_kind(c, v, NODE_SEQ, "old_encryption_keys")) != 0)
+        return r;
+    if (v->n == 0)
+        return 0;
+    if ((cfg->old = calloc(v->n, sizeof(*cfg->old))) == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < v->n; i++) {
+        snprintf(path, sizeof(path), "old_encryption_keys[%zu]", i);
+        cfg->n_old = i + 1; /* so that ns_config_free() clears what this entry got so far */
+        if ((r = parse_kek(c, v->items[i], path, &cfg->old[i])) != 0)
+            return r;
+    }
+    return 0;
+}
+
+static int sec_pkcs11(ctx *c, const node *v, ns_config *cfg)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+
+    return parse_map(c, v, "pkcs11", &pkcs11_spec, cfg, &var, lines);
+}
+
+static const section sections[] = {
+    {"cluster_id", true, sec_cluster_id},
+    {"storage", true, sec_storage},
+    {"encryption_key", false, sec_encryption_key},
+    {"old_encryption_keys", false, sec_old_encryption_keys},
+    {"pkcs11", false, sec_pkcs11},
+};
+#define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
+
+static int parse_root(ctx *c, const node *root, ns_config *cfg)
+{
+    char q[QUOTE_MAX + 4];
+    const node *keys[N_SECTIONS] = {NULL}, *vals[N_SECTIONS] = {NULL};
+
+    if (root->kind != NODE_MAP)
+        return fail(c, root->line, "the top level must be a mapping, got %s", node_type_name(root));
+    /* Keys first, in document order: unknown and duplicate keys are reported where they are. */
+    for (size_t i = 0; i < root->n; i += 2) {
+        const node *k = root->items[i];
+        size_t s;
+
+        if (k->kind != NODE_SCALAR || node_is_null(k))
+            return fail(c, k->line, "keys must be strings, got %s", node_type_name(k));
+        for (s = 0; s < N_SECTIONS; s++)
+            if (strcmp(k->value, sections[s].key) == 0)
+                break;
+        if (s == N_SECTIONS) {
+            quote(k->value, q);
+            return fail(c, k->line, "unknown top-level key '%s'", q);
+        }
+        if (keys[s] != NULL)
+            return fail(c, k->line, "duplicate key '%s' (first on line %d)", sections[s].key, keys[s]->line);
+        keys[s] = k;
+        vals[s] = root->items[i + 1];
+    }
+    for (size_t s = 0; s < N_SECTIONS; s++) {
+        int r;
+        if (vals[s] == NULL) {
+            if (sections[s].required)
+                return fail(c, root->line, "missing required key '%s'", sections[s].key);
+            continue;
+        }
+        if ((r = sections[s].parse(c, vals[s], cfg)) != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- public ---- */
+
+void ns_config_free(ns_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->origin);
+    free(cfg->cluster_id);
+    free(cfg->storage.backend);
+    free(cfg->storage.path);
+    kek_clear(&cfg->primary);
+    for (size_t i = 0; i < cfg->n_old; i++)
+        kek_clear(&cfg->old[i]);
+    free(cfg->old);
+    free(cfg);
+}
+
+int ns_config_parse(const char *text, size_t n, const char *origin, const char *base_dir, ns_config **out)
+{
+    ctx c;
+    bool have_parser = false;
+    node *root = NULL;
+    ns_config *cfg = NULL;
+    int r = NS_E_INTERNAL;
+
+    memset(&c, 0, sizeof(c));
+    if (out == NULL || (text == NULL && n > 0)) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    c.origin = origin != NULL ? origin : "<string>";
+    c.base_dir = base_dir;
+    c.text = text != NULL ? text : "";
+    c.n = n;
+    if (n > CONFIG_MAX_BYTES) {
+        ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", c.origin, CONFIG_MAX_BYTES);
+        r = NS_E_CONFIG;
+        goto out;
+    }
+    if (!yaml_parser_initialize(&c.parser)) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    have_parser = true;
+    yaml_parser_set_input_string(&c.parser, (const unsigned char *)c.text, n);
+    if ((r = build_tree(&c, &root)) != 0)
+        goto out;
+
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    cfg->token_sessions = DEFAULT_SESSIONS;
+    if ((cfg->origin = strdup(c.origin)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    if ((r = parse_root(&c, root, cfg)) != 0)
+        goto out;
+    *out = cfg;
+    cfg = NULL;
+    r = 0;
+out:
+    ns_config_free(cfg);
+    node_free(root);
+    if (have_parser)
+        yaml_parser_delete(&c.parser);
+    return r;
+}
+
+int ns_config_load(const char *path, ns_config **out)
+{
+    char *text = NULL, *dir = NULL, *slash;
+    size_t len = 0;
+    struct stat st;
+    int fd = -1;
+    int r = NS_E_INTERNAL;
+
+    if (path == NULL || out == NULL) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+        int e = errno;
+        ns_log(NS_LOG_ERROR, "%s: cannot open the config: %s", path, strerror(e));
+        r = (e == ENOENT || e == ENOTDIR) ? NS_E_NOT_FOUND : NS_E_CONFIG;
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "%s: not a readable file", path);
+        r = NS_E_CONFIG;
+        goto out;
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > (off_t)CONFIG_MAX_BYTES) {
+        ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", path, CONFIG_MAX_BYTES);
+        r = NS_E_CONFIG;
+        goto out;
+    }
+    /* Read at most one byte past the cap, so that pipes and files growing under us are caught too. */
+    if ((text = malloc(CONFIG_MAX_BYTES + 1)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    while (len <= CONFIG_MAX_BYTES) {
+        ssize_t got = read(fd, text + len, CONFIG_MAX_BYTES + 1 - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            ns_log(NS_LOG_ERROR, "%s: cannot read the config: %s", path, strerror(errno));
+            r = NS_E_CONFIG;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    if (len > CONFIG_MAX_BYTES) {
+        ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", path, CONFIG_MAX_BYTES);
+        r = NS_E_CONFIG;
+        goto out;
+    }
+
+    if ((dir = strdup(path)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = '\0';
+    else if (slash != NULL)
+        *slash = '\0';
+    if ((r = ns_config_parse(text, len, path, slash != NULL ? dir : NULL, out)) != 0)
+        goto out;
+    r = 0;
+out:
+    if (text != NULL) {
+        ns_wipe(text, len); /* may hold a pin-value */
+        free(text);
+    }
+    free(dir);
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+const char *ns_config_default_path(const char *cli_path)
+{
+    const char *env;
+
+    if (cli_path != NULL)
+        return cli_path;
+    env = getenv("NSTANCE_SECRETS_CONFIG");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    return DEFAULT_PATH;
+}

@@ -1,0 +1,738 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "common/log.h"
+#include "common/secmem.h"
+#include "keys/aead.h"
+#include "keys/kek.h"
+#include "pkcs11/token.h"
+#include "pkcs11/uri.h"
+
+/* Token KEKs. The key never leaves the token: aes-gcm and aes-kwp run in the token both ways; rsa-oaep
+ * encrypts the DEK in software with the public key and decrypts it in the token (this works on TPMs and
+ * over p11-kit remoting, which lack AES-GCM and key wrap). */
+
+#define GCM_WRAPPED_LEN (NS_AEAD_NONCE + NS_DEK_LEN + NS_AEAD_TAG)
+#define KWP_WRAPPED_LEN (NS_DEK_LEN + 8)
+
+static const char id_label[] = "nstance-secrets kek-id v1";
+
+struct p11kek {
+    ns_p11_token *t;
+    ns_p11_key *key;
+    EVP_PKEY *pub;      /* rsa-oaep: the public key, for wrapping in software */
+    uint8_t oaep_write; /* rsa-oaep: hash used for new wraps */
+    char *what_dec;     /* "C_Decrypt with <uri>" for messages */
+    char *what_enc;
+};
+
+/* ---- one operation per call into the token ---- */
+
+struct io {
+    CK_MECHANISM mech;
+    const uint8_t *in;
+    size_t in_len;
+    uint8_t out[640]; /* wiped by the caller */
+    CK_ULONG out_len;
+};
+
+static CK_RV op_encrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct io *io = ctx;
+    CK_RV rv;
+    if ((rv = fn->C_EncryptInit(s, &io->mech, key)) != CKR_OK)
+        return rv;
+    io->out_len = sizeof(io->out);
+    return fn->C_Encrypt(s, (CK_BYTE_PTR)io->in, io->in_len, io->out, &io->out_len);
+}
+
+static CK_RV op_decrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct io *io = ctx;
+    CK_RV rv;
+    if ((rv = fn->C_DecryptInit(s, &io->mech, key)) != CKR_OK)
+        return rv;
+    io->out_len = sizeof(io->out);
+    return fn->C_Decrypt(s, (CK_BYTE_PTR)io->in, io->in_len, io->out, &io->out_len);
+}
+
+/* KWP: the DEK enters the token as a short-lived session object, is wrapped, and the object destroyed. */
+static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct io *io = ctx;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
+        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE, (void *)io->in, io->in_len},
+    };
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    CK_RV rv;
+
+    if ((rv = fn->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h)) != CKR_OK)
+        return rv;
+    io->out_len = sizeof(io->out);
+    rv = fn->C_WrapKey(s, &io->mech, key, h, io->out, &io->out_len);
+    (void)fn->C_DestroyObject(s, h);
+    return rv;
+}
+
+static CK_RV op_kwp_unwrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct io *io = ctx;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},   {CKA_KEY_TYPE, &kt, sizeof(kt)},      {CKA_TOKEN, &no, sizeof(no)},
+        {CKA_SENSITIVE, &no, sizeof(no)}, {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+    };
+    CK_ATTRIBUTE val = {CKA_VALUE, io->out, sizeof(io->out)};
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    CK_RV rv;
+
+    if ((rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl,
+                              sizeof(tmpl) / sizeof(tmpl[0]), &h)) != CKR_OK)
+        return rv;
+    rv = fn->C_GetAttributeValue(s, h, &val, 1);
+    io->out_len = rv == CKR_OK ? val.ulValueLen : 0;
+    (void)fn->C_DestroyObject(s, h);
+    return rv;
+}
+
+/* ---- shared helpers ---- */
+
+static int run_io(struct p11kek *pk, const char *what, ns_p11_op op, struct io *io, CK_RV *rv)
+{
+    return ns_p11_run(pk->t, pk->key, what, op, io, rv);
+}
+
+/* After an unwrap failure: a token that is gone stays "unavailable"; anything else may be damaged data or a
+ * different key now sitting behind the URI, which the fingerprint tells apart. */
+static int unwrap_failed(ns_kek *k, int r)
+{
+    if (r == NS_E_TOKEN_UNAVAILABLE || r == NS_E_PIN || r == NS_E_NOMEM || r == NS_E_MECHANISM)
+        return r;
+    return ns_kek_diagnose_unwrap_failure(k);
+}
+
+static int copy_dek(struct io *io, uint8_t dek[NS_DEK_LEN])
+{
+    int r = io->out_len == NS_DEK_LEN ? 0 : NS_E_INTEGRITY;
+    if (r == 0)
+        memcpy(dek, io->out, NS_DEK_LEN);
+    ns_wipe(io->out, sizeof(io->out));
+    return r;
+}
+
+/* ---- aes-gcm ---- */
+
+static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
+                    ns_buf *wrapped, uint8_t *param)
+{
+    struct p11kek *pk = k->impl;
+    uint8_t iv[NS_AEAD_NONCE];
+    CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
+    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, dek, NS_DEK_LEN, {0}, 0};
+    int r;
+
+    *param = 0;
+    if ((r = ns_random(iv, sizeof(iv))) != 0)
+        return r;
+    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0) {
+        if (io.out_len != NS_DEK_LEN + NS_AEAD_TAG)
+            r = NS_E_TOKEN;
+        else if ((r = ns_buf_append(wrapped, iv, sizeof(iv))) == 0)
+            r = ns_buf_append(wrapped, io.out, io.out_len);
+    }
+    ns_wipe(&io, sizeof(io));
+    return r;
+}
+
+static int gcm_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n, const uint8_t *aad,
+                      size_t aad_len, uint8_t dek[NS_DEK_LEN])
+{
+    struct p11kek *pk = k->impl;
+    uint8_t iv[NS_AEAD_NONCE];
+    CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
+    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, wrapped + NS_AEAD_NONCE, n - NS_AEAD_NONCE, {0}, 0};
+    int r;
+
+    if (param != 0 || n != GCM_WRAPPED_LEN)
+        return NS_E_FORMAT;
+    memcpy(iv, wrapped, sizeof(iv));
+    /* SoftHSM reports a bad tag as CKR_GENERAL_ERROR, so every failure goes through the diagnosis. */
+    if ((r = run_io(pk, pk->what_dec, op_decrypt, &io, NULL)) != 0) {
+        ns_wipe(&io, sizeof(io));
+        return unwrap_failed(k, r);
+    }
+    return copy_dek(&io, dek);
+}
+
+/* GCM with a fixed all-zero IV over 16 zero bytes with the label as AAD: deterministic for the key, and
+ * hashed before use. A random 96-bit wrap IV meets the zero IV with probability 2^-96. */
+static int gcm_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
+{
+    struct p11kek *pk = k->impl;
+    uint8_t iv[NS_AEAD_NONCE] = {0}, zero[16] = {0};
+    CK_GCM_PARAMS gp = {
+        iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)id_label, sizeof(id_label) - 1, NS_AEAD_TAG * 8};
+    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0};
+    int r;
+
+    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0)
+        r = ns_kek_id_derive(NS_MECH_AES_GCM, io.out, io.out_len, id);
+    return r;
+}
+
+/* ---- aes-kwp (RFC 5649) ---- */
+
+static int kwp_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
+                    ns_buf *wrapped, uint8_t *param)
+{
+    struct p11kek *pk = k->impl;
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, dek, NS_DEK_LEN, {0}, 0};
+    int r;
+
+    *param = 0;
+    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0)
+        r = io.out_len == KWP_WRAPPED_LEN ? ns_buf_append(wrapped, io.out, io.out_len) : NS_E_TOKEN;
+    return r;
+}
+
+static int kwp_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n, const uint8_t *aad,
+                      size_t aad_len, uint8_t dek[NS_DEK_LEN])
+{
+    struct p11kek *pk = k->impl;
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, wrapped, n, {0}, 0};
+    int r;
+
+    if (param != 0 || n != KWP_WRAPPED_LEN)
+        return NS_E_FORMAT;
+    if ((r = run_io(pk, "C_UnwrapKey", op_kwp_unwrap, &io, NULL)) != 0) {
+        ns_wipe(&io, sizeof(io));
+        return unwrap_failed(k, r);
+    }
+    return copy_dek(&io, dek);
+}
+
+/* KWP is deterministic: wrap a fixed, public 32-byte value (SHA-256 of the label) and hash the result. */
+static int kwp_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
+{
+    struct p11kek *pk = k->impl;
+    uint8_t fixed[32];
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0};
+    int r;
+
+    if (EVP_Digest(id_label, sizeof(id_label) - 1, fixed, NULL, EVP_sha256(), NULL) != 1)
+        return NS_E_CRYPTO;
+    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0)
+        r = ns_kek_id_derive(NS_MECH_AES_KWP, io.out, io.out_len, id);
+    return r;
+}
+
+/* ---- rsa-oaep ---- */
+
+static const EVP_MD *oaep_md(uint8_t h)
+{
+    return h == NS_OAEP_SHA1 ? EVP_sha1() : h == NS_OAEP_SHA256 ? EVP_sha256() : NULL;
+}
+
+static int rsa_encrypt(EVP_PKEY *pub, uint8_t hash, const uint8_t *in, size_t n, ns_buf *out)
+{
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t len = 0;
+    uint8_t *w;
+    int r = NS_E_CRYPTO;
+
+    if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL)) == NULL || EVP_PKEY_encrypt_init(ctx) != 1 ||
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
+        EVP_PKEY_CTX_set_rsa_oaep_md(ctx, oaep_md(hash)) != 1 ||
+        EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, oaep_md(hash)) != 1 ||
+        EVP_PKEY_encrypt(ctx, NULL, &len, in, n) != 1)
+        goto out;
+    if (len > NS_WRAPPED_MAX) {
+        r = NS_E_TOO_LARGE;
+        goto out;
+    }
+    if ((r = ns_buf_extend(out, len, &w)) != 0)
+        goto out;
+    r = EVP_PKEY_encrypt(ctx, w, &len, in, n) == 1 ? 0 : NS_E_CRYPTO;
+    if (r == 0)
+        ns_buf_truncate(out, (size_t)(w - out->data) + len);
+out:
+    EVP_PKEY_CTX_free(ctx);
+    return r;
+}
+
+static int rsa_token_decrypt(struct p11kek *pk, uint8_t hash, const uint8_t *in, size_t n, struct io *io,
+                             int quiet)
+{
+    CK_RSA_PKCS_OAEP_PARAMS op = {hash == NS_OAEP_SHA1 ? CKM_SHA_1 : CKM_SHA256,
+                                  hash == NS_OAEP_SHA1 ? CKG_MGF1_SHA1 : CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED,
+                                  NULL, 0};
+    io->mech.mechanism = CKM_RSA_PKCS_OAEP;
+    io->mech.pParameter = &op;
+    io->mech.ulParameterLen = sizeof(op);
+    io->in = in;
+    io->in_len = n;
+    return quiet ? ns_p11_run_quiet(pk->t, pk->key, pk->what_dec, op_decrypt, io, NULL)
+                 : run_io(pk, pk->what_dec, op_decrypt, io, NULL);
+}
+
+static int rsa_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
+                    ns_buf *wrapped, uint8_t *param)
+{
+    struct p11kek *pk = k->impl;
+    *param = pk->oaep_write;
+    return rsa_encrypt(pk->pub, pk->oaep_write, dek, NS_DEK_LEN, wrapped);
+}
+
+static int rsa_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n, const uint8_t *aad,
+                      size_t aad_len, uint8_t dek[NS_DEK_LEN])
+{
+    struct p11kek *pk = k->impl;
+    struct io io;
+    int r;
+
+    if ((param != NS_OAEP_SHA1 && param != NS_OAEP_SHA256) || n != (size_t)EVP_PKEY_get_size(pk->pub))
+        return NS_E_FORMAT;
+    memset(&io, 0, sizeof(io));
+    if ((r = rsa_token_decrypt(pk, param, wrapped, n, &io, 0)) != 0) {
+        ns_wipe(&io, sizeof(io));
+        return unwrap_failed(k, r);
+    }
+    return copy_dek(&io, dek);
+}
+
+/* Read the public key of the token's RSA key (from the private key object's CKA_MODULUS and
+ * CKA_PUBLIC_EXPONENT). */
+static int rsa_read_public(struct p11kek *pk, EVP_PKEY **out)
+{
+    unsigned char *mod = NULL, *exp = NULL;
+    size_t mod_len = 0, exp_len = 0;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    EVP_PKEY *pkey = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_p11_key_attr(pk->key, CKA_MODULUS, &mod, &mod_len)) != 0 ||
+        (r = ns_p11_key_attr(pk->key, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
+        goto out;
+    r = NS_E_CRYPTO;
+    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
+        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        goto out;
+    if (EVP_PKEY_get_bits(pkey) < 2048) {
+        ns_log(NS_LOG_ERROR, "RSA key '%s' has %d bits; at least 2048 are needed", ns_p11_key_uri(pk->key),
+               EVP_PKEY_get_bits(pkey));
+        r = NS_E_TOKEN_OBJECT;
+        goto out;
+    }
+    *out = pkey;
+    pkey = NULL;
+    r = 0;
+out:
+    free(mod);
+    free(exp);
+    BN_free(n);
+    BN_free(e);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    return r;
+}
+
+static int rsa_id_of(EVP_PKEY *pub, uint8_t id[NS_KEK_ID_LEN])
+{
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(pub, &der), r;
+    if (len <= 0)
+        return NS_E_CRYPTO;
+    r = ns_kek_id_derive(NS_MECH_RSA_OAEP, der, (size_t)len, id);
+    OPENSSL_free(der);
+    return r;
+}
+
+static int rsa_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
+{
+    struct p11kek *pk = k->impl;
+    EVP_PKEY *pub = NULL;
+    int r;
+    if ((r = rsa_read_public(pk, &pub)) == 0)
+        r = rsa_id_of(pub, id);
+    EVP_PKEY_free(pub);
+    return r;
+}
+
+/* Which OAEP hash does the token decrypt with? Encrypt a random value under the public key and ask the
+ * token to decrypt it (SoftHSM 2.6 only has SHA-1; most HSMs and TPMs have SHA-256). */
+static int rsa_probe(struct p11kek *pk, uint8_t hash)
+{
+    uint8_t probe[NS_DEK_LEN];
+    ns_buf *ct = NULL;
+    struct io io;
+    int r;
+
+    memset(&io, 0, sizeof(io));
+    if ((r = ns_random(probe, sizeof(probe))) != 0 || (r = ns_buf_new(NS_WRAPPED_MAX, false, &ct)) != 0 ||
+        (r = rsa_encrypt(pk->pub, hash, probe, sizeof(probe), ct)) != 0)
+        goto out;
+    if ((r = rsa_token_decrypt(pk, hash, ct->data, ct->len, &io, 1)) != 0)
+        goto out;
+    r = io.out_len == sizeof(probe) && memcmp(io.out, probe, sizeof(probe)) == 0 ? 0 : NS_E_TOKEN;
+out:
+    ns_wipe(&io, sizeof(io));
+    ns_wipe(probe, sizeof(probe));
+    ns_buf_free(ct);
+    return r;
+}
+
+/* ---- table, open, generate ---- */
+
+static void p11kek_free(ns_kek *k)
+{
+    struct p11kek *pk = k->impl;
+    if (pk == NULL)
+        return;
+    ns_p11_key_free(pk->key);
+    ns_p11_token_close(pk->t);
+    EVP_PKEY_free(pk->pub);
+    free(pk->what_dec);
+    free(pk->what_enc);
+    free(pk);
+}
+
+static const ns_kek_ops gcm_ops = {"aes-gcm", gcm_wrap, gcm_unwrap, gcm_fingerprint, p11kek_free};
+static const ns_kek_ops kwp_ops = {"aes-kwp", kwp_wrap, kwp_unwrap, kwp_fingerprint, p11kek_free};
+static const ns_kek_ops rsa_ops = {"rsa-oaep", rsa_wrap, rsa_unwrap, rsa_fingerprint, p11kek_free};
+
+static int attr_bool(ns_p11_key *key, CK_ATTRIBUTE_TYPE type, int *v)
+{
+    unsigned char *val = NULL;
+    size_t len = 0;
+    int r = ns_p11_key_attr(key, type, &val, &len);
+    if (r == 0)
+        *v = len == sizeof(CK_BBOOL) && val[0] == CK_TRUE;
+    free(val);
+    return r;
+}
+
+static int attr_ulong(ns_p11_key *key, CK_ATTRIBUTE_TYPE type, CK_ULONG *v)
+{
+    unsigned char *val = NULL;
+    size_t len = 0;
+    int r = ns_p11_key_attr(key, type, &val, &len);
+    if (r == 0 && len == sizeof(CK_ULONG))
+        memcpy(v, val, sizeof(*v));
+    else if (r == 0)
+        r = NS_E_TOKEN_OBJECT;
+    free(val);
+    return r;
+}
+
+/* The key must be a sensitive AES-256 (or RSA) key allowed the operations the mechanism needs. */
+static int check_key(ns_kek *k, struct p11kek *pk, CK_ATTRIBUTE_TYPE use1, CK_ATTRIBUTE_TYPE use2)
+{
+    const char *uri = ns_p11_key_uri(pk->key);
+    CK_ULONG kt = 0, len = 0;
+    int sensitive = 0, extractable = 0, u1 = 0, u2 = 1, r;
+
+    if ((r = attr_ulong(pk->key, CKA_KEY_TYPE, &kt)) != 0)
+        return r;
+    if (k->mech == NS_MECH_RSA_OAEP ? kt != CKK_RSA : kt != CKK_AES) {
+        ns_log(NS_LOG_ERROR, "key '%s' is not an %s key", uri, k->mech == NS_MECH_RSA_OAEP ? "RSA" : "AES");
+        return NS_E_TOKEN_OBJECT;
+    }
+    if (k->mech != NS_MECH_RSA_OAEP) {
+        if ((r = attr_ulong(pk->key, CKA_VALUE_LEN, &len)) != 0)
+            return r;
+        if (len != 32) {
+            ns_log(NS_LOG_ERROR, "key '%s' is AES-%lu; an AES-256 key is needed", uri,
+                   (unsigned long)len * 8);
+            return NS_E_TOKEN_OBJECT;
+        }
+    }
+    if ((r = attr_bool(pk->key, CKA_SENSITIVE, &sensitive)) != 0 ||
+        (r = attr_bool(pk->key, CKA_EXTRACTABLE, &extractable)) != 0 ||
+        (r = attr_bool(pk->key, use1, &u1)) != 0 || (use2 && (r = attr_bool(pk->key, use2, &u2)) != 0))
+        return r;
+    if (!sensitive) {
+        ns_log(NS_LOG_ERROR,
+               "key '%s' is not sensitive (CKA_SENSITIVE false): its value can be read out of the "
+               "token; make a new key with --sensitive",
+               uri);
+        return NS_E_TOKEN_OBJECT;
+    }
+    if (!u1 || !u2) {
+        ns_log(NS_LOG_ERROR, "key '%s' is not allowed the operations %s needs (%s)", uri, k->ops->name,
+               k->mech == NS_MECH_AES_GCM   ? "CKA_ENCRYPT and CKA_DECRYPT"
+               : k->mech == NS_MECH_AES_KWP ? "CKA_WRAP and CKA_UNWRAP"
+                                            : "CKA_DECRYPT");
+        return NS_E_TOKEN_OBJECT;
+    }
+    if (extractable &&
+        (k->warning = strdup("extractable (CKA_EXTRACTABLE true): can be wrapped out")) == NULL)
+        return NS_E_NOMEM;
+    return 0;
+}
+
+int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out)
+{
+    ns_kek *k = NULL;
+    struct p11kek *pk = NULL;
+    char *safe = NULL;
+    uint8_t mech = ns_kek_mech_from_name(kc->mechanism ? kc->mechanism : "");
+    int r = NS_E_INTERNAL;
+
+    if (mech == 0)
+        return NS_E_CONFIG;
+    if ((k = calloc(1, sizeof(*k))) == NULL || (pk = calloc(1, sizeof(*pk))) == NULL ||
+        (safe = ns_p11_uri_redact(kc->uri)) == NULL) {
+        free(pk);
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    k->impl = pk;
+    k->mech = mech;
+    k->ops = mech == NS_MECH_AES_GCM ? &gcm_ops : mech == NS_MECH_AES_KWP ? &kwp_ops : &rsa_ops;
+    if ((k->source = malloc(strlen(safe) + 8)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    sprintf(k->source, "pkcs11 %s", safe);
+    if (asprintf(&pk->what_dec, "C_Decrypt with %s", safe) < 0)
+        pk->what_dec = NULL;
+    if (asprintf(&pk->what_enc, "C_Encrypt with %s", safe) < 0)
+        pk->what_enc = NULL;
+    if (pk->what_dec == NULL || pk->what_enc == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+
+    if ((r = ns_p11_token_open(kc->uri, kc->pin_env, sessions, &pk->t)) != 0)
+        goto out;
+    switch (mech) {
+    case NS_MECH_AES_GCM:
+        r = ns_p11_token_require_mech(pk->t, CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT, "CKM_AES_GCM (aes-gcm)");
+        break;
+    case NS_MECH_AES_KWP:
+        r = ns_p11_token_require_mech(pk->t, CKM_AES_KEY_WRAP_PAD, CKF_WRAP | CKF_UNWRAP,
+                                      "CKM_AES_KEY_WRAP_PAD (aes-kwp)");
+        break;
+    default:
+        r = ns_p11_token_require_mech(pk->t, CKM_RSA_PKCS_OAEP, CKF_DECRYPT, "CKM_RSA_PKCS_OAEP (rsa-oaep)");
+        break;
+    }
+    if (r != 0)
+        goto out;
+    if ((r = ns_p11_key_find(pk->t, kc->uri, mech == NS_MECH_RSA_OAEP ? CKO_PRIVATE_KEY : CKO_SECRET_KEY,
+                             &pk->key)) != 0)
+        goto out;
+    if (mech == NS_MECH_AES_GCM)
+        r = check_key(k, pk, CKA_ENCRYPT, CKA_DECRYPT);
+    else if (mech == NS_MECH_AES_KWP)
+        r = check_key(k, pk, CKA_WRAP, CKA_UNWRAP);
+    else
+        r = check_key(k, pk, CKA_DECRYPT, 0);
+    if (r != 0)
+        goto out;
+    if (mech == NS_MECH_RSA_OAEP) {
+        const char *h = kc->oaep_hash ? kc->oaep_hash : "auto";
+        if ((r = rsa_read_public(pk, &pk->pub)) != 0)
+            goto out;
+        if (strcmp(h, "sha1") == 0) {
+            pk->oaep_write = NS_OAEP_SHA1;
+        } else if (rsa_probe(pk, NS_OAEP_SHA256) == 0) {
+            pk->oaep_write = NS_OAEP_SHA256;
+        } else if (strcmp(h, "auto") == 0 && rsa_probe(pk, NS_OAEP_SHA1) == 0) {
+            ns_log(NS_LOG_INFO, "token '%s' decrypts OAEP with SHA-1 only; new wraps use SHA-1",
+                   ns_p11_token_label(pk->t));
+            pk->oaep_write = NS_OAEP_SHA1;
+        } else {
+            ns_log(NS_LOG_ERROR, "token '%s' cannot decrypt RSA-OAEP with %s using '%s'",
+                   ns_p11_token_label(pk->t), strcmp(h, "auto") == 0 ? "SHA-256 or SHA-1" : "SHA-256", safe);
+            r = NS_E_MECHANISM;
+            goto out;
+        }
+    }
+    if ((r = k->ops->fingerprint(k, k->id)) != 0)
+        goto out;
+    *out = k;
+    k = NULL;
+    r = 0;
+out:
+    free(safe);
+    ns_kek_free(k);
+    return r;
+}
+
+/* ---- kek generate ---- */
+
+struct gen_ctx {
+    uint8_t mech;
+    CK_ATTRIBUTE label;
+    CK_ATTRIBUTE id; /* type 0 if the URI has no id= */
+    CK_ULONG existing;
+    CK_OBJECT_HANDLE made[2];
+};
+
+static CK_RV op_count(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
+{
+    struct gen_ctx *g = vctx;
+    CK_OBJECT_HANDLE hs[4];
+    CK_ATTRIBUTE t[1];
+    CK_ULONG n = 0;
+    CK_RV rv;
+
+    g->existing = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0)
+            t[0] = g->label;
+        else if (g->id.type == CKA_ID)
+            t[0] = g->id;
+        else
+            break;
+        if ((rv = fn->C_FindObjectsInit(s, t, 1)) != CKR_OK)
+            return rv;
+        rv = fn->C_FindObjects(s, hs, 4, &n);
+        (void)fn->C_FindObjectsFinal(s);
+        if (rv != CKR_OK)
+            return rv;
+        g->existing += n;
+    }
+    return CKR_OK;
+}
+
+static CK_RV op_generate(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
+{
+    struct gen_ctx *g = vctx;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BBOOL gcm = g->mech == NS_MECH_AES_GCM ? CK_TRUE : CK_FALSE;
+    CK_BBOOL kwp = g->mech == NS_MECH_AES_KWP ? CK_TRUE : CK_FALSE;
+    CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+    CK_KEY_TYPE aes = CKK_AES;
+    CK_ULONG len = 32, bits = 3072;
+    CK_BYTE e65537[] = {1, 0, 1};
+    CK_ULONG nid = g->id.type == CKA_ID ? 1 : 0;
+
+    if (g->mech != NS_MECH_RSA_OAEP) {
+        CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &sec, sizeof(sec)},
+            {CKA_KEY_TYPE, &aes, sizeof(aes)},
+            {CKA_VALUE_LEN, &len, sizeof(len)},
+            {CKA_TOKEN, &yes, 1},
+            {CKA_PRIVATE, &yes, 1},
+            {CKA_SENSITIVE, &yes, 1},
+            {CKA_EXTRACTABLE, &no, 1},
+            {CKA_ENCRYPT, &gcm, 1},
+            {CKA_DECRYPT, &gcm, 1},
+            {CKA_WRAP, &kwp, 1},
+            {CKA_UNWRAP, &kwp, 1},
+            {CKA_SIGN, &no, 1},
+            {CKA_VERIFY, &no, 1},
+            {CKA_DERIVE, &no, 1},
+            g->label,
+            g->id,
+        };
+        return fn->C_GenerateKey(s, &m, t, sizeof(t) / sizeof(t[0]) - 1 + nid, &g->made[0]);
+    } else {
+        CK_MECHANISM m = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+        CK_ATTRIBUTE pub[] = {
+            {CKA_TOKEN, &yes, 1},
+            {CKA_ENCRYPT, &yes, 1},
+            {CKA_WRAP, &yes, 1},
+            {CKA_VERIFY, &no, 1},
+            {CKA_MODULUS_BITS, &bits, sizeof(bits)},
+            {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
+            g->label,
+            g->id,
+        };
+        CK_ATTRIBUTE priv[] = {
+            {CKA_TOKEN, &yes, 1},
+            {CKA_PRIVATE, &yes, 1},
+            {CKA_SENSITIVE, &yes, 1},
+            {CKA_EXTRACTABLE, &no, 1},
+            {CKA_DECRYPT, &yes, 1},
+            {CKA_UNWRAP, &yes, 1},
+            {CKA_SIGN, &no, 1},
+            g->label,
+            g->id,
+        };
+        return fn->C_GenerateKeyPair(s, &m, pub, sizeof(pub) / sizeof(pub[0]) - 1 + nid, priv,
+                                     sizeof(priv) / sizeof(priv[0]) - 1 + nid, &g->made[0], &g->made[1]);
+    }
+}
+
+int ns_kek_pkcs11_generate(const char *uri, const char *mechanism, const char *pin_env, unsigned sessions)
+{
+    ns_p11_token *t = NULL;
+    ns_p11_uri *u = NULL;
+    struct gen_ctx g;
+    CK_ATTRIBUTE *a;
+    CK_ULONG na = 0;
+    int r = NS_E_INTERNAL;
+
+    memset(&g, 0, sizeof(g));
+    if ((g.mech = ns_kek_mech_from_name(mechanism)) == 0) {
+        ns_log(NS_LOG_ERROR, "unknown mechanism '%.32s' (aes-gcm, aes-kwp or rsa-oaep)", mechanism);
+        return NS_E_USAGE;
+    }
+    if ((r = ns_p11_uri_parse(uri, &u)) != 0)
+        goto out;
+    a = ns_p11_uri_object_attrs(u, &na);
+    for (CK_ULONG i = 0; i < na; i++) {
+        if (a[i].type == CKA_LABEL)
+            g.label = a[i];
+        else if (a[i].type == CKA_ID)
+            g.id = a[i];
+    }
+    if (g.label.type != CKA_LABEL || g.label.ulValueLen == 0) {
+        ns_log(NS_LOG_ERROR, "'%s' has no object= to label the new key", ns_p11_uri_safe_text(u));
+        r = NS_E_USAGE;
+        goto out;
+    }
+    if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
+        goto out;
+    if (g.mech == NS_MECH_RSA_OAEP)
+        r = ns_p11_token_require_mech(t, CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
+                                      "CKM_RSA_PKCS_KEY_PAIR_GEN");
+    else
+        r = ns_p11_token_require_mech(t, CKM_AES_KEY_GEN, CKF_GENERATE, "CKM_AES_KEY_GEN");
+    if (r != 0)
+        goto out;
+    if ((r = ns_p11_run(t, NULL, "C_FindObjects", op_count, &g, NULL)) != 0)
+        goto out;
+    if (g.existing > 0) {
+        ns_log(NS_LOG_ERROR, "token '%s' already has an object with this label or id ('%s'); nothing created",
+               ns_p11_token_label(t), ns_p11_uri_safe_text(u));
+        r = NS_E_EXISTS;
+        goto out;
+    }
+    r = ns_p11_run(t, NULL, g.mech == NS_MECH_RSA_OAEP ? "C_GenerateKeyPair" : "C_GenerateKey", op_generate,
+                   &g, NULL);
+out:
+    ns_p11_token_close(t);
+    ns_p11_uri_free(u);
+    return r;
+}

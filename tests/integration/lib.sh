@@ -1,0 +1,224 @@
+# shellcheck shell=bash
+# Helpers for integration tests. Source this file, then call ns_setup:
+#
+#   . "$top_srcdir/tests/integration/lib.sh"
+#   ns_setup
+#   ns_token t1 1234
+#   ns_p11 t1 1234 --keygen --key-type AES:32 --label k1
+#   ns_config "$T/config.yaml" <<EOF
+#   ...
+#   EOF
+#   expect_rc 0 put name ...
+#   assert_contains "$T/out" "..." "put prints the name"
+#
+# `make check` runs the scripts with $top_srcdir and $top_builddir exported (absolute paths). Run by
+# hand, top_srcdir defaults to the checkout this file is in and top_builddir to $top_srcdir, e.g.
+#   top_builddir=$PWD/_build bash tests/integration/cli-basic.sh
+#
+# Exit statuses follow automake's test protocol: 0 pass, 1 fail, 99 hard error (a missing tool is a hard
+# error, never a skip). Set NS_KEEP_TMP=1 to keep the temporary directory for a post-mortem.
+#
+# Note: `fail` and the assertions end the script with `exit 1`; inside a $(...) subshell that only ends
+# the subshell, so call them at the top level of the test.
+
+# ---- setup and cleanup ----
+
+NS_BG_PIDS=()
+
+_ns_cleanup() {
+    local pid
+    for pid in "${NS_BG_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${NS_BG_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${T:-}" ] && [ -d "$T" ]; then
+        if [ "${NS_KEEP_TMP:-}" = 1 ]; then
+            echo "# kept temporary directory $T" >&2
+        else
+            rm -rf "$T"
+        fi
+    fi
+}
+
+# Record a background process to be killed when the script exits.
+ns_bg_pid() {
+    NS_BG_PIDS+=("$1")
+}
+
+_ns_find_softhsm() {
+    local m
+    for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+        /usr/lib/*/softhsm/libsofthsm2.so; do
+        if [ -f "$m" ]; then
+            printf '%s\n' "$m"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ns_setup() {
+    set -euo pipefail
+
+    if [ -z "${top_srcdir:-}" ]; then
+        top_srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    fi
+    top_builddir=${top_builddir:-$top_srcdir}
+    export top_srcdir top_builddir
+
+    T=$(mktemp -d "${TMPDIR:-/tmp}/ns-test.XXXXXXXX")
+    export T
+    trap _ns_cleanup EXIT
+
+    SOFTHSM_MODULE=$(_ns_find_softhsm) || {
+        echo "SoftHSM not installed"
+        exit 99
+    }
+    export SOFTHSM_MODULE
+    local tool
+    for tool in softhsm2-util pkcs11-tool; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "$tool not installed"
+            exit 99
+        fi
+    done
+
+    mkdir -p "$T/tokens"
+    cat >"$T/softhsm2.conf" <<EOF
+directories.tokendir = $T/tokens
+objectstore.backend = file
+log.level = ERROR
+slots.removable = false
+EOF
+    export SOFTHSM2_CONF=$T/softhsm2.conf
+
+    NS_CLI=$top_builddir/nstance-secrets
+    export NS_CLI
+    NS_RC=0
+}
+
+# ---- tokens ----
+
+# ns_token LABEL PIN: a fresh SoftHSM token; the user PIN is also written to $T/pin-LABEL (0600, no newline).
+ns_token() {
+    local label=$1 pin=$2
+    echo "# token: $label"
+    if ! softhsm2-util --init-token --free --label "$label" --pin "$pin" --so-pin 12345678 \
+        >"$T/softhsm2-util.out" 2>&1; then
+        cat "$T/softhsm2-util.out" >&2
+        fail "softhsm2-util --init-token --label $label failed"
+    fi
+    (
+        umask 077
+        printf '%s' "$pin" >"$T/pin-$label"
+    )
+    chmod 0600 "$T/pin-$label"
+}
+
+# ns_p11 LABEL PIN ARGS...: pkcs11-tool, logged in to that token. Output goes to $T/p11.out (stdout) and
+# $T/p11.err (stderr), and is shown only on failure; returns pkcs11-tool's status.
+ns_p11() {
+    local label=$1 pin=$2 rc=0
+    shift 2
+    pkcs11-tool --module "$SOFTHSM_MODULE" --token-label "$label" --login --pin "$pin" "$@" \
+        >"$T/p11.out" 2>"$T/p11.err" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "pkcs11-tool --token-label $label $* failed (exit $rc):" >&2
+        cat "$T/p11.out" "$T/p11.err" >&2
+    fi
+    return "$rc"
+}
+
+# ns_config [FILE]: write stdin to FILE (default $T/config.yaml).
+ns_config() {
+    cat >"${1:-$T/config.yaml}"
+}
+
+# ---- running the CLI ----
+
+# ns_run ARGS...: run the CLI with $T/config.yaml; stdout in $T/out, stderr in $T/err, exit status in
+# $NS_RC. Never fails, even under set -e. Standard input is passed through.
+ns_run() {
+    printf '# step: nstance-secrets'
+    printf ' %q' "$@"
+    printf '\n'
+    NS_RC=0
+    "$NS_CLI" -c "$T/config.yaml" "$@" >"$T/out" 2>"$T/err" || NS_RC=$?
+    return 0
+}
+
+# expect_rc N ARGS...: ns_run ARGS... and fail unless it exits with N.
+expect_rc() {
+    local want=$1
+    shift
+    ns_run "$@"
+    if [ "$NS_RC" != "$want" ]; then
+        {
+            printf 'command: nstance-secrets -c %q' "$T/config.yaml"
+            printf ' %q' "$@"
+            printf '\nexpected exit %s, got %s\n--- stderr ---\n' "$want" "$NS_RC"
+            cat "$T/err"
+            printf -- '--- stdout ---\n'
+            head -c 4096 "$T/out"
+            printf -- '\n---\n'
+        } >&2
+        fail "nstance-secrets $*: expected exit $want, got $NS_RC"
+    fi
+}
+
+# ---- assertions ----
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+# assert_eq A B MSG
+assert_eq() {
+    if [ "$1" != "$2" ]; then
+        fail "${3:-assert_eq}: '$1' != '$2'"
+    fi
+}
+
+# assert_contains FILE STRING MSG: FILE contains STRING (a fixed string, not a pattern).
+assert_contains() {
+    if [ ! -f "$1" ]; then
+        fail "${3:-assert_contains}: no file $1"
+    fi
+    if ! grep -qF -- "$2" "$1"; then
+        {
+            echo "--- $1 ---"
+            head -c 4096 "$1"
+            echo "---"
+        } >&2
+        fail "${3:-assert_contains}: $1 does not contain '$2'"
+    fi
+}
+
+# assert_not_contains FILE STRING MSG
+assert_not_contains() {
+    if [ ! -f "$1" ]; then
+        fail "${3:-assert_not_contains}: no file $1"
+    fi
+    if grep -qF -- "$2" "$1"; then
+        {
+            echo "--- $1 ---"
+            grep -nF -- "$2" "$1" | head -n 20
+            echo "---"
+        } >&2
+        fail "${3:-assert_not_contains}: $1 contains '$2'"
+    fi
+}
+
+# assert_file_mode FILE MODE: permission bits in octal, e.g. 600 or 0600.
+assert_file_mode() {
+    local got
+    if ! got=$(stat -c %a -- "$1" 2>/dev/null); then
+        fail "assert_file_mode: no file $1"
+    fi
+    if [ "$((8#$got))" -ne "$((8#$2))" ]; then
+        fail "assert_file_mode: $1 has mode $got, want $2"
+    fi
+}

@@ -1,0 +1,601 @@
+#include "config.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/err.h"
+#include "common/log.h"
+#include "config/config.h"
+
+static const char example[] =
+    "cluster_id: demo\n"
+    "storage:\n"
+    "  backend: file\n"
+    "  path: /var/lib/nstance/bucket\n"
+    "encryption_key:\n"
+    "  source: pkcs11\n"
+    "  uri: \"pkcs11:token=nstance;object=kek-2;type=secret-key?module-path=/usr/lib/softhsm/"
+    "libsofthsm2.so&pin-source=file:/etc/nstance/pin\"\n"
+    "  mechanism: aes-gcm          # aes-gcm | aes-kwp | rsa-oaep (rsa-oaep: the URI names the private key)\n"
+    "old_encryption_keys:\n"
+    "  - source: file\n"
+    "    path: /etc/nstance/kek-1.key\n"
+    "  - source: env\n"
+    "    name: NSTANCE_OLD_KEK\n";
+
+/* ---- helpers ---- */
+
+/* Run ns_config_parse with fd 2 redirected to a temp file; return the code and what was logged. */
+static int parse_logged(const char *text, const char *base_dir, ns_config **out, char **log)
+{
+    char tmpl[] = "/tmp/test-config-log-XXXXXX";
+    char *buf;
+    int saved, fd, r;
+    off_t size;
+
+    fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    unlink(tmpl);
+    fflush(stderr);
+    saved = dup(2);
+    assert_true(saved >= 0);
+    assert_true(dup2(fd, 2) == 2);
+    r = ns_config_parse(text, strlen(text), "t.yaml", base_dir, out);
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+
+    size = lseek(fd, 0, SEEK_END);
+    assert_true(size >= 0);
+    buf = calloc(1, (size_t)size + 1);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, (size_t)size, 0), size);
+    close(fd);
+    *log = buf;
+    return r;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static ns_config *parse_ok(const char *text, const char *base_dir)
+{
+    ns_config *cfg = NULL;
+    char *log = NULL;
+    int r = parse_logged(text, base_dir, &cfg, &log);
+    if (r != 0)
+        fprintf(stderr, "unexpected failure %d: %s", r, log);
+    free(log);
+    assert_int_equal(r, 0);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static char *cwd_join(const char *rel)
+{
+    char cwd[PATH_MAX], *s;
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    s = malloc(strlen(cwd) + strlen(rel) + 2);
+    assert_non_null(s);
+    sprintf(s, "%s/%s", cwd, rel);
+    return s;
+}
+
+/* ---- success ---- */
+
+static void test_example(void **state)
+{
+    ns_config *cfg = parse_ok(example, "/etc/nstance");
+
+    assert_string_equal(cfg->origin, "t.yaml");
+    assert_string_equal(cfg->cluster_id, "demo");
+    assert_string_equal(cfg->storage.backend, "file");
+    assert_string_equal(cfg->storage.path, "/var/lib/nstance/bucket");
+    assert_int_equal(cfg->storage.line, 3);
+
+    assert_true(cfg->has_primary);
+    assert_int_equal(cfg->primary.source, NS_KEK_SRC_PKCS11);
+    assert_string_equal(cfg->primary.uri,
+                        "pkcs11:token=nstance;object=kek-2;type=secret-key?module-path=/usr/lib/"
+                        "softhsm/libsofthsm2.so&pin-source=file:/etc/nstance/pin");
+    assert_string_equal(cfg->primary.mechanism, "aes-gcm");
+    assert_null(cfg->primary.oaep_hash);
+    assert_null(cfg->primary.pin_env);
+    assert_null(cfg->primary.path);
+    assert_null(cfg->primary.name);
+    assert_int_equal(cfg->primary.line, 6);
+
+    assert_int_equal(cfg->n_old, 2);
+    assert_int_equal(cfg->old[0].source, NS_KEK_SRC_FILE);
+    assert_string_equal(cfg->old[0].path, "/etc/nstance/kek-1.key");
+    assert_null(cfg->old[0].uri);
+    assert_null(cfg->old[0].mechanism);
+    assert_null(cfg->old[0].name);
+    assert_int_equal(cfg->old[0].line, 10);
+    assert_int_equal(cfg->old[1].source, NS_KEK_SRC_ENV);
+    assert_string_equal(cfg->old[1].name, "NSTANCE_OLD_KEK");
+    assert_null(cfg->old[1].path);
+    assert_int_equal(cfg->old[1].line, 12);
+
+    assert_int_equal(cfg->token_sessions, 4);
+    ns_config_free(cfg);
+}
+
+static void test_minimal_and_options(void **state)
+{
+    ns_config *cfg;
+
+    cfg = parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n", NULL);
+    assert_false(cfg->has_primary);
+    assert_null(cfg->old);
+    assert_int_equal(cfg->n_old, 0);
+    assert_int_equal(cfg->token_sessions, 4);
+    ns_config_free(cfg);
+
+    cfg = parse_ok("cluster_id: A.b_c-9\n"
+                   "storage: {backend: file, path: /b}\n"
+                   "encryption_key:\n"
+                   "  source: pkcs11\n"
+                   "  uri: 'pkcs11:object=k'\n"
+                   "  mechanism: rsa-oaep\n"
+                   "  pin_env: _PIN_1\n"
+                   "old_encryption_keys: []\n"
+                   "pkcs11:\n"
+                   "  sessions: 64\n",
+                   NULL);
+    assert_string_equal(cfg->cluster_id, "A.b_c-9");
+    assert_string_equal(cfg->primary.mechanism, "rsa-oaep");
+    assert_string_equal(cfg->primary.oaep_hash, "auto");
+    assert_string_equal(cfg->primary.pin_env, "_PIN_1");
+    assert_int_equal(cfg->n_old, 0);
+    assert_int_equal(cfg->token_sessions, 64);
+    ns_config_free(cfg);
+
+    cfg = parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                   "old_encryption_keys:\n"
+                   "  - {source: pkcs11, uri: 'pkcs11:object=o', mechanism: rsa-oaep, oaep_hash: sha1}\n"
+                   "  - {source: pkcs11, uri: 'pkcs11:object=p', mechanism: aes-kwp}\n"
+                   "pkcs11: {sessions: 1}\n",
+                   NULL);
+    assert_int_equal(cfg->n_old, 2);
+    assert_string_equal(cfg->old[0].oaep_hash, "sha1");
+    assert_null(cfg->old[1].oaep_hash);
+    assert_string_equal(cfg->old[1].mechanism, "aes-kwp");
+    assert_int_equal(cfg->old[1].line, 5);
+    assert_int_equal(cfg->token_sessions, 1);
+    ns_config_free(cfg);
+
+    /* a 63-character cluster id is the longest allowed */
+    cfg = parse_ok("cluster_id: abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abc\n"
+                   "storage: {backend: file, path: /b}\n",
+                   NULL);
+    assert_int_equal(strlen(cfg->cluster_id), 63);
+    ns_config_free(cfg);
+}
+
+static void test_relative_paths(void **state)
+{
+    const char *text = "cluster_id: demo\n"
+                       "storage: {backend: file, path: bucket}\n"
+                       "old_encryption_keys:\n"
+                       "  - {source: file, path: keys/kek-1.key}\n"
+                       "  - {source: file, path: ./kek-2.key}\n"
+                       "  - {source: file, path: /abs/kek-3.key}\n";
+    ns_config *cfg;
+    char *want;
+
+    cfg = parse_ok(text, "/etc/nstance");
+    assert_string_equal(cfg->storage.path, "/etc/nstance/bucket");
+    assert_string_equal(cfg->old[0].path, "/etc/nstance/keys/kek-1.key");
+    assert_string_equal(cfg->old[1].path, "/etc/nstance/kek-2.key");
+    assert_string_equal(cfg->old[2].path, "/abs/kek-3.key");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(text, "/etc/nstance/");
+    assert_string_equal(cfg->storage.path, "/etc/nstance/bucket");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(text, "/");
+    assert_string_equal(cfg->storage.path, "/bucket");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(text, NULL);
+    want = cwd_join("bucket");
+    assert_string_equal(cfg->storage.path, want);
+    free(want);
+    want = cwd_join("kek-2.key");
+    assert_string_equal(cfg->old[1].path, want);
+    free(want);
+    ns_config_free(cfg);
+
+    cfg = parse_ok(text, "conf");
+    want = cwd_join("conf/bucket");
+    assert_string_equal(cfg->storage.path, want);
+    free(want);
+    ns_config_free(cfg);
+}
+
+/* ---- errors ---- */
+
+#define HEAD "cluster_id: demo\nstorage: {backend: file, path: /b}\n"
+
+struct bad_case {
+    const char *name;
+    const char *text;
+    int line;
+    const char *needle; /* must appear in the one logged line */
+};
+
+static const struct bad_case bad_cases[] = {
+    {"unknown top-level key", HEAD "bogus: 1\n", 3, "unknown top-level key 'bogus'"},
+    {"unknown key in encryption_key", HEAD "encryption_key:\n  source: file\n  path: /k\n  colour: blue\n", 6,
+     "unknown key 'colour' in encryption_key"},
+    {"unknown key in storage", "cluster_id: demo\nstorage:\n  backend: file\n  path: /b\n  size: 3\n", 5,
+     "unknown key 'size' in storage"},
+    {"unknown key in pkcs11", HEAD "pkcs11:\n  slots: 3\n", 4, "unknown key 'slots' in pkcs11"},
+    {"duplicate top-level key", HEAD "cluster_id: other\n", 3,
+     "duplicate key 'cluster_id' (first on line 1)"},
+    {"duplicate key in entry", HEAD "encryption_key:\n  source: file\n  path: /k\n  path: /j\n", 6,
+     "duplicate key 'encryption_key.path'"},
+    {"duplicate source", HEAD "old_encryption_keys:\n  - source: file\n    source: env\n", 5,
+     "duplicate key 'old_encryption_keys[0].source'"},
+    {"storage is a sequence", "cluster_id: demo\nstorage: [file, /b]\n", 2,
+     "storage: expected a mapping, got a sequence"},
+    {"cluster_id is a mapping", "cluster_id: {a: b}\nstorage: {backend: file, path: /b}\n", 1,
+     "cluster_id: expected a string, got a mapping"},
+    {"old key is a sequence", HEAD "old_encryption_keys:\n  - [source, file]\n", 4,
+     "old_encryption_keys[0]: expected a mapping, got a sequence"},
+    {"old keys is a mapping", HEAD "old_encryption_keys:\n  source: file\n", 4,
+     "old_encryption_keys: expected a sequence, got a mapping"},
+    {"path is a sequence", HEAD "encryption_key:\n  source: file\n  path: [a, b]\n", 5,
+     "encryption_key.path: expected a string, got a sequence"},
+    {"encryption_key is null", HEAD "encryption_key:\n", 3, "encryption_key: expected a mapping, got null"},
+    {"path is empty", HEAD "encryption_key: {source: file, path: ''}\n", 3,
+     "encryption_key.path: must not be empty"},
+    {"missing source", HEAD "old_encryption_keys:\n  - source: file\n    path: /k\n  - name: X\n", 6,
+     "missing required key 'old_encryption_keys[1].source'"},
+    {"unknown source", HEAD "encryption_key: {source: tpm}\n", 3,
+     "encryption_key.source: unknown source 'tpm' (expected pkcs11, file or env)"},
+    {"missing uri", HEAD "encryption_key:\n  source: pkcs11\n  mechanism: aes-gcm\n", 4,
+     "missing required key 'encryption_key.uri'"},
+    {"missing mechanism", HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n", 4,
+     "missing required key 'encryption_key.mechanism'"},
+    {"missing file path", HEAD "old_encryption_keys:\n- source: file\n", 4,
+     "missing required key 'old_encryption_keys[0].path'"},
+    {"missing env name", HEAD "old_encryption_keys:\n- source: env\n", 4,
+     "missing required key 'old_encryption_keys[0].name'"},
+    {"uri without scheme", HEAD "encryption_key:\n  source: pkcs11\n  uri: 'token=x'\n  mechanism: aes-gcm\n",
+     5, "encryption_key.uri: must be a PKCS#11 URI"},
+    {"bad mechanism", HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n  mechanism: des3\n",
+     6, "encryption_key.mechanism: unknown value 'des3' (expected aes-gcm, aes-kwp or rsa-oaep)"},
+    {"bad oaep_hash",
+     HEAD "encryption_key: {source: pkcs11, uri: 'pkcs11:', mechanism: rsa-oaep, oaep_hash: md5}\n", 3,
+     "encryption_key.oaep_hash: unknown value 'md5'"},
+    {"oaep_hash with aes-gcm",
+     HEAD "encryption_key:\n  source: pkcs11\n  oaep_hash: sha256\n  uri: 'pkcs11:object=k'\n  mechanism: "
+          "aes-gcm\n",
+     5, "encryption_key.oaep_hash is only valid with mechanism rsa-oaep"},
+    {"bad pin_env",
+     HEAD
+     "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n  mechanism: aes-gcm\n  pin_env: 1PIN\n",
+     7, "encryption_key.pin_env: must be an environment variable name"},
+    {"bad env name", HEAD "old_encryption_keys:\n  - source: env\n    name: MY-KEK\n", 5,
+     "old_encryption_keys[0].name: must be an environment variable name"},
+    {"key not valid for source",
+     HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n  mechanism: aes-gcm\n  path: /k\n",
+     7, "encryption_key: key 'path' is not valid for source pkcs11"},
+    {"uri not valid for file", HEAD "old_encryption_keys:\n  - source: file\n    uri: 'pkcs11:'\n", 5,
+     "old_encryption_keys[0]: key 'uri' is not valid for source file"},
+    {"bad cluster_id", "cluster_id: -demo\nstorage: {backend: file, path: /b}\n", 1,
+     "cluster_id: '-demo' is not valid"},
+    {"cluster_id with slash", "storage: {backend: file, path: /b}\ncluster_id: a/b\n", 2,
+     "cluster_id: 'a/b'"},
+    {"cluster_id too long",
+     "cluster_id: abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789abcd\n"
+     "storage: {backend: file, path: /b}\n",
+     1, "cluster_id: 'abcdefghij"},
+    {"missing cluster_id", "storage: {backend: file, path: /b}\n", 1, "missing required key 'cluster_id'"},
+    {"missing storage", "cluster_id: demo\n", 1, "missing required key 'storage'"},
+    {"missing backend", "cluster_id: demo\nstorage:\n  path: /b\n", 3,
+     "missing required key 'storage.backend'"},
+    {"missing storage path", "cluster_id: demo\nstorage:\n  backend: file\n", 3,
+     "missing required key 'storage.path'"},
+    {"unknown backend", "cluster_id: demo\nstorage:\n  backend: s3\n  path: /b\n", 3,
+     "storage.backend: unknown backend 's3' (expected file)"},
+    {"sessions 0", HEAD "pkcs11:\n  sessions: 0\n", 4, "pkcs11.sessions: 0 is out of range (1..64)"},
+    {"sessions 65", HEAD "pkcs11:\n  sessions: 65\n", 4, "pkcs11.sessions: 65 is out of range (1..64)"},
+    {"sessions huge", HEAD "pkcs11: {sessions: 99999999999999999999}\n", 3,
+     "pkcs11.sessions: expected an integer"},
+    {"sessions negative", HEAD "pkcs11: {sessions: -1}\n", 3,
+     "pkcs11.sessions: expected an integer, got '-1'"},
+    {"sessions quoted", HEAD "pkcs11: {sessions: '4'}\n", 3,
+     "pkcs11.sessions: expected an integer, got a quoted"},
+    {"sessions octal-looking", HEAD "pkcs11: {sessions: 010}\n", 3, "pkcs11.sessions: expected an integer"},
+    {"syntax error", "cluster_id: demo\nstorage: {backend: file\n", 3, "YAML syntax error"},
+    {"syntax error: bad indentation", "cluster_id: demo\n storage: x\n", 2, "YAML syntax error"},
+    {"syntax error: tab", "cluster_id: demo\nstorage:\n\tbackend: file\n", 3, "YAML syntax error"},
+    {"anchor", "cluster_id: &id demo\nstorage: {backend: file, path: /b}\n", 1,
+     "anchors and aliases are not supported"},
+    {"alias", "cluster_id: demo\nstorage: {backend: file, path: *id}\n", 2, "aliases are not supported"},
+    {"merge key alias", HEAD "encryption_key:\n  <<: *base\n", 4, "aliases are not supported"},
+    {"tag", "cluster_id: !!str demo\nstorage: {backend: file, path: /b}\n", 1, "tags are not supported"},
+    {"empty document", "", 1, "empty document"},
+    {"comment only", "# nothing here\n\n", 3, "empty document"},
+    {"document marker only", "---\n", 1, "empty document"},
+    {"two documents", HEAD "---\n" HEAD, 3, "only one YAML document"},
+    {"top level sequence", "- cluster_id: demo\n", 1, "the top level must be a mapping, got a sequence"},
+    {"top level scalar", "demo\n", 1, "the top level must be a mapping, got a string"},
+    {"non-scalar key", HEAD "? [a, b]\n: c\n", 3, "keys must be strings"},
+    {"NUL in value", "cluster_id: \"de\\0mo\"\nstorage: {backend: file, path: /b}\n", 1, "NUL bytes"},
+    {"invalid UTF-8", "cluster_id: demo\nstorage: {backend: file, path: /b\xff}\n", 2, "YAML error"},
+    {"long unknown key is cut",
+     HEAD "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+          "aa: 1\n",
+     3, "unknown top-level key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"},
+};
+
+static void test_errors(void **state)
+{
+    int failed = 0;
+
+    for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+        const struct bad_case *bc = &bad_cases[i];
+        ns_config sentinel, *cfg = &sentinel;
+        char *log = NULL, prefix[64];
+        int r = parse_logged(bc->text, "/etc/nstance", &cfg, &log);
+
+        snprintf(prefix, sizeof(prefix), "error: t.yaml:%d: ", bc->line);
+        if (r != NS_E_CONFIG || strstr(log, prefix) == NULL || strstr(log, bc->needle) == NULL ||
+            count_lines(log) != 1 || cfg != &sentinel) {
+            print_error("case '%s': r=%d, want line %d, log: %s", bc->name, r, bc->line, log);
+            failed++;
+        }
+        free(log);
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* Nesting and size limits answer NS_E_CONFIG, not a crash. */
+static void test_limits(void **state)
+{
+    ns_config *cfg = NULL;
+    char *text, *log = NULL;
+    size_t n = 200, big = 1024 * 1024 + 1;
+    int r;
+
+    text = malloc(2 * n + 32);
+    assert_non_null(text);
+    strcpy(text, "cluster_id: ");
+    for (size_t i = 0; i < n; i++)
+        strcat(text, "[");
+    for (size_t i = 0; i < n; i++)
+        strcat(text, "]");
+    strcat(text, "\n");
+    r = parse_logged(text, NULL, &cfg, &log);
+    assert_int_equal(r, NS_E_CONFIG);
+    assert_non_null(strstr(log, "t.yaml:1: nesting deeper"));
+    assert_null(cfg);
+    free(log);
+    free(text);
+
+    text = malloc(big + 1);
+    assert_non_null(text);
+    memset(text, '#', big);
+    text[big] = '\0';
+    r = parse_logged(text, NULL, &cfg, &log);
+    assert_int_equal(r, NS_E_CONFIG);
+    assert_non_null(strstr(log, "larger than"));
+    assert_int_equal(count_lines(log), 1);
+    free(log);
+    free(text);
+
+    assert_int_equal(ns_config_parse(NULL, 0, NULL, NULL, &cfg), NS_E_CONFIG); /* empty */
+    assert_int_equal(ns_config_parse(NULL, 1, NULL, NULL, &cfg), NS_E_INVAL);
+    assert_int_equal(ns_config_parse(HEAD, strlen(HEAD), NULL, NULL, NULL), NS_E_INVAL);
+    assert_int_equal(ns_config_parse(HEAD, strlen(HEAD), NULL, NULL, &cfg), 0);
+    assert_string_equal(cfg->origin, "<string>");
+    ns_config_free(cfg);
+}
+
+/* The uri may carry pin-value: whatever goes wrong around it, the log never shows it. */
+static void test_uri_never_logged(void **state)
+{
+    static const char *const texts[] = {
+        /* another error in the same entry */
+        HEAD
+        "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k?pin-value=SECRETPIN'\n  mechanism: des\n",
+        /* the uri itself is wrong */
+        HEAD
+        "encryption_key:\n  source: pkcs11\n  uri: 'object=k?pin-value=SECRETPIN'\n  mechanism: aes-gcm\n",
+        /* a key not valid for the source */
+        HEAD "encryption_key: {source: file, path: /k, uri: 'pkcs11:pin-value=SECRETPIN'}\n",
+        /* duplicated */
+        HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:pin-value=SECRETPIN'\n  uri: "
+             "'pkcs11:pin-value=SECRETPIN'\n",
+        /* wrong type */
+        HEAD "encryption_key:\n  source: pkcs11\n  uri: ['pkcs11:pin-value=SECRETPIN']\n",
+        /* under a misspelt key */
+        HEAD "encryption_key:\n  source: pkcs11\n  url: 'pkcs11:pin-value=SECRETPIN'\n",
+        /* used as a key */
+        HEAD "'pkcs11:object=k;pin-value=SECRETPIN': 1\n",
+        /* as the mechanism by mistake */
+        HEAD
+        "encryption_key: {source: pkcs11, uri: 'pkcs11:object=k', mechanism: 'pkcs11:pin-value=SECRETPIN'}\n",
+        /* a syntax error after it */
+        HEAD
+        "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:pin-value=SECRETPIN'\n  mechanism: [aes-gcm\n",
+        /* a missing key */
+        HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:pin-value=SECRETPIN'\n",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        ns_config *cfg = NULL;
+        char *log = NULL;
+        int r = parse_logged(texts[i], NULL, &cfg, &log);
+
+        if (r != NS_E_CONFIG || strlen(log) == 0 || strstr(log, "SECRETPIN") != NULL)
+            fail_msg("text %zu: r=%d, log: %s", i, r, log);
+        assert_null(cfg);
+        free(log);
+    }
+}
+
+/* ---- files ---- */
+
+static char tmpdir[] = "/tmp/test-config-XXXXXX";
+
+static void write_file(const char *path, const char *text, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_load(void **state)
+{
+    const char *text = "cluster_id: demo\n"
+                       "storage: {backend: file, path: bucket}\n"
+                       "old_encryption_keys: [{source: file, path: keys/k1}]\n";
+    char path[PATH_MAX], want[PATH_MAX + 32], *cwd;
+    ns_config sentinel, *cfg = NULL;
+    char *big;
+    size_t cap = 1024 * 1024;
+
+    snprintf(path, sizeof(path), "%s/secrets.yaml", tmpdir);
+    write_file(path, text, strlen(text));
+    assert_int_equal(ns_config_load(path, &cfg), 0);
+    assert_string_equal(cfg->origin, path);
+    snprintf(want, sizeof(want), "%s/bucket", tmpdir);
+    assert_string_equal(cfg->storage.path, want);
+    snprintf(want, sizeof(want), "%s/keys/k1", tmpdir);
+    assert_string_equal(cfg->old[0].path, want);
+    ns_config_free(cfg);
+
+    /* a relative config path: paths resolve against its directory under the cwd */
+    cwd = getcwd(NULL, 0);
+    assert_non_null(cwd);
+    assert_int_equal(chdir("/tmp"), 0);
+    assert_int_equal(ns_config_load(path + strlen("/tmp/"), &cfg), 0);
+    snprintf(want, sizeof(want), "%s/bucket", tmpdir);
+    assert_string_equal(cfg->storage.path, want);
+    ns_config_free(cfg);
+    assert_int_equal(chdir(tmpdir), 0);
+    assert_int_equal(ns_config_load("secrets.yaml", &cfg), 0);
+    snprintf(want, sizeof(want), "%s/bucket", tmpdir);
+    assert_string_equal(cfg->storage.path, want);
+    ns_config_free(cfg);
+    assert_int_equal(chdir(cwd), 0);
+    free(cwd);
+
+    /* missing */
+    snprintf(path, sizeof(path), "%s/nope.yaml", tmpdir);
+    cfg = &sentinel;
+    assert_int_equal(ns_config_load(path, &cfg), NS_E_NOT_FOUND);
+    assert_ptr_equal(cfg, &sentinel);
+    snprintf(path, sizeof(path), "%s/nodir/secrets.yaml", tmpdir);
+    assert_int_equal(ns_config_load(path, &cfg), NS_E_NOT_FOUND);
+
+    /* a directory */
+    assert_int_equal(ns_config_load(tmpdir, &cfg), NS_E_CONFIG);
+
+    /* exactly 1 MiB parses; one byte more is refused */
+    big = malloc(cap + 1);
+    assert_non_null(big);
+    memset(big, '#', cap + 1);
+    memcpy(big, text, strlen(text));
+    big[cap - 1] = '\n';
+    snprintf(path, sizeof(path), "%s/big.yaml", tmpdir);
+    write_file(path, big, cap);
+    cfg = NULL;
+    assert_int_equal(ns_config_load(path, &cfg), 0);
+    ns_config_free(cfg);
+    big[cap] = '\n';
+    write_file(path, big, cap + 1);
+    cfg = &sentinel;
+    assert_int_equal(ns_config_load(path, &cfg), NS_E_CONFIG);
+    assert_ptr_equal(cfg, &sentinel);
+    unlink(path);
+    free(big);
+
+    /* a config error in a file names the file */
+    {
+        const char *bad = "cluster_id: demo\nstorage: {backend: nfs, path: /b}\n";
+        char tmpl[] = "/tmp/test-config-log-XXXXXX", buf[512] = {0}, needle[PATH_MAX + 64];
+        int fd = mkstemp(tmpl), saved;
+        assert_true(fd >= 0);
+        unlink(tmpl);
+        snprintf(path, sizeof(path), "%s/bad.yaml", tmpdir);
+        write_file(path, bad, strlen(bad));
+        fflush(stderr);
+        saved = dup(2);
+        assert_true(dup2(fd, 2) == 2);
+        assert_int_equal(ns_config_load(path, &cfg), NS_E_CONFIG);
+        fflush(stderr);
+        assert_true(dup2(saved, 2) == 2);
+        close(saved);
+        assert_true(pread(fd, buf, sizeof(buf) - 1, 0) > 0);
+        close(fd);
+        snprintf(needle, sizeof(needle), "%s:2: storage.backend: unknown backend 'nfs'", path);
+        assert_non_null(strstr(buf, needle));
+        unlink(path);
+    }
+
+    snprintf(path, sizeof(path), "%s/secrets.yaml", tmpdir);
+    unlink(path);
+    assert_int_equal(ns_config_load(NULL, &cfg), NS_E_INVAL);
+}
+
+static void test_default_path(void **state)
+{
+    assert_int_equal(unsetenv("NSTANCE_SECRETS_CONFIG"), 0);
+    assert_string_equal(ns_config_default_path(NULL), "/etc/nstance/secrets.yaml");
+    assert_string_equal(ns_config_default_path("/x/y.yaml"), "/x/y.yaml");
+
+    assert_int_equal(setenv("NSTANCE_SECRETS_CONFIG", "/env/secrets.yaml", 1), 0);
+    assert_string_equal(ns_config_default_path(NULL), "/env/secrets.yaml");
+    assert_string_equal(ns_config_default_path("/x/y.yaml"), "/x/y.yaml");
+
+    assert_int_equal(setenv("NSTANCE_SECRETS_CONFIG", "", 1), 0);
+    assert_string_equal(ns_config_default_path(NULL), "/etc/nstance/secrets.yaml");
+    assert_int_equal(unsetenv("NSTANCE_SECRETS_CONFIG"), 0);
+}
+
+static void test_free_null(void **state)
+{
+    ns_config_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_example),        cmocka_unit_test(test_minimal_and_options),
+        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_limits),         cmocka_unit_test(test_uri_never_logged),
+        cmocka_unit_test(test_load),           cmocka_unit_test(test_default_path),
+        cmocka_unit_test(test_free_null),
+    };
+    int r;
+
+    ns_log_set_level(NS_LOG_WARN);
+    if (mkdtemp(tmpdir) == NULL)
+        return 1;
+    r = cmocka_run_group_tests(tests, NULL, NULL);
+    rmdir(tmpdir);
+    return r;
+}
