@@ -10,7 +10,7 @@ packages=(
     build-essential autoconf automake libtool pkg-config
     libssl-dev libp11-kit-dev p11-kit libyaml-dev libjansson-dev libcmocka-dev
     softhsm2 opensc
-    clang libclang-rt-14-dev
+    clang clang-format libclang-rt-14-dev
     python3 python3-cryptography
 )
 
