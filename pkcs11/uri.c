@@ -115,7 +115,8 @@ static int read_pin_file(const char *path, ns_buf **pin)
     ssize_t got;
     int fd = -1, r = NS_E_INTERNAL;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+    /* O_NONBLOCK: a FIFO planted at the path must not hang us before the type check below. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
         ns_log(NS_LOG_ERROR, "cannot open PIN file %s: %s", path, strerror(errno));
         r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_PERM;
         goto out;

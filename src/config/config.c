@@ -942,14 +942,15 @@ int ns_config_load(const char *path, ns_config **out)
         r = NS_E_INVAL;
         goto out;
     }
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    /* O_NONBLOCK: a FIFO must not hang us before the regular-file check. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
         int e = errno;
         ns_log(NS_LOG_ERROR, "%s: cannot open the config: %s", path, strerror(e));
         r = (e == ENOENT || e == ENOTDIR) ? NS_E_NOT_FOUND : NS_E_CONFIG;
         goto out;
     }
-    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "%s: not a readable file", path);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "%s: not a regular file", path);
         r = NS_E_CONFIG;
         goto out;
     }

@@ -44,8 +44,11 @@ static int parse(const uint8_t *blob, size_t n, struct parsed *p)
         (r = ns_cur_lp16(&c, 1, NS_WRAPPED_MAX, &wrapped)) != 0 ||
         (r = ns_cur_bytes(&c, NS_AEAD_NONCE, &p->hdr_nonce)) != 0)
         return r;
-    if (p->info.mech < NS_MECH_AES_GCM || p->info.mech > NS_MECH_SOFT_GCM || flags != 0 ||
-        p->info.param > NS_OAEP_SHA256)
+    if (p->info.mech < NS_MECH_AES_GCM || p->info.mech > NS_MECH_SOFT_GCM || flags != 0)
+        return NS_E_FORMAT;
+    /* Only rsa-oaep has a parameter (its OAEP hash); every other mechanism has 0. */
+    if (p->info.mech == NS_MECH_RSA_OAEP ? (p->info.param != NS_OAEP_SHA1 && p->info.param != NS_OAEP_SHA256)
+                                         : p->info.param != 0)
         return NS_E_FORMAT;
     p->wrapped = wrapped.p;
     p->wrapped_len = wrapped.len;

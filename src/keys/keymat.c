@@ -22,10 +22,11 @@ int ns_keymat_parse(const uint8_t *p, size_t n, ns_buf **key)
 
     if (n == NS_DEK_LEN)
         return ns_buf_from(p, n, NS_DEK_LEN, true, key);
-    if (n > 0 && p[n - 1] == '\n')
+    if (n > 0 && p[n - 1] == '\n') {
         n--;
-    if (n > 0 && p[n - 1] == '\r')
-        n--;
+        if (n > 0 && p[n - 1] == '\r')
+            n--;
+    }
     if (n == 2 * NS_DEK_LEN)
         r = ns_hex_decode((const char *)p, n, true, &b);
     else if (n == 44)
@@ -48,7 +49,8 @@ int ns_keymat_read_file(const char *path, ns_buf **key)
     ssize_t got;
     int fd = -1, r = NS_E_INTERNAL;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+    /* O_NONBLOCK: a FIFO planted at the path must not hang us before the type check below. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
         ns_log(NS_LOG_ERROR, "cannot open key file %s: %s", path, strerror(errno));
         r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_PERM;
         goto out;
