@@ -47,8 +47,9 @@ static int module_load(const char *path, ns_p11_module **out)
         goto out;
     }
     if (access(path, R_OK) != 0) {
+        /* "token unavailable", not "not found": exit 3 would read as "no such secret" to a script. */
         ns_log(NS_LOG_ERROR, "PKCS#11 module %s not found", path);
-        r = NS_E_NOT_FOUND;
+        r = NS_E_TOKEN_UNAVAILABLE;
         goto out;
     }
     if ((m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {

@@ -13,7 +13,7 @@
 typedef struct ns_p11_module ns_p11_module;
 
 /* Load (or reference) the module at path; NULL path means the p11-kit proxy module. Errors:
- * NS_E_NOT_FOUND (no such file), NS_E_TOKEN (not a PKCS#11 module, or C_Initialize failed). */
+ * NS_E_TOKEN_UNAVAILABLE (no such file), NS_E_TOKEN (not a PKCS#11 module, or C_Initialize failed). */
 int ns_p11_module_get(const char *path, ns_p11_module **out) NS_WUR;
 void ns_p11_module_put(ns_p11_module *m);
 

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -55,7 +56,7 @@ static void trim_label(const unsigned char src[32], char dst[33])
 
 /* Find the single slot whose token matches the URI. */
 static int find_slot(CK_FUNCTION_LIST *fn, const char *module, ns_p11_uri *uri, CK_SLOT_ID *slot,
-                     CK_TOKEN_INFO *info_out)
+                     CK_TOKEN_INFO *info_out, int quiet)
 {
     CK_SLOT_ID *slots = NULL;
     CK_ULONG n = 0, matches = 0;
@@ -86,7 +87,8 @@ static int find_slot(CK_FUNCTION_LIST *fn, const char *module, ns_p11_uri *uri, 
         }
     }
     if (matches == 0) {
-        ns_log(NS_LOG_ERROR, "no token matching '%s' on module %s", ns_p11_uri_safe_text(uri), module);
+        if (!quiet)
+            ns_log(NS_LOG_ERROR, "no token matching '%s' on module %s", ns_p11_uri_safe_text(uri), module);
         r = NS_E_TOKEN_UNAVAILABLE;
         goto out;
     }
@@ -138,7 +140,7 @@ static int recover_locked(ns_p11_token *t)
     CK_SLOT_ID slot;
     int r;
 
-    if ((r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &slot, &info)) != 0)
+    if ((r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &slot, &info, 0)) != 0)
         return r;
     t->slot = slot;
     if ((r = open_session(t, &s)) != 0)
@@ -337,7 +339,15 @@ int ns_p11_token_open(const char *uri_text, const char *pin_env, unsigned sessio
     if ((r = ns_p11_module_get(ns_p11_uri_module_path(t->uri), &t->mod)) != 0)
         goto out;
     t->fn = ns_p11_module_fn(t->mod);
-    if ((r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &t->slot, &info)) != 0)
+    /* SoftHSM rewrites its token file on every login, and another process reading it at that moment sees
+     * no token for a few milliseconds: look again a few times before calling the token absent. */
+    for (int attempt = 0;; attempt++) {
+        r = find_slot(t->fn, ns_p11_module_path(t->mod), t->uri, &t->slot, &info, attempt < 4);
+        if (r != NS_E_TOKEN_UNAVAILABLE || attempt == 4)
+            break;
+        usleep(10000u << attempt);
+    }
+    if (r != 0)
         goto out;
     trim_label(info.label, t->label);
 
@@ -356,7 +366,7 @@ int ns_p11_token_open(const char *uri_text, const char *pin_env, unsigned sessio
     t->login_required = (info.flags & CKF_LOGIN_REQUIRED) != 0;
     if (t->login_required && !(info.flags & CKF_PROTECTED_AUTHENTICATION_PATH)) {
         r = ns_p11_uri_pin(t->uri, pin_env, &t->pin);
-        if (r == NS_E_NOT_FOUND && t->pin == NULL)
+        if (r == NS_E_NOT_FOUND && !ns_p11_uri_has_pin_source(t->uri, pin_env))
             ns_log(NS_LOG_ERROR,
                    "token '%s' needs a PIN: add pin-source=file:/path to the URI, or pin_env to the config",
                    t->label);

@@ -190,3 +190,9 @@ int ns_p11_uri_pin(const ns_p11_uri *u, const char *pin_env, ns_buf **pin)
     }
     return NS_E_NOT_FOUND;
 }
+
+int ns_p11_uri_has_pin_source(const ns_p11_uri *u, const char *pin_env)
+{
+    return p11_kit_uri_get_pin_value(u->uri) != NULL || p11_kit_uri_get_pin_source(u->uri) != NULL ||
+           pin_env != NULL;
+}

@@ -36,6 +36,9 @@ int ns_p11_uri_names_object(const ns_p11_uri *u);
  * a bad pin-source file. The PIN comes back in a secret buffer. */
 int ns_p11_uri_pin(const ns_p11_uri *u, const char *pin_env, ns_buf **pin) NS_WUR;
 
+/* 1 if the URI or pin_env names any PIN source (even one that turns out to be missing). */
+int ns_p11_uri_has_pin_source(const ns_p11_uri *u, const char *pin_env);
+
 /* Copy of `text` with the value of every pin-value attribute replaced by "***" (caller frees). NULL on
  * allocation failure. */
 char *ns_p11_uri_redact(const char *text);

@@ -35,6 +35,9 @@ static const char *kek_role(const ns_keyring *kr, const uint8_t id[NS_KEK_ID_LEN
     for (size_t i = 0; i < kr->n; i++)
         if (kr->e[i].kek != NULL && memcmp(kr->e[i].kek->id, id, NS_KEK_ID_LEN) == 0)
             return kr->e[i].primary ? "primary" : "old";
+    for (size_t i = 0; i < kr->n; i++)
+        if (kr->e[i].kek == NULL)
+            return "unknown, or a configured key that could not be loaded";
     return "not configured";
 }
 

@@ -137,7 +137,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[optind], commands[i].name) == 0) {
             int sub = optind;
-            optind = 1; /* reset getopt for the command's own options */
+            optind = 0; /* full reset: forget main's "+" (stop at first non-option) for the command */
             r = commands[i].fn(&cli, argc - sub, argv + sub);
             goto done;
         }

@@ -56,7 +56,8 @@ int ns_keyring_load(const ns_config *cfg, int mode, ns_keyring **out)
             }
         }
     }
-    if ((r = check_duplicates(kr)) != 0 && mode == NS_KEYRING_STRICT)
+    /* A key configured twice is a configuration mistake in every mode. */
+    if ((r = check_duplicates(kr)) != 0)
         goto out;
     *out = kr;
     kr = NULL;
