@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "common/codec.h"
 #include "common/log.h"
 #include "envelope/envelope.h"
+#include "secrets/rewrap.h"
 
 /* verify and rewrap: one pass over every encrypted blob. */
 
@@ -103,71 +105,64 @@ int ns_cmd_verify(ns_cli *cli, int argc, char **argv)
     return first_err;
 }
 
-/* Rewrap one blob: read it with its version, re-wrap, and replace it only if nobody changed it meanwhile
- * (compare-and-swap). Each replacement is an atomic rename in the store, so a crash at any point leaves
- * either the old or the new blob, both readable while the old KEK stays configured. */
-static int rewrap_one(ns_cli *cli, const char *name, int *changed)
+struct rewrap_ui {
+    int tty;
+};
+
+static void rewrap_progress(void *ctx, size_t done, size_t total)
 {
-    int r = NS_E_INTERNAL;
+    struct rewrap_ui *ui = ctx;
+    progress(ui->tty, "rewrap", done, total);
+}
 
-    *changed = 0;
-    for (int attempt = 0; attempt < 5; attempt++) {
-        ns_buf *blob = NULL, *nb = NULL;
-        char *version = NULL;
-
-        r = ns_store_get(cli->store, name, NS_BLOB_MAX, &blob, &version);
-        if (r == 0)
-            r = ns_envelope_rewrap(cli->kr, name, blob->data, blob->len, &nb);
-        if (r == 0 && nb != NULL) {
-            r = ns_store_put(cli->store, name, nb->data, nb->len, NS_PUT_IF_MATCH, version);
-            *changed = r == 0;
-        }
-        ns_buf_free(blob);
-        ns_buf_free(nb);
-        free(version);
-        if (r != NS_E_CONFLICT)
-            break;
-        ns_log(NS_LOG_INFO, "%s changed while being re-wrapped; reading it again", name);
-    }
-    return r == NS_E_NOT_FOUND ? 0 : r;
+static void rewrap_failure(void *ctx, const char *name, int err)
+{
+    struct rewrap_ui *ui = ctx;
+    if (ui->tty)
+        fputc('\n', stderr);
+    fprintf(stderr, "FAIL %s: %s\n", name, ns_strerror(err));
 }
 
 int ns_cmd_rewrap(ns_cli *cli, int argc, char **argv)
 {
-    ns_strv names = NS_STRV_INIT;
-    size_t done = 0, skipped = 0, failed = 0;
-    int tty = isatty(STDERR_FILENO), first_err = 0, r;
+    static const struct option longopts[] = {{"jobs", required_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    struct rewrap_ui ui = {isatty(STDERR_FILENO)};
+    ns_rewrap_hooks hooks = {rewrap_progress, rewrap_failure, &ui};
+    ns_rewrap_stats st;
+    unsigned long jobs = 1;
+    char *end;
+    int opt, r;
 
-    if (argc != 1) {
-        fputs("usage: nstance-secrets rewrap\n", stderr);
-        return NS_E_USAGE;
+    while ((opt = getopt_long(argc, argv, "j:", longopts, NULL)) != -1) {
+        if (opt != 'j')
+            goto usage;
+        jobs = strtoul(optarg, &end, 10);
+        if (*optarg == '\0' || *end != '\0' || jobs < 1 || jobs > NS_REWRAP_JOBS_MAX) {
+            fprintf(stderr, "nstance-secrets: error: --jobs must be 1..%d\n", NS_REWRAP_JOBS_MAX);
+            return NS_E_USAGE;
+        }
     }
+    if (optind != argc)
+        goto usage;
+    if ((r = ns_cli_config(cli)) != 0)
+        return r;
+    /* One token session per job. */
+    if (cli->cfg->token_sessions < jobs)
+        cli->cfg->token_sessions = (unsigned)jobs;
     if ((r = ns_cli_store(cli)) != 0 || (r = ns_cli_keyring(cli, NS_KEYRING_TOLERANT)) != 0)
         return r;
     if (ns_keyring_primary(cli->kr) == NULL) {
         ns_cli_error("rewrap: the primary encryption key is not reachable", cli->kr->e[0].status);
         return cli->kr->e[0].status;
     }
-    if ((r = list_blobs(cli, &names)) != 0)
+    if ((r = ns_rewrap_all(cli->store, cli->kr, NS_SECRET_PREFIX, (unsigned)jobs, &hooks, &st)) != 0) {
+        ns_cli_error("rewrap", r);
         return r;
-    for (size_t i = 0; i < names.n; i++) {
-        int changed = 0;
-        if ((r = rewrap_one(cli, names.v[i], &changed)) != 0) {
-            if (tty)
-                fputc('\n', stderr);
-            fprintf(stderr, "FAIL %s: %s\n", names.v[i], ns_strerror(r));
-            failed++;
-            if (first_err == 0)
-                first_err = r;
-        } else if (changed) {
-            done++;
-        } else {
-            skipped++;
-        }
-        progress(tty, "rewrap", i + 1, names.n);
     }
-    printf("rewrap: %zu blobs, %zu re-wrapped, %zu already under the primary key, %zu failed\n", names.n,
-           done, skipped, failed);
-    ns_strv_clear(&names);
-    return first_err;
+    printf("rewrap: %zu blobs, %zu re-wrapped, %zu already under the primary key, %zu failed\n", st.total,
+           st.rewrapped, st.skipped, st.failed);
+    return st.first_error;
+usage:
+    fputs("usage: nstance-secrets rewrap [--jobs N]\n", stderr);
+    return NS_E_USAGE;
 }

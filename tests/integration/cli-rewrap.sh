@@ -211,14 +211,15 @@ for round in 1 2 3 4 5; do
     fi
     delay=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
     restore
-    "$NS_CLI" -c "$T/config.yaml" rewrap >"$T/rewrap-$round.out" 2>"$T/rewrap-$round.err" &
+    jobs=$((1 + round % 2)) # alternate --jobs 1 and --jobs 2
+    "$NS_CLI" -c "$T/config.yaml" rewrap --jobs "$jobs" >"$T/rewrap-$round.out" 2>"$T/rewrap-$round.err" &
     pid=$!
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
     rc=0
     wait "$pid" 2>/dev/null || rc=$?
     read -r n_a n_b n_f n_other <<<"$(kek_counts)"
-    echo "# round $round: rewrap killed after ${delay}s (exit $rc): blobs under A $n_a, B $n_b, file key $n_f"
+    echo "# round $round: rewrap --jobs $jobs killed after ${delay}s (exit $rc): blobs under A $n_a, B $n_b, file key $n_f"
     assert_eq "$((n_a + n_b + n_f))" "$N" "round $round: every blob is under A, B or the file key"
     assert_eq "$n_other" 0 "round $round: blobs under an unknown id"
     if [ "$rc" = 137 ] && [ "$n_b" -gt 0 ] && [ "$n_b" -lt "$N" ]; then
@@ -229,8 +230,8 @@ done
 [ "$partial" -ge 1 ] || fail "no rewrap was killed half-way; the kill rounds tested nothing"
 prev_b=$n_b
 
-# ---- the final rewrap completes ----
-expect_rc 0 rewrap
+# ---- the final rewrap completes (with two jobs) ----
+expect_rc 0 rewrap --jobs 2
 if ! grep -Eq "^rewrap: $N blobs, [0-9]+ re-wrapped, [0-9]+ already under the primary key, 0 failed\$" "$T/out"; then
     cat "$T/out" "$T/err" >&2
     fail "final rewrap: unexpected summary"

@@ -273,9 +273,10 @@ static void test_open_under_another_name(void **state)
         for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
             check_open_fails(kr, others[i], blob->data, blob->len, NS_E_INTEGRITY, others[i]);
         check_open_fails(kr, "", blob->data, blob->len, NS_E_NAME, "empty name");
+        /* Under the primary already: rewrap skips it without using any key (so it cannot notice). */
         out = SENTINEL;
-        assert_int_equal(ns_envelope_rewrap(kr, OTHER_NAME, blob->data, blob->len, &out), NS_E_INTEGRITY);
-        assert_ptr_equal(out, SENTINEL);
+        assert_int_equal(ns_envelope_rewrap(kr, OTHER_NAME, blob->data, blob->len, &out), 0);
+        assert_null(out);
         check_opens_to(kr, NAME, blob->data, blob->len, pt, sz, NULL);
         ns_buf_free(blob);
     }
@@ -496,8 +497,9 @@ static void test_appended_bytes(void **state)
     }
     memset(copy + blob->len, 0, 100);
     check_open_fails(kr, NAME, copy, blob->len + 100, NS_E_INTEGRITY, "100 appended bytes");
-    assert_int_equal(ns_envelope_rewrap(kr, NAME, copy, blob->len + 1, &out), NS_E_INTEGRITY);
-    assert_ptr_equal(out, SENTINEL);
+    /* Under the primary already: skipped by rewrap without being examined. */
+    assert_int_equal(ns_envelope_rewrap(kr, NAME, copy, blob->len + 1, &out), 0);
+    assert_null(out);
     free(copy);
     ns_buf_free(blob);
     ns_keyring_free(kr);
