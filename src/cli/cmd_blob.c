@@ -16,42 +16,6 @@
 
 /* put, get, list, delete. */
 
-static int read_all(int fd, const char *what, ns_buf **out)
-{
-    ns_buf *b = NULL;
-    uint8_t chunk[8192];
-    ssize_t got;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_buf_new(NS_PLAINTEXT_MAX, true, &b)) != 0)
-        goto out;
-    for (;;) {
-        got = read(fd, chunk, sizeof(chunk));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            fprintf(stderr, "nstance-secrets: error: reading %s: %s\n", what, strerror(errno));
-            r = NS_E_INVAL;
-            goto out;
-        }
-        if (got == 0)
-            break;
-        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0) {
-            if (r == NS_E_TOO_LARGE)
-                fprintf(stderr, "nstance-secrets: error: %s is larger than %u bytes\n", what,
-                        NS_PLAINTEXT_MAX);
-            goto out;
-        }
-    }
-    *out = b;
-    b = NULL;
-    r = 0;
-out:
-    ns_wipe(chunk, sizeof(chunk));
-    ns_buf_free(b);
-    return r;
-}
-
 int ns_cmd_put(ns_cli *cli, int argc, char **argv)
 {
     static const struct option longopts[] = {{"create", no_argument, NULL, 'C'}, {NULL, 0, NULL, 0}};
@@ -78,7 +42,8 @@ int ns_cmd_put(ns_cli *cli, int argc, char **argv)
         r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_INVAL;
         goto out;
     }
-    if ((r = read_all(fd, strcmp(file, "-") == 0 ? "standard input" : file, &pt)) != 0)
+    if ((r = ns_cli_read_fd(fd, strcmp(file, "-") == 0 ? "standard input" : file, NS_PLAINTEXT_MAX, &pt)) !=
+        0)
         goto out;
     if ((r = ns_cli_store(cli)) != 0 || (r = ns_cli_keyring(cli, NS_KEYRING_STRICT)) != 0)
         goto out;
@@ -106,45 +71,6 @@ out:
     return r;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Write to a temporary file beside `path`, then rename: the output is either complete or absent. */
-static int write_output(const char *path, const ns_buf *pt)
-{
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    int fd = -1, r = NS_E_INVAL;
-
-    if (tmp == NULL)
-        return NS_E_NOMEM;
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
-        write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
-        rename(tmp, path) != 0) {
-        fprintf(stderr, "nstance-secrets: error: writing %s: %s\n", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    r = 0;
-out:
-    free(tmp);
-    return r;
-}
-
 int ns_cmd_get(ns_cli *cli, int argc, char **argv)
 {
     static const struct option longopts[] = {{"output", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
@@ -169,12 +95,7 @@ int ns_cmd_get(ns_cli *cli, int argc, char **argv)
         ns_cli_error(name, r);
         goto out;
     }
-    if (output != NULL) {
-        r = write_output(output, pt);
-    } else if (write_all(STDOUT_FILENO, pt->data, pt->len) != 0) {
-        fprintf(stderr, "nstance-secrets: error: writing standard output: %s\n", strerror(errno));
-        r = NS_E_INVAL;
-    }
+    r = ns_cli_write_output(output, pt);
     goto out;
 usage:
     fputs("usage: nstance-secrets get NAME [-o FILE]\n", stderr);

@@ -1,9 +1,12 @@
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/log.h"
@@ -20,7 +23,11 @@ static const char usage[] =
     "                                 create an Encryption Key in the token\n"
     "  kek list                       every configured Encryption Key and whether it is reachable\n"
     "  verify                         open every blob; counts per Encryption Key id\n"
-    "  rewrap                         re-wrap every blob under the primary Encryption Key\n"
+    "  rewrap [--jobs N]              re-wrap every blob under the primary Encryption Key\n"
+    "  secret create NAME --type TYPE [--from FILE] [--bytes N]\n"
+    "  secret rotate NAME [--from FILE] [--pending] | promote NAME | retire NAME\n"
+    "  secret show NAME | list | export NAME --format pem-bundle|pem|public-pem-bundle|jwks|raw [-o FILE]\n"
+    "                                 multi-key secrets and their rotation (doc/secrets.md)\n"
     "\n"
     "CONFIG defaults to $NSTANCE_SECRETS_CONFIG, then /etc/nstance/secrets.yaml.\n"
     "Exit codes: 0 ok, 1 internal, 2 usage/config, 3 not found, 4 integrity or authentication failure,\n"
@@ -31,7 +38,7 @@ static const struct {
     int (*fn)(ns_cli *, int, char **);
 } commands[] = {
     {"put", ns_cmd_put}, {"get", ns_cmd_get},       {"list", ns_cmd_list},     {"delete", ns_cmd_delete},
-    {"kek", ns_cmd_kek}, {"verify", ns_cmd_verify}, {"rewrap", ns_cmd_rewrap},
+    {"kek", ns_cmd_kek}, {"verify", ns_cmd_verify}, {"rewrap", ns_cmd_rewrap}, {"secret", ns_cmd_secret},
 };
 
 void ns_cli_error(const char *what, int r)
@@ -93,6 +100,105 @@ int ns_cli_object_name(const char *name, char **out)
     }
     *out = s;
     return 0;
+}
+
+int ns_cli_read_fd(int fd, const char *what, size_t max, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    uint8_t chunk[8192];
+    ssize_t got;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(max, true, &b)) != 0)
+        goto out;
+    for (;;) {
+        got = read(fd, chunk, sizeof(chunk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            fprintf(stderr, "nstance-secrets: error: reading %s: %s\n", what, strerror(errno));
+            r = NS_E_INVAL;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0) {
+            if (r == NS_E_TOO_LARGE)
+                fprintf(stderr, "nstance-secrets: error: %s is larger than %zu bytes\n", what, max);
+            goto out;
+        }
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_wipe(chunk, sizeof(chunk));
+    ns_buf_free(b);
+    return r;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Write to a temporary file beside `path`, then rename: the output is either complete or absent. */
+static int write_file(const char *path, const ns_buf *pt)
+{
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    int fd = -1, r = NS_E_INVAL;
+
+    if (tmp == NULL)
+        return NS_E_NOMEM;
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
+        write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
+        rename(tmp, path) != 0) {
+        fprintf(stderr, "nstance-secrets: error: writing %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    r = 0;
+out:
+    free(tmp);
+    return r;
+}
+
+int ns_cli_write_output(const char *path, const ns_buf *data)
+{
+    if (path != NULL)
+        return write_file(path, data);
+    if (write_all(STDOUT_FILENO, data->data, data->len) != 0) {
+        fprintf(stderr, "nstance-secrets: error: writing standard output: %s\n", strerror(errno));
+        return NS_E_INVAL;
+    }
+    return 0;
+}
+
+int ns_cli_read_file(const char *path, size_t max, ns_buf **out)
+{
+    int fd, r;
+    if (strcmp(path, "-") == 0)
+        return ns_cli_read_fd(STDIN_FILENO, "standard input", max, out);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
+        fprintf(stderr, "nstance-secrets: error: cannot open %s: %s\n", path, strerror(errno));
+        return errno == ENOENT ? NS_E_NOT_FOUND : NS_E_INVAL;
+    }
+    r = ns_cli_read_fd(fd, path, max, out);
+    close(fd);
+    return r;
 }
 
 int main(int argc, char **argv)
