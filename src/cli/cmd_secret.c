@@ -23,6 +23,14 @@ static const char secret_usage[] =
     "       nstance-secrets secret list\n"
     "TYPE: ed25519, ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096, random, opaque\n";
 
+/* The bytes of a --from file: never NULL when a file was given, even an empty one, so that "no --from"
+ * and "an empty --from" stay different things. */
+static const uint8_t *from_bytes(const ns_buf *in)
+{
+    static const uint8_t empty[1];
+    return in == NULL ? NULL : in->data != NULL ? in->data : empty;
+}
+
 static int usage(void)
 {
     fputs(secret_usage, stderr);
@@ -112,7 +120,7 @@ static int cmd_create(ns_cli *cli, int argc, char **argv)
             goto out;
         }
     }
-    if ((r = ns_doc_make_key(t, in ? in->data : NULL, in ? in->len : 0, bytes, &k)) != 0) {
+    if ((r = ns_doc_make_key(t, from_bytes(in), in ? in->len : 0, bytes, &k)) != 0) {
         ns_cli_error(from ? from : "generating the key", r == NS_E_INVAL ? NS_E_FORMAT : r);
         r = r == NS_E_INVAL ? NS_E_FORMAT : r;
         goto out;
@@ -197,7 +205,7 @@ static int cmd_rotate(ns_cli *cli, int argc, char **argv)
         goto out;
     }
     /* The new key is made once, outside the compare-and-swap loop, so every attempt adds the same key. */
-    if ((r = ns_doc_make_key(doc->type, in ? in->data : NULL, in ? in->len : 0,
+    if ((r = ns_doc_make_key(doc->type, from_bytes(in), in ? in->len : 0,
                              doc->type->kind == NS_KIND_RANDOM ? doc->keys[0].material->len : 0, &k)) != 0) {
         ns_cli_error(from ? from : "generating the key", r == NS_E_INVAL ? NS_E_FORMAT : r);
         r = r == NS_E_INVAL ? NS_E_FORMAT : r;

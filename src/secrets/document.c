@@ -199,7 +199,7 @@ int ns_doc_rotate(ns_secret_doc *d, ns_secret_key *k, int pending)
     for (size_t i = 0; i < d->n; i++)
         if (strcmp(d->keys[i].id, k->id) == 0) {
             ns_log(NS_LOG_ERROR, "key %s is already in the secret", k->id);
-            return NS_E_EXISTS;
+            return NS_E_CONFLICT;
         }
     memmove(&d->keys[at + 1], &d->keys[at], (d->n - at) * sizeof(d->keys[0]));
     d->keys[at] = *k;
@@ -236,9 +236,8 @@ int ns_doc_retire(ns_secret_doc *d, char removed_id[NS_KEY_ID_MAX])
         return NS_E_CONFLICT;
     }
     if (last->state == NS_KEY_PENDING) {
-        ns_log(NS_LOG_ERROR, "refusing to retire the pending key %s: promote it, or rotate again later",
-               last->id);
-        return NS_E_INVAL;
+        ns_log(NS_LOG_ERROR, "refusing to retire the pending key %s: promote it first", last->id);
+        return NS_E_CONFLICT;
     }
     if (removed_id != NULL)
         snprintf(removed_id, NS_KEY_ID_MAX, "%s", last->id);

@@ -151,8 +151,14 @@ int ns_keytype_from_pem(const uint8_t *p, size_t n, EVP_PKEY **out)
     EVP_PKEY *k = NULL;
     int found = 0;
 
-    for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]) && !found; i++)
-        found = memmem(p, n, markers[i], strlen(markers[i])) != NULL;
+    /* A PEM block starts a line: the same text inside, say, a JSON string (a service-account file kept as
+     * an opaque secret) is not a key to parse. */
+    for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]) && !found; i++) {
+        size_t mlen = strlen(markers[i]);
+        for (const uint8_t *at = p;
+             !found && (at = memmem(at, n - (size_t)(at - p), markers[i], mlen)) != NULL; at++)
+            found = at == p || at[-1] == '\n';
+    }
     if (!found)
         return NS_E_NOT_FOUND;
     if (memmem(p, n, "ENCRYPTED", 9) != NULL || memmem(p, n, "Proc-Type: 4,ENCRYPTED", 22) != NULL) {
