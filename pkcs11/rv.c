@@ -98,6 +98,10 @@ const char *ns_p11_rv_name(CK_RV rv)
         RV(CKR_MUTEX_BAD);
         RV(CKR_MUTEX_NOT_LOCKED);
         RV(CKR_FUNCTION_REJECTED);
+        RV(CKR_ACTION_PROHIBITED);
+        RV(CKR_CURVE_NOT_SUPPORTED);
+        RV(CKR_PIN_TOO_WEAK);
+        RV(CKR_PUBLIC_KEY_INVALID);
     default:
         snprintf(other, sizeof(other), "CKR_0x%08lx", (unsigned long)rv);
         return other;
@@ -131,6 +135,7 @@ int ns_p11_rv_map(CK_RV rv)
     case CKR_PIN_LEN_RANGE:
     case CKR_PIN_EXPIRED:
     case CKR_PIN_LOCKED:
+    case CKR_PIN_TOO_WEAK:
     case CKR_USER_PIN_NOT_INITIALIZED:
         return NS_E_PIN;
     case CKR_DEVICE_REMOVED:

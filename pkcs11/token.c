@@ -7,6 +7,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/secmem.h"
 #include "pkcs11/module.h"
 #include "pkcs11/rv.h"
 #include "pkcs11/token.h"
@@ -40,6 +41,8 @@ struct ns_p11_key {
     pthread_mutex_t lock;
     CK_OBJECT_HANDLE h;
     unsigned gen;
+    unsigned epoch; /* bumped each time a lookup finds a different object than the last one */
+    CK_OBJECT_HANDLE last_h;
 };
 
 static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -121,10 +124,13 @@ static int open_session(ns_p11_token *t, CK_SESSION_HANDLE *s)
     return ns_p11_rv_error(rv, t->label, "C_OpenSession");
 }
 
-/* Close every session so that the next borrower starts afresh. Caller holds t->lock. */
+/* Close our idle sessions so that the next borrower starts afresh; borrowed ones are closed when returned.
+ * Only our own sessions: C_CloseAllSessions would also end sessions that other code in the process (an
+ * OpenSSL engine, say) holds on the same slot. Caller holds t->lock. */
 static void break_locked(ns_p11_token *t)
 {
-    (void)t->fn->C_CloseAllSessions(t->slot);
+    for (unsigned i = 0; i < t->nfree; i++)
+        (void)t->fn->C_CloseSession(t->free_s[i]);
     t->gen++;
     t->nfree = 0;
     t->open = 0;
@@ -183,10 +189,11 @@ static int session_get(ns_p11_token *t, CK_SESSION_HANDLE *s, unsigned *gen)
 static void session_put(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
 {
     pthread_mutex_lock(&t->lock);
-    /* A session from before a fault was closed by C_CloseAllSessions; its handle may since have been
-     * reused, so it is dropped, never closed again. */
+    /* A session borrowed before a fault is closed now (it is still ours: nobody else closed it). */
     if (gen == t->gen && !t->broken)
         t->free_s[t->nfree++] = s;
+    else
+        (void)t->fn->C_CloseSession(s);
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
 }
@@ -197,6 +204,25 @@ static void mark_broken(ns_p11_token *t, unsigned gen)
     if (gen == t->gen && !t->broken)
         break_locked(t);
     pthread_mutex_unlock(&t->lock);
+}
+
+/* Log in again if the application's login was lost (a C_Logout elsewhere, a token reset): private objects
+ * are invisible without it, and SoftHSM drops their handles. */
+static CK_RV ensure_login(ns_p11_token *t, CK_SESSION_HANDLE s)
+{
+    CK_SESSION_INFO si;
+    CK_RV rv;
+
+    if (!t->login_required)
+        return CKR_OK;
+    memset(&si, 0, sizeof(si));
+    if ((rv = t->fn->C_GetSessionInfo(s, &si)) != CKR_OK)
+        return rv;
+    if (si.state != CKS_RO_PUBLIC_SESSION && si.state != CKS_RW_PUBLIC_SESSION)
+        return CKR_OK;
+    ns_log(NS_LOG_WARN, "token '%s': not logged in any more; logging in again", t->label);
+    rv = t->fn->C_Login(s, CKU_USER, t->pin ? t->pin->data : NULL, t->pin ? t->pin->len : 0);
+    return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
 }
 
 /* Find exactly one object of the key's class matching its URI. found: 0, 1 or 2 (more than one). */
@@ -217,6 +243,8 @@ static CK_RV find_object(ns_p11_key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h
     tmpl[n].pValue = &k->cls;
     tmpl[n].ulValueLen = sizeof(k->cls);
     n++;
+    if ((rv = ensure_login(k->t, s)) != CKR_OK)
+        return rv;
     if ((rv = fn->C_FindObjectsInit(s, tmpl, n)) != CKR_OK)
         return rv;
     rv = fn->C_FindObjects(s, hs, 2, found);
@@ -261,6 +289,9 @@ static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
                     return NS_E_TOKEN_OBJECT;
                 }
                 if (rv == CKR_OK) {
+                    if (obj != key->last_h)
+                        key->epoch++;
+                    key->last_h = obj;
                     key->h = obj;
                     key->gen = gen;
                 }
@@ -280,7 +311,8 @@ static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
             continue;
         }
         if (attempt == 0 && key != NULL &&
-            (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID)) {
+            (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
+             rv == CKR_WRAPPING_KEY_HANDLE_INVALID || rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID)) {
             pthread_mutex_lock(&key->lock);
             key->h = CK_INVALID_HANDLE;
             pthread_mutex_unlock(&key->lock);
@@ -308,14 +340,38 @@ static void token_free(ns_p11_token *t)
 {
     if (t == NULL)
         return;
-    if (t->fn != NULL && t->open > 0)
-        (void)t->fn->C_CloseAllSessions(t->slot);
+    for (unsigned i = 0; t->fn != NULL && i < t->nfree; i++)
+        (void)t->fn->C_CloseSession(t->free_s[i]);
     ns_buf_free(t->pin);
     ns_p11_uri_free(t->uri);
     ns_p11_module_put(t->mod);
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->cond);
     free(t);
+}
+
+static int check_same_pin(ns_p11_token *e, ns_p11_uri *uri, const char *pin_env)
+{
+    ns_buf *pin = NULL;
+    int r;
+
+    if (!e->login_required || e->pin == NULL)
+        return 0;
+    if ((r = ns_p11_uri_pin(uri, pin_env, &pin)) != 0) {
+        if (r == NS_E_NOT_FOUND && !ns_p11_uri_has_pin_source(uri, pin_env))
+            ns_log(NS_LOG_ERROR,
+                   "token '%s' needs a PIN: add pin-source=file:/path to the URI, or pin_env to the "
+                   "config",
+                   e->label);
+        return r == NS_E_NOT_FOUND ? NS_E_PIN : r;
+    }
+    if (pin->len != e->pin->len || ns_ct_memcmp(pin->data, e->pin->data, pin->len) != 0) {
+        ns_log(NS_LOG_ERROR, "token '%s': this key's PIN differs from the one the token was opened with",
+               e->label);
+        r = NS_E_PIN;
+    }
+    ns_buf_free(pin);
+    return r;
 }
 
 int ns_p11_token_open(const char *uri_text, const char *pin_env, unsigned sessions, ns_p11_token **out)
@@ -356,10 +412,13 @@ int ns_p11_token_open(const char *uri_text, const char *pin_env, unsigned sessio
         if (e->mod == t->mod && e->slot == t->slot)
             break;
     if (e != NULL) {
-        e->refs++;
+        /* The token is open already: this URI must still carry the right PIN, or a misconfigured entry
+         * would work only while another entry happens to have opened the token first. */
+        if ((r = check_same_pin(e, t->uri, pin_env)) == 0)
+            e->refs++;
         pthread_mutex_unlock(&tokens_lock);
-        *out = e;
-        r = 0;
+        if (r == 0)
+            *out = e;
         goto out;
     }
 
@@ -440,6 +499,8 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
     CK_SLOT_ID slot;
     CK_RV rv;
 
+    /* SoftHSM 2.6.1 ORs its flags into what is there: start from zero. */
+    memset(&info, 0, sizeof(info));
     pthread_mutex_lock(&t->lock);
     slot = t->slot;
     pthread_mutex_unlock(&t->lock);
@@ -462,6 +523,7 @@ int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p1
         return NS_E_NOMEM;
     pthread_mutex_init(&k->lock, NULL);
     k->h = CK_INVALID_HANDLE;
+    k->last_h = CK_INVALID_HANDLE;
     k->cls = cls;
     if ((r = ns_p11_uri_parse(uri, &k->uri)) != 0)
         goto out;
@@ -506,6 +568,15 @@ void ns_p11_key_free(ns_p11_key *k)
     ns_p11_uri_free(k->uri);
     pthread_mutex_destroy(&k->lock);
     free(k);
+}
+
+unsigned ns_p11_key_epoch(ns_p11_key *k)
+{
+    unsigned e;
+    pthread_mutex_lock(&k->lock);
+    e = k->epoch;
+    pthread_mutex_unlock(&k->lock);
+    return e;
 }
 
 ns_p11_token *ns_p11_key_token(const ns_p11_key *k)

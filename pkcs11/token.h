@@ -6,8 +6,8 @@
  * token with its reference count raised.
  *
  * Every call into the token goes through ns_p11_run(): on CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
- * CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN or CKR_DEVICE_ERROR it closes every
- * session, finds the token again (it may be in another slot after being re-plugged), logs in again and
+ * CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN or CKR_DEVICE_ERROR it closes its own
+ * sessions, finds the token again (it may be in another slot after being re-plugged), logs in again and
  * retries the operation once; a stale object handle is looked up again and retried once. Then it fails
  * with the project error for the CK_RV (pkcs11/rv.h), whose CKR name is logged. */
 #ifndef NS_PKCS11_TOKEN_H
@@ -58,6 +58,10 @@ int ns_p11_run_quiet(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_
 int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out) NS_WUR;
 void ns_p11_key_free(ns_p11_key *k);
 ns_p11_token *ns_p11_key_token(const ns_p11_key *k);
+/* A counter that changes whenever a lookup of the key finds a different object than the last one (the key
+ * was replaced in the token, or the token renumbered its objects after a fault). */
+unsigned ns_p11_key_epoch(ns_p11_key *k);
+
 /* The URI, redacted: for messages. */
 const char *ns_p11_key_uri(const ns_p11_key *k);
 

@@ -173,14 +173,16 @@ out:
     return r;
 }
 
-/* Unwrap the DEK and check the header tag. */
+/* Unwrap the DEK and check the header tag; *aead holds the DEK ready for the payload (caller frees it). */
 static int open_header(const ns_keyring *kr, const char *name, const uint8_t *blob, const struct parsed *p,
-                       uint8_t dek[NS_DEK_LEN])
+                       uint8_t dek[NS_DEK_LEN], ns_aead **aead)
 {
     uint8_t aad[7 + NS_KEK_ID_LEN], binding[7];
     ns_kek *kek;
     size_t name_len;
     int r;
+
+    *aead = NULL;
 
     if ((r = name_binding(name, binding, &name_len)) != 0)
         return r;
@@ -191,10 +193,12 @@ static int open_header(const ns_keyring *kr, const char *name, const uint8_t *bl
     wrap_aad(kek->mech, kek->id, aad);
     if ((r = kek->ops->unwrap(kek, p->info.param, p->wrapped, p->wrapped_len, aad, sizeof(aad), dek)) != 0)
         return r == NS_E_FORMAT ? NS_E_INTEGRITY : r;
+    if ((r = ns_aead_new(dek, aead)) != 0)
+        return r;
     {
         ns_iov a[3] = {{blob, p->hdr_auth_len}, {binding, sizeof(binding)}, {name, name_len}};
         uint8_t none[1];
-        return ns_aead_open(dek, p->hdr_nonce, a, 3, NULL, 0, p->hdr_tag, none);
+        return ns_aead_open_with(*aead, p->hdr_nonce, a, 3, NULL, 0, p->hdr_tag, none);
     }
 }
 
@@ -203,6 +207,7 @@ int ns_envelope_open(const ns_keyring *kr, const char *name, const uint8_t *blob
 {
     struct parsed p;
     uint8_t *dek = NULL, binding[7], *w;
+    ns_aead *aead = NULL;
     ns_buf *out = NULL;
     size_t name_len;
     int r = NS_E_INTERNAL;
@@ -211,13 +216,13 @@ int ns_envelope_open(const ns_keyring *kr, const char *name, const uint8_t *blob
         return r;
     if ((dek = ns_secmem_alloc(NS_DEK_LEN)) == NULL)
         return NS_E_NOMEM;
-    if ((r = open_header(kr, name, blob, &p, dek)) != 0)
+    if ((r = open_header(kr, name, blob, &p, dek, &aead)) != 0)
         goto out;
     if ((r = ns_buf_new(NS_PLAINTEXT_MAX, true, &out)) != 0 || (r = ns_buf_extend(out, p.ct_len, &w)) != 0)
         goto out;
     {
         ns_iov a[2] = {{binding, sizeof(binding)}, {name, name_len}};
-        if ((r = ns_aead_open(dek, p.payload_nonce, a, 2, p.ct, p.ct_len, p.tag, w)) != 0)
+        if ((r = ns_aead_open_with(aead, p.payload_nonce, a, 2, p.ct, p.ct_len, p.tag, w)) != 0)
             goto out;
     }
     if (info != NULL)
@@ -226,6 +231,7 @@ int ns_envelope_open(const ns_keyring *kr, const char *name, const uint8_t *blob
     out = NULL;
     r = 0;
 out:
+    ns_aead_free(aead);
     ns_secmem_free(dek, NS_DEK_LEN);
     ns_buf_free(out);
     return r;
@@ -237,6 +243,7 @@ int ns_envelope_rewrap(const ns_keyring *kr, const char *name, const uint8_t *bl
     struct parsed p;
     ns_buf *scratch = NULL, *nb = NULL;
     uint8_t *dek = NULL, binding[7], *w;
+    ns_aead *aead = NULL;
     size_t name_len;
     int r = NS_E_INTERNAL;
 
@@ -253,14 +260,14 @@ int ns_envelope_rewrap(const ns_keyring *kr, const char *name, const uint8_t *bl
         return NS_E_NOMEM;
     /* One unwrap; the header tag and then the payload tag are checked before anything is written, so a
      * damaged blob never gets a fresh header. */
-    if ((r = open_header(kr, name, blob, &p, dek)) != 0)
+    if ((r = open_header(kr, name, blob, &p, dek, &aead)) != 0)
         goto out;
     if ((r = ns_buf_new(NS_PLAINTEXT_MAX, true, &scratch)) != 0 ||
         (r = ns_buf_extend(scratch, p.ct_len, &w)) != 0)
         goto out;
     {
         ns_iov a[2] = {{binding, sizeof(binding)}, {name, name_len}};
-        if ((r = ns_aead_open(dek, p.payload_nonce, a, 2, p.ct, p.ct_len, p.tag, w)) != 0)
+        if ((r = ns_aead_open_with(aead, p.payload_nonce, a, 2, p.ct, p.ct_len, p.tag, w)) != 0)
             goto out;
     }
     if ((r = ns_buf_new(NS_BLOB_MAX, false, &nb)) != 0 || (r = write_header(primary, dek, name, nb)) != 0 ||
@@ -270,6 +277,7 @@ int ns_envelope_rewrap(const ns_keyring *kr, const char *name, const uint8_t *bl
     nb = NULL;
     r = 0;
 out:
+    ns_aead_free(aead);
     ns_secmem_free(dek, NS_DEK_LEN);
     ns_buf_free(scratch);
     ns_buf_free(nb);

@@ -26,6 +26,16 @@ int ns_aead_open(const uint8_t key[NS_AEAD_KEY], const uint8_t nonce[NS_AEAD_NON
                  size_t naad, const uint8_t *ct, size_t n, const uint8_t tag[NS_AEAD_TAG],
                  uint8_t *pt) NS_WUR;
 
+/* A key kept ready for several operations (the envelope uses the DEK twice: header tag, then payload):
+ * the key schedule is computed once. Lives in the secure heap; ns_aead_free wipes it. */
+typedef struct ns_aead ns_aead;
+int ns_aead_new(const uint8_t key[NS_AEAD_KEY], ns_aead **out) NS_WUR;
+int ns_aead_open_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad, size_t naad,
+                      const uint8_t *ct, size_t n, const uint8_t tag[NS_AEAD_TAG], uint8_t *pt) NS_WUR;
+int ns_aead_seal_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad, size_t naad,
+                      const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[NS_AEAD_TAG]) NS_WUR;
+void ns_aead_free(ns_aead *a);
+
 /* n random bytes from OpenSSL's CSPRNG. */
 int ns_random(void *p, size_t n) NS_WUR;
 

@@ -31,6 +31,7 @@ struct p11kek {
     ns_p11_key *key;
     EVP_PKEY *pub;      /* rsa-oaep: the public key, for wrapping in software */
     uint8_t oaep_write; /* rsa-oaep: hash used for new wraps */
+    unsigned verified;  /* the key's lookup epoch whose fingerprint matched the id (atomic) */
     char *what_dec;     /* "C_Decrypt with <uri>" for messages */
     char *what_enc;
 };
@@ -76,6 +77,7 @@ static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
         {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
         {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
         {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE, (void *)io->in, io->in_len},
+        {CKA_PRIVATE, &no, sizeof(no)},
     };
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
@@ -95,8 +97,9 @@ static CK_RV op_kwp_unwrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_
     CK_KEY_TYPE kt = CKK_AES;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},   {CKA_KEY_TYPE, &kt, sizeof(kt)},      {CKA_TOKEN, &no, sizeof(no)},
-        {CKA_SENSITIVE, &no, sizeof(no)}, {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
+        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_PRIVATE, &no, sizeof(no)},
     };
     CK_ATTRIBUTE val = {CKA_VALUE, io->out, sizeof(io->out)};
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
@@ -127,6 +130,29 @@ static int unwrap_failed(ns_kek *k, int r)
     return ns_kek_diagnose_unwrap_failure(k);
 }
 
+/* After a wrap made in the token: if the key's lookup found another object since its fingerprint was last
+ * checked (the key was replaced behind the URI), check the fingerprint again before the wrap is used, so
+ * that nothing is ever sealed under an id that is not the sealing key's. */
+static int check_same_key(ns_kek *k)
+{
+    struct p11kek *pk = k->impl;
+    unsigned epoch = ns_p11_key_epoch(pk->key);
+    uint8_t now[NS_KEK_ID_LEN];
+    int r;
+
+    if (epoch == __atomic_load_n(&pk->verified, __ATOMIC_ACQUIRE))
+        return 0;
+    if ((r = k->ops->fingerprint(k, now)) != 0)
+        return r;
+    if (memcmp(now, k->id, NS_KEK_ID_LEN) != 0) {
+        ns_log(NS_LOG_ERROR, "the key behind '%s' has been replaced: it is no longer the key with this id",
+               ns_p11_key_uri(pk->key));
+        return NS_E_KEK_WRONG;
+    }
+    __atomic_store_n(&pk->verified, epoch, __ATOMIC_RELEASE);
+    return 0;
+}
+
 static int copy_dek(struct io *io, uint8_t dek[NS_DEK_LEN])
 {
     int r = io->out_len == NS_DEK_LEN ? 0 : NS_E_INTEGRITY;
@@ -150,7 +176,7 @@ static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad
     *param = 0;
     if ((r = ns_random(iv, sizeof(iv))) != 0)
         return r;
-    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0) {
+    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0 && (r = check_same_key(k)) == 0) {
         if (io.out_len != NS_DEK_LEN + NS_AEAD_TAG)
             r = NS_E_TOKEN;
         else if ((r = ns_buf_append(wrapped, iv, sizeof(iv))) == 0)
@@ -206,7 +232,7 @@ static int kwp_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad
     int r;
 
     *param = 0;
-    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0)
+    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0 && (r = check_same_key(k)) == 0)
         r = io.out_len == KWP_WRAPPED_LEN ? ns_buf_append(wrapped, io.out, io.out_len) : NS_E_TOKEN;
     return r;
 }
@@ -577,6 +603,7 @@ int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out)
     }
     if ((r = k->ops->fingerprint(k, k->id)) != 0)
         goto out;
+    pk->verified = ns_p11_key_epoch(pk->key);
     *out = k;
     k = NULL;
     r = 0;
