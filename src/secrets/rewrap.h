@@ -34,9 +34,11 @@ typedef struct ns_rewrap_hooks {
 /* Rewrap one blob. *changed is 1 if it was replaced. A blob that no longer exists is not an error. */
 int ns_rewrap_one(ns_store *st, const ns_keyring *kr, const char *name, int *changed) NS_WUR;
 
-/* Rewrap every blob whose name starts with prefix, with `jobs` threads (1..NS_REWRAP_JOBS_MAX; each
- * uses its own token session when the ring's tokens have that many). Returns 0 when it ran (failures are
- * counted in stats), or an error that stopped it from running at all (no primary, listing failed). */
+/* Rewrap every blob whose name starts with prefix: `jobs` threads (1..NS_REWRAP_JOBS_MAX) call into the
+ * token, each on its own session when the ring's tokens have that many, while the caller's thread reads
+ * blobs ahead and writes them back (storage I/O overlaps the token's work). Returns 0 when it ran
+ * (failures are counted in stats), or an error that stopped it from running at all (no primary, listing
+ * failed). */
 int ns_rewrap_all(ns_store *st, const ns_keyring *kr, const char *prefix, unsigned jobs,
                   const ns_rewrap_hooks *hooks, ns_rewrap_stats *stats) NS_WUR;
 

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -270,6 +271,16 @@ out:
     return r;
 }
 
+/* SHA-256 fetched once: an implicit fetch per digest takes OpenSSL's global method-store lock, which
+ * threads of a rewrap (and the token's own OpenSSL calls) then queue on. */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256;
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 /* Read object `leaf` of folder dfd. data (if not NULL): a new non-secret buffer of at most max bytes.
  * version (if not NULL): the lower-case hex SHA-256 of the content, malloc'd. The digest is computed while
  * reading, so a version check (put NS_PUT_IF_MATCH) never holds a whole object in memory. */
@@ -321,7 +332,8 @@ static int read_object(int dfd, const char *leaf, const char *name, size_t max, 
             goto out;
     }
     if (version != NULL) {
-        if ((md = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+                pthread_once(&sha256_once, sha256_fetch);
+        if (sha256 == NULL || (md = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(md, sha256, NULL) != 1) {
             r = NS_E_CRYPTO;
             goto out;
         }
