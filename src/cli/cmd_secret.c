@@ -106,7 +106,7 @@ static int cmd_create(ns_cli *cli, int argc, char **argv)
     /* "opaque" imports of a PEM private key are parsed and typed. */
     if (t->kind == NS_KIND_OPAQUE && in != NULL) {
         EVP_PKEY *pkey = NULL;
-        r = ns_keytype_from_pem(in->data, in->len, &pkey);
+        r = ns_keytype_from_pem(from_bytes(in), in->len, &pkey);
         if (r == 0) {
             r = ns_keytype_classify(pkey, &t);
             EVP_PKEY_free(pkey);

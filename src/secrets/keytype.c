@@ -151,6 +151,9 @@ int ns_keytype_from_pem(const uint8_t *p, size_t n, EVP_PKEY **out)
     EVP_PKEY *k = NULL;
     int found = 0;
 
+    if (p == NULL || n == 0)
+        return NS_E_NOT_FOUND;
+
     /* A PEM block starts a line: the same text inside, say, a JSON string (a service-account file kept as
      * an opaque secret) is not a key to parse. */
     for (size_t i = 0; i < sizeof(markers) / sizeof(markers[0]) && !found; i++) {

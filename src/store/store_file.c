@@ -332,7 +332,7 @@ static int read_object(int dfd, const char *leaf, const char *name, size_t max, 
             goto out;
     }
     if (version != NULL) {
-                pthread_once(&sha256_once, sha256_fetch);
+        pthread_once(&sha256_once, sha256_fetch);
         if (sha256 == NULL || (md = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(md, sha256, NULL) != 1) {
             r = NS_E_CRYPTO;
             goto out;
