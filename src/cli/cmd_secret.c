@@ -31,6 +31,18 @@ static const uint8_t *from_bytes(const ns_buf *in)
     return in == NULL ? NULL : in->data != NULL ? in->data : empty;
 }
 
+/* A new key of type t (imported from `in`, read from the file `from`, if given). A key that cannot be made
+ * from that input is bad input (exit 8). */
+static int make_key(const ns_keytype *t, const char *from, const ns_buf *in, size_t bytes, ns_secret_key *k)
+{
+    int r = ns_doc_make_key(t, from_bytes(in), in ? in->len : 0, bytes, k);
+    if (r == NS_E_INVAL)
+        r = NS_E_FORMAT;
+    if (r != 0)
+        ns_cli_error(from ? from : "generating the key", r);
+    return r;
+}
+
 static int usage(void)
 {
     fputs(secret_usage, stderr);
@@ -120,11 +132,8 @@ static int cmd_create(ns_cli *cli, int argc, char **argv)
             goto out;
         }
     }
-    if ((r = ns_doc_make_key(t, from_bytes(in), in ? in->len : 0, bytes, &k)) != 0) {
-        ns_cli_error(from ? from : "generating the key", r == NS_E_INVAL ? NS_E_FORMAT : r);
-        r = r == NS_E_INVAL ? NS_E_FORMAT : r;
+    if ((r = make_key(t, from, in, bytes, &k)) != 0)
         goto out;
-    }
     if ((r = ns_doc_new(t, &k, &doc)) != 0 || (r = ready(cli)) != 0)
         goto out;
     if ((r = ns_secret_create(cli->store, cli->kr, object, doc)) != 0) {
@@ -205,12 +214,9 @@ static int cmd_rotate(ns_cli *cli, int argc, char **argv)
         goto out;
     }
     /* The new key is made once, outside the compare-and-swap loop, so every attempt adds the same key. */
-    if ((r = ns_doc_make_key(doc->type, from_bytes(in), in ? in->len : 0,
-                             doc->type->kind == NS_KIND_RANDOM ? doc->keys[0].material->len : 0, &k)) != 0) {
-        ns_cli_error(from ? from : "generating the key", r == NS_E_INVAL ? NS_E_FORMAT : r);
-        r = r == NS_E_INVAL ? NS_E_FORMAT : r;
+    if ((r = make_key(doc->type, from, in, doc->type->kind == NS_KIND_RANDOM ? doc->keys[0].material->len : 0,
+                      &k)) != 0)
         goto out;
-    }
     c.type = doc->type;
     if ((r = ns_secret_update(cli->store, cli->kr, object, edit_rotate, &c)) != 0) {
         ns_cli_error(object, r);
