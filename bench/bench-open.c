@@ -27,16 +27,13 @@
 #include "config.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,13 +51,8 @@
 #include "keys/keyring.h"
 #include "pkcs11/module.h"
 
-/* Callbacks with fixed signatures (cmocka, nftw, ns_p11_op, pthread) ignore some of their arguments; the
- * build turns this warning off too (WARN_CFLAGS), this keeps a bare -Wextra compile quiet. */
-#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include "bench-util.h"
 
-#define LABEL      "bench"
-#define USER_PIN   "bench-user-1234"
-#define SO_PIN     "bench-so-5678"
 #define BLOB_NAME  "cluster/secret/bench"
 #define SECRET_LEN 4096
 #define SESSIONS   4
@@ -68,17 +60,8 @@
 #define NTHREADS   2 /* thread counts 1..NTHREADS */
 #define AAD_LEN    (7 + NS_KEK_ID_LEN)
 
-static const char *const module_candidates[] = {
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-};
-
-static struct {
-    char dir[256];
-    char module[256];
-    ns_p11_module *mod; /* held for the whole run, so that the token layer and we share one instance */
-    CK_FUNCTION_LIST *fn;
-} G;
+static bench_token softhsm; /* the module reference is held for the whole run, so that the token layer and we
+                             * share one instance */
 
 enum kind { OURS = 0, RAW = 1, SOFT = 2, NKINDS };
 
@@ -99,131 +82,10 @@ typedef struct mcase {
     double rate[NKINDS][NTHREADS][ROUNDS_MAX]; /* ops/s per kind, thread count, round */
 } mcase;
 
-/* ---- failure and cleanup ---- */
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
+/* From atexit, so that a failure (bench_die) removes the token's temp folder too. */
 static void cleanup(void)
 {
-    if (G.dir[0] != '\0') {
-        nftw(G.dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        G.dir[0] = '\0';
-    }
-}
-
-static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "bench-open: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1); /* cleanup() runs from atexit */
-}
-
-static void ck(CK_RV rv, const char *what)
-{
-    if (rv != CKR_OK)
-        die("%s failed: CKR 0x%lx", what, (unsigned long)rv);
-}
-
-static void ok(int r, const char *what)
-{
-    if (r != 0)
-        die("%s failed: %s (%d)", what, ns_strerror(r), r);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ---- the token ---- */
-
-static void write_conf(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        die("cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", G.dir);
-    if (fclose(f) != 0)
-        die("cannot write %s", path);
-}
-
-static void pad_label(CK_UTF8CHAR out[32], const char *label)
-{
-    memset(out, ' ', 32);
-    memcpy(out, label, strlen(label));
-}
-
-static CK_SLOT_ID token_slot(void)
-{
-    CK_SLOT_ID slots[16];
-    CK_ULONG n = 16;
-    CK_TOKEN_INFO ti;
-
-    ck(G.fn->C_GetSlotList(CK_TRUE, slots, &n), "C_GetSlotList");
-    for (CK_ULONG i = 0; i < n; i++)
-        if (G.fn->C_GetTokenInfo(slots[i], &ti) == CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED) &&
-            memcmp(ti.label, LABEL " ", sizeof(LABEL)) == 0)
-            return slots[i];
-    die("token %s not found", LABEL);
-}
-
-/* A SoftHSM token in a temp folder, initialised through PKCS#11 (C_InitToken, then C_InitPIN as SO). */
-static void make_token(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    char path[512];
-    CK_SLOT_ID slots[16], free_slot = (CK_SLOT_ID)-1;
-    CK_ULONG n = 16;
-    CK_TOKEN_INFO ti;
-    CK_UTF8CHAR label[32];
-    CK_SESSION_HANDLE s;
-
-    for (size_t i = 0; i < sizeof(module_candidates) / sizeof(module_candidates[0]); i++)
-        if (access(module_candidates[i], R_OK) == 0) {
-            snprintf(G.module, sizeof(G.module), "%s", module_candidates[i]);
-            break;
-        }
-    if (G.module[0] == '\0')
-        die("SoftHSM module not found at %s or %s", module_candidates[0], module_candidates[1]);
-    snprintf(G.dir, sizeof(G.dir), "%s/bench-open.XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(G.dir) == NULL) {
-        G.dir[0] = '\0';
-        die("mkdtemp: %s", strerror(errno));
-    }
-    snprintf(path, sizeof(path), "%s/tokens", G.dir);
-    if (mkdir(path, 0700) != 0)
-        die("mkdir %s: %s", path, strerror(errno));
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", G.dir);
-    write_conf(path);
-    setenv("SOFTHSM2_CONF", path, 1);
-
-    ok(ns_p11_module_get(G.module, &G.mod), "loading the SoftHSM module");
-    G.fn = ns_p11_module_fn(G.mod);
-    ck(G.fn->C_GetSlotList(CK_FALSE, slots, &n), "C_GetSlotList");
-    for (CK_ULONG i = 0; i < n; i++)
-        if (G.fn->C_GetTokenInfo(slots[i], &ti) == CKR_OK && !(ti.flags & CKF_TOKEN_INITIALIZED)) {
-            free_slot = slots[i];
-            break;
-        }
-    if (free_slot == (CK_SLOT_ID)-1)
-        die("no free SoftHSM slot");
-    pad_label(label, LABEL);
-    ck(G.fn->C_InitToken(free_slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label), "C_InitToken");
-    ck(G.fn->C_OpenSession(token_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
-       "C_OpenSession");
-    ck(G.fn->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), "C_Login(SO)");
-    ck(G.fn->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), "C_InitPIN");
-    ck(G.fn->C_Logout(s), "C_Logout");
-    ck(G.fn->C_CloseSession(s), "C_CloseSession");
+    bench_rm_tree(softhsm.dir);
 }
 
 /* ---- setting up one mechanism ---- */
@@ -238,9 +100,10 @@ static void parse_blob(mcase *mc)
     if (ns_cur_bytes(&c, 4, &magic) != 0 || memcmp(magic, "NSEN", 4) != 0 || ns_cur_u8(&c, &version) != 0 ||
         ns_cur_u8(&c, &mech) != 0 || ns_cur_u8(&c, &mc->param) != 0 || ns_cur_u8(&c, &flags) != 0 ||
         ns_cur_copy(&c, mc->kek_id, NS_KEK_ID_LEN) != 0 || ns_cur_lp16(&c, 1, NS_WRAPPED_MAX, &w) != 0)
-        die("%s: cannot parse the sealed blob", mc->name);
+        bench_die("%s: cannot parse the sealed blob", mc->name);
     if (version != NS_ENVELOPE_VERSION || mech != mc->mech || flags != 0)
-        die("%s: unexpected blob header (version %u, mech %u, flags %u)", mc->name, version, mech, flags);
+        bench_die("%s: unexpected blob header (version %u, mech %u, flags %u)", mc->name, version, mech,
+                  flags);
     mc->wrapped = w.p;
     mc->wrapped_len = w.len;
     /* wrap_aad() in envelope.c */
@@ -257,15 +120,17 @@ static void seal_and_check(mcase *mc, const uint8_t *secret)
     ns_kek *kek;
     ns_buf *pt = NULL;
 
-    ok(ns_envelope_seal(mc->kr, BLOB_NAME, secret, SECRET_LEN, &mc->blob), "ns_envelope_seal");
-    ok(ns_envelope_open(mc->kr, BLOB_NAME, mc->blob->data, mc->blob->len, &pt, NULL), "ns_envelope_open");
+    bench_ok(ns_envelope_seal(mc->kr, BLOB_NAME, secret, SECRET_LEN, &mc->blob), "ns_envelope_seal");
+    bench_ok(ns_envelope_open(mc->kr, BLOB_NAME, mc->blob->data, mc->blob->len, &pt, NULL),
+             "ns_envelope_open");
     if (pt->len != SECRET_LEN || memcmp(pt->data, secret, SECRET_LEN) != 0)
-        die("%s: ns_envelope_open gave back something else than the secret", mc->name);
+        bench_die("%s: ns_envelope_open gave back something else than the secret", mc->name);
     ns_buf_free(pt);
     parse_blob(mc);
     kek = ns_keyring_primary(mc->kr);
-    ok(kek->ops->unwrap(kek, mc->param, mc->wrapped, mc->wrapped_len, mc->aad, sizeof(mc->aad), mc->dek),
-       "the KEK's unwrap");
+    bench_ok(
+        kek->ops->unwrap(kek, mc->param, mc->wrapped, mc->wrapped_len, mc->aad, sizeof(mc->aad), mc->dek),
+        "the KEK's unwrap");
 }
 
 static void setup_token_mech(mcase *mc, const char *name, uint8_t mech, const uint8_t *secret)
@@ -278,16 +143,15 @@ static void setup_token_mech(mcase *mc, const char *name, uint8_t mech, const ui
     mc->mech = mech;
     mc->cls = mech == NS_MECH_RSA_OAEP ? CKO_PRIVATE_KEY : CKO_SECRET_KEY;
     snprintf(mc->label, sizeof(mc->label), "kek-%s", name);
-    snprintf(uri, sizeof(uri), "pkcs11:token=" LABEL ";object=%s?module-path=%s&pin-value=" USER_PIN,
-             mc->label, G.module);
+    bench_token_uri(&softhsm, mc->label, uri, sizeof(uri));
     snprintf(mechanism, sizeof(mechanism), "%s", name);
-    ok(ns_kek_pkcs11_generate(uri, name, NULL, SESSIONS), "ns_kek_pkcs11_generate");
+    bench_ok(ns_kek_pkcs11_generate(uri, name, NULL, SESSIONS), "ns_kek_pkcs11_generate");
     memset(&kc, 0, sizeof(kc));
     kc.source = NS_KEK_SRC_PKCS11;
     kc.uri = uri;
     kc.mechanism = mechanism;
-    ok(ns_kek_pkcs11_open(&kc, SESSIONS, &kek), "ns_kek_pkcs11_open");
-    ok(ns_keyring_from_keks(&kek, 1, &mc->kr), "ns_keyring_from_keks");
+    bench_ok(ns_kek_pkcs11_open(&kc, SESSIONS, &kek), "ns_kek_pkcs11_open");
+    bench_ok(ns_keyring_from_keks(&kek, 1, &mc->kr), "ns_keyring_from_keks");
     seal_and_check(mc, secret);
 }
 
@@ -298,10 +162,10 @@ static void setup_soft(mcase *mc, const uint8_t *secret)
 
     mc->name = "software";
     mc->mech = NS_MECH_SOFT_GCM;
-    ok(ns_random(key, sizeof(key)), "ns_random");
-    ok(ns_kek_soft_new(key, "bench software KEK", &kek), "ns_kek_soft_new");
+    bench_ok(ns_random(key, sizeof(key)), "ns_random");
+    bench_ok(ns_kek_soft_new(key, "bench software KEK", &kek), "ns_kek_soft_new");
     OPENSSL_cleanse(key, sizeof(key));
-    ok(ns_keyring_from_keks(&kek, 1, &mc->kr), "ns_keyring_from_keks");
+    bench_ok(ns_keyring_from_keks(&kek, 1, &mc->kr), "ns_keyring_from_keks");
     seal_and_check(mc, secret);
 }
 
@@ -312,7 +176,7 @@ static void setup_soft(mcase *mc, const uint8_t *secret)
 static CK_RV raw_once(const mcase *mc, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, uint8_t *out,
                       CK_ULONG *out_len)
 {
-    CK_FUNCTION_LIST *fn = G.fn;
+    CK_FUNCTION_LIST *fn = softhsm.fn;
     uint8_t buf[640];
     CK_ULONG len = sizeof(buf);
     CK_RV rv;
@@ -370,21 +234,9 @@ static CK_RV raw_once(const mcase *mc, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key
  * KEK's handle in it. */
 static void raw_session(const mcase *mc, CK_SESSION_HANDLE *s, CK_OBJECT_HANDLE *key)
 {
-    CK_OBJECT_CLASS cls = mc->cls;
-    CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)mc->label, strlen(mc->label)}, {CKA_CLASS, &cls, sizeof(cls)}};
-    CK_ULONG n = 0;
-    CK_SESSION_INFO si;
-
-    ck(G.fn->C_OpenSession(token_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, s),
-       "C_OpenSession");
-    ck(G.fn->C_GetSessionInfo(*s, &si), "C_GetSessionInfo");
-    if (si.state != CKS_RW_USER_FUNCTIONS)
-        die("raw session is not logged in (state %lu)", (unsigned long)si.state);
-    ck(G.fn->C_FindObjectsInit(*s, t, 2), "C_FindObjectsInit");
-    ck(G.fn->C_FindObjects(*s, key, 1, &n), "C_FindObjects");
-    ck(G.fn->C_FindObjectsFinal(*s), "C_FindObjectsFinal");
-    if (n != 1)
-        die("%s: key %s not found", mc->name, mc->label);
+    *s = bench_token_session(&softhsm);
+    if ((*key = bench_token_find(&softhsm, *s, mc->cls, mc->label)) == CK_INVALID_HANDLE)
+        bench_die("%s: key %s not found", mc->name, mc->label);
 }
 
 /* The raw call must give exactly the DEK that the envelope uses. */
@@ -393,9 +245,9 @@ static void raw_check(const mcase *mc, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key
     uint8_t out[64];
     CK_ULONG len = sizeof(out);
 
-    ck(raw_once(mc, s, key, out, &len), "raw unwrap (check)");
+    bench_ck(raw_once(mc, s, key, out, &len), "raw unwrap (check)");
     if (len != NS_DEK_LEN || memcmp(out, mc->dek, NS_DEK_LEN) != 0)
-        die("%s: the raw call's output is not the DEK that the KEK's unwrap gives", mc->name);
+        bench_die("%s: the raw call's output is not the DEK that the KEK's unwrap gives", mc->name);
     OPENSSL_cleanse(out, sizeof(out));
 }
 
@@ -426,7 +278,7 @@ static void *worker_main(void *arg)
     double t0;
 
     pthread_barrier_wait(&w->run->start);
-    t0 = now_s();
+    t0 = bench_now();
     while (!atomic_load_explicit(&w->run->stop, memory_order_relaxed)) {
         if (w->run->kind == RAW) {
             if ((w->rv = raw_once(mc, w->s, w->key, NULL, NULL)) != CKR_OK)
@@ -439,7 +291,7 @@ static void *worker_main(void *arg)
         }
         w->ops++;
     }
-    w->secs = now_s() - t0;
+    w->secs = bench_now() - t0;
     return NULL;
 }
 
@@ -459,7 +311,7 @@ static double measure(enum kind kind, const mcase *mc, int nthreads, double secs
     r.mc = mc;
     atomic_init(&r.stop, 0);
     if (pthread_barrier_init(&r.start, NULL, (unsigned)nthreads + 1) != 0)
-        die("pthread_barrier_init");
+        bench_die("pthread_barrier_init");
     for (int i = 0; i < nthreads; i++) {
         w[i].run = &r;
         if (kind == RAW) {
@@ -467,7 +319,7 @@ static double measure(enum kind kind, const mcase *mc, int nthreads, double secs
             raw_check(mc, w[i].s, w[i].key);
         }
         if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0)
-            die("pthread_create");
+            bench_die("pthread_create");
     }
     pthread_barrier_wait(&r.start);
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -476,11 +328,11 @@ static double measure(enum kind kind, const mcase *mc, int nthreads, double secs
     for (int i = 0; i < nthreads; i++) {
         pthread_join(w[i].th, NULL);
         if (kind == RAW)
-            ck(G.fn->C_CloseSession(w[i].s), "C_CloseSession");
+            bench_ck(softhsm.fn->C_CloseSession(w[i].s), "C_CloseSession");
         if (w[i].err != 0)
-            die("%s: ns_envelope_open failed in the loop: %s", mc->name, ns_strerror(w[i].err));
+            bench_die("%s: ns_envelope_open failed in the loop: %s", mc->name, ns_strerror(w[i].err));
         if (w[i].rv != CKR_OK)
-            die("%s: raw call failed in the loop: CKR 0x%lx", mc->name, (unsigned long)w[i].rv);
+            bench_die("%s: raw call failed in the loop: CKR 0x%lx", mc->name, (unsigned long)w[i].rv);
         if (w[i].secs > 0)
             rate += (double)w[i].ops / w[i].secs;
     }
@@ -496,48 +348,13 @@ static double measure(enum kind kind, const mcase *mc, int nthreads, double secs
 
 /* ---- report ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double s[ROUNDS_MAX];
-    memcpy(s, v, (size_t)n * sizeof(*v));
-    qsort(s, (size_t)n, sizeof(*s), cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-/* A blank-padded PKCS#11 string field as a C string. */
-static const char *unpad(const CK_UTF8CHAR *field, size_t n, char *out)
-{
-    memcpy(out, field, n);
-    while (n > 0 && out[n - 1] == ' ')
-        n--;
-    out[n] = '\0';
-    return out;
-}
-
 static void print_machine(int argc, char **argv, double secs, int rounds)
 {
-    char manufacturer[33], description[33];
-    CK_INFO info;
     struct utsname un;
-    char model[256] = "?", line[512];
-    FILE *f = fopen("/proc/cpuinfo", "r");
+    char model[256], token[512];
 
-    if (f != NULL) {
-        while (fgets(line, sizeof(line), f) != NULL)
-            if (strncmp(line, "model name", 10) == 0 && strchr(line, ':') != NULL) {
-                snprintf(model, sizeof(model), "%s", strchr(line, ':') + 2);
-                model[strcspn(model, "\n")] = '\0';
-                break;
-            }
-        fclose(f);
-    }
-    ck(G.fn->C_GetInfo(&info), "C_GetInfo");
+    bench_cpu_model(model, sizeof(model));
+    bench_token_describe(&softhsm, token, sizeof(token));
     printf("# bench-open: ns_envelope_open of a %d-byte secret vs the token's own unwrap call\n", SECRET_LEN);
     printf("# command:");
     for (int i = 0; i < argc; i++)
@@ -546,11 +363,7 @@ static void print_machine(int argc, char **argv, double secs, int rounds)
     if (uname(&un) == 0)
         printf("# machine: %ld CPUs online (%s), %s %s %s\n", sysconf(_SC_NPROCESSORS_ONLN), model,
                un.sysname, un.release, un.machine);
-    printf("# token:   %s: %s, %s %u.%u (PKCS#11 %u.%u)\n", G.module,
-           unpad(info.manufacturerID, sizeof(info.manufacturerID), manufacturer),
-           unpad(info.libraryDescription, sizeof(info.libraryDescription), description),
-           info.libraryVersion.major, info.libraryVersion.minor, info.cryptokiVersion.major,
-           info.cryptokiVersion.minor);
+    printf("# token:   %s\n", token);
     printf("# crypto:  %s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("# %d round(s) of %.1f s per measurement; ours and raw alternate; medians over rounds;\n", rounds,
            secs);
@@ -581,8 +394,9 @@ static void print_table(mcase *mc, int nmech, const mcase *soft, int rounds)
         for (int t = 0; t < NTHREADS; t++) {
             if (!want_threads[t])
                 continue;
-            double o = median(mc[i].rate[OURS][t], rounds), r = median(mc[i].rate[RAW][t], rounds);
-            double s = median(soft->rate[SOFT][t], rounds), q[ROUNDS_MAX], lo = 1e300, hi = 0;
+            double o = bench_median(mc[i].rate[OURS][t], rounds),
+                   r = bench_median(mc[i].rate[RAW][t], rounds);
+            double s = bench_median(soft->rate[SOFT][t], rounds), q[ROUNDS_MAX], lo = 1e300, hi = 0;
             char so[32], sr[32], ss[32], ratio[32] = "-", per[48] = "-", osw[32] = "-";
 
             fmt_rate(so, sizeof(so), want_kind[OURS], o);
@@ -595,7 +409,7 @@ static void print_table(mcase *mc, int nmech, const mcase *soft, int rounds)
                     hi = q[k] > hi ? q[k] : hi;
                 }
                 snprintf(ratio, sizeof(ratio), "%.2f", o / r);
-                snprintf(per, sizeof(per), "%.2f [%.2f..%.2f]", median(q, rounds), lo, hi);
+                snprintf(per, sizeof(per), "%.2f [%.2f..%.2f]", bench_median(q, rounds), lo, hi);
             }
             if (want_kind[OURS] && want_kind[SOFT])
                 snprintf(osw, sizeof(osw), "%.3f", o / s);
@@ -651,6 +465,7 @@ int main(int argc, char **argv)
     int rounds = 5, opt;
     char *end;
 
+    bench_init("bench-open");
     while ((opt = getopt(argc, argv, "d:r:m:k:t:vh")) != -1) {
         switch (opt) {
         case 'v':
@@ -688,14 +503,14 @@ int main(int argc, char **argv)
     atexit(cleanup);
     if (ns_secmem_init() != 0)
         fprintf(stderr, "bench-open: secure heap unavailable; secrets use ordinary memory\n");
-    make_token();
-    ok(ns_random(secret, sizeof(secret)), "ns_random");
+    bench_token_make("bench", &softhsm);
+    bench_ok(ns_random(secret, sizeof(secret)), "ns_random");
     for (int i = 0; i < 3; i++)
         if (want_mech[i])
             setup_token_mech(&mc[i], mechs[i].name, mechs[i].mech, secret);
     setup_soft(&soft, secret);
     if (want_mech[2] && mc[2].param != NS_OAEP_SHA1 && mc[2].param != NS_OAEP_SHA256)
-        die("rsa-oaep: unexpected OAEP hash %u in the blob", mc[2].param);
+        bench_die("rsa-oaep: unexpected OAEP hash %u in the blob", mc[2].param);
 
     print_machine(argc, argv, secs, rounds);
     fflush(stdout);
@@ -722,8 +537,8 @@ int main(int argc, char **argv)
         for (int t = 0; t < NTHREADS; t++)
             if (want_threads[t])
                 printf("%-10s %7d %10.0f %10s %8s %22s %11.0f %8s\n", "software", t + 1,
-                       median(soft.rate[SOFT][t], rounds), "-", "-", "-", median(soft.rate[SOFT][t], rounds),
-                       "1");
+                       bench_median(soft.rate[SOFT][t], rounds), "-", "-", "-",
+                       bench_median(soft.rate[SOFT][t], rounds), "1");
 
     for (int i = 0; i < 3; i++) {
         OPENSSL_cleanse(mc[i].dek, sizeof(mc[i].dek));
@@ -733,7 +548,7 @@ int main(int argc, char **argv)
     OPENSSL_cleanse(soft.dek, sizeof(soft.dek));
     ns_buf_free(soft.blob);
     ns_keyring_free(soft.kr);
-    ns_p11_module_put(G.mod);
+    bench_token_close(&softhsm);
     OPENSSL_cleanse(secret, sizeof(secret));
     return 0;
 }

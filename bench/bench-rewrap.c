@@ -31,11 +31,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <linux/magic.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,7 +42,6 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/vfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -63,9 +60,8 @@
 #include "secrets/rewrap.h"
 #include "store/store.h"
 
-#define LABEL       "bench"
-#define USER_PIN    "bench-user-1234"
-#define SO_PIN      "bench-so-5678"
+#include "bench-util.h"
+
 #define PREFIX      "cluster/secret/"
 #define SECRET_LEN  64
 #define SESSIONS    4
@@ -75,18 +71,11 @@
 #define AAD_LEN     (7 + NS_KEK_ID_LEN)
 #define SAMPLE_STEP 97 /* every 97th blob is opened and compared after a run */
 
-static const char *const module_candidates[] = {
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-};
-
 static struct {
-    char dir[200];  /* token (and fall-back store) temp folder */
-    char shm[256];  /* tmpfs store root */
-    char disk[256]; /* real-disk store root */
-    char module[256];
-    ns_p11_module *mod; /* held for the whole run, so that the token layer and we share one instance */
-    CK_FUNCTION_LIST *fn;
+    bench_token tok; /* its folder holds the fall-back store; the module reference is held for the whole
+                      * run, so that the token layer and we share one instance */
+    char shm[256];   /* tmpfs store root */
+    char disk[256];  /* real-disk store root */
     size_t n, disk_n;
     char **names;  /* object names, n of them */
     int only_jobs; /* -j, or 0 */
@@ -118,141 +107,12 @@ typedef struct mcase {
     double rate[NKINDS][NJOBS][ROUNDS_MAX];
 } mcase;
 
-/* ---- failure and cleanup ---- */
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(char *dir)
-{
-    if (dir[0] != '\0') {
-        nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        dir[0] = '\0';
-    }
-}
-
+/* From atexit, so that a failure (bench_die) removes the temp folders too. */
 static void cleanup(void)
 {
-    rm_tree(G.shm);
-    rm_tree(G.disk);
-    rm_tree(G.dir);
-}
-
-static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "bench-rewrap: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1); /* cleanup() runs from atexit */
-}
-
-static void ck(CK_RV rv, const char *what)
-{
-    if (rv != CKR_OK)
-        die("%s failed: CKR 0x%lx", what, (unsigned long)rv);
-}
-
-static void ok(int r, const char *what)
-{
-    if (r != 0)
-        die("%s failed: %s (%d)", what, ns_strerror(r), r);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ---- the token ---- */
-
-static void write_conf(const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        die("cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n", G.dir);
-    if (fclose(f) != 0)
-        die("cannot write %s", path);
-}
-
-static void pad_label(CK_UTF8CHAR out[32], const char *label)
-{
-    memset(out, ' ', 32);
-    memcpy(out, label, strlen(label));
-}
-
-static CK_SLOT_ID token_slot(void)
-{
-    CK_SLOT_ID slots[16];
-    CK_ULONG n = 16;
-    CK_TOKEN_INFO ti;
-
-    ck(G.fn->C_GetSlotList(CK_TRUE, slots, &n), "C_GetSlotList");
-    for (CK_ULONG i = 0; i < n; i++)
-        if (G.fn->C_GetTokenInfo(slots[i], &ti) == CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED) &&
-            memcmp(ti.label, LABEL " ", sizeof(LABEL)) == 0)
-            return slots[i];
-    die("token %s not found", LABEL);
-}
-
-/* A SoftHSM token in a temp folder, initialised through PKCS#11 (C_InitToken, then C_InitPIN as SO). */
-static void make_token(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    char path[512];
-    CK_SLOT_ID slots[16], free_slot = (CK_SLOT_ID)-1;
-    CK_ULONG n = 16;
-    CK_TOKEN_INFO ti;
-    CK_UTF8CHAR label[32];
-    CK_SESSION_HANDLE s;
-
-    for (size_t i = 0; i < sizeof(module_candidates) / sizeof(module_candidates[0]); i++)
-        if (access(module_candidates[i], R_OK) == 0) {
-            snprintf(G.module, sizeof(G.module), "%s", module_candidates[i]);
-            break;
-        }
-    if (G.module[0] == '\0')
-        die("SoftHSM module not found at %s or %s", module_candidates[0], module_candidates[1]);
-    snprintf(G.dir, sizeof(G.dir), "%s/bench-rewrap.XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(G.dir) == NULL) {
-        G.dir[0] = '\0';
-        die("mkdtemp: %s", strerror(errno));
-    }
-    snprintf(path, sizeof(path), "%s/tokens", G.dir);
-    if (mkdir(path, 0700) != 0)
-        die("mkdir %s: %s", path, strerror(errno));
-    snprintf(path, sizeof(path), "%s/softhsm2.conf", G.dir);
-    write_conf(path);
-    setenv("SOFTHSM2_CONF", path, 1);
-
-    ok(ns_p11_module_get(G.module, &G.mod), "loading the SoftHSM module");
-    G.fn = ns_p11_module_fn(G.mod);
-    ck(G.fn->C_GetSlotList(CK_FALSE, slots, &n), "C_GetSlotList");
-    for (CK_ULONG i = 0; i < n; i++)
-        if (G.fn->C_GetTokenInfo(slots[i], &ti) == CKR_OK && !(ti.flags & CKF_TOKEN_INITIALIZED)) {
-            free_slot = slots[i];
-            break;
-        }
-    if (free_slot == (CK_SLOT_ID)-1)
-        die("no free SoftHSM slot");
-    pad_label(label, LABEL);
-    ck(G.fn->C_InitToken(free_slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label), "C_InitToken");
-    ck(G.fn->C_OpenSession(token_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s),
-       "C_OpenSession");
-    ck(G.fn->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)), "C_Login(SO)");
-    ck(G.fn->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)), "C_InitPIN");
-    ck(G.fn->C_Logout(s), "C_Logout");
-    ck(G.fn->C_CloseSession(s), "C_CloseSession");
+    bench_rm_tree(G.shm);
+    bench_rm_tree(G.disk);
+    bench_rm_tree(G.tok.dir);
 }
 
 /* ---- the stores ---- */
@@ -278,29 +138,18 @@ static const char *fs_type(const char *path)
     }
 }
 
-/* A temp folder under base in out (256 bytes); 0 or -1. */
-static int temp_root(const char *base, char *out)
-{
-    snprintf(out, 256, "%s/bench-rewrap.XXXXXX", base);
-    if (mkdtemp(out) == NULL) {
-        out[0] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
 static void make_roots(const char *disk_base)
 {
     if (access("/dev/shm", W_OK) != 0 || strcmp(fs_type("/dev/shm"), "tmpfs") != 0 ||
-        temp_root("/dev/shm", G.shm) != 0) {
+        bench_temp_dir("/dev/shm", G.shm, sizeof(G.shm)) != 0) {
         fprintf(stderr, "bench-rewrap: /dev/shm is not a writable tmpfs; the \"tmpfs\" store goes to %s\n",
-                G.dir);
-        snprintf(G.shm, sizeof(G.shm), "%s/store", G.dir);
+                G.tok.dir);
+        snprintf(G.shm, sizeof(G.shm), "%s/store", G.tok.dir);
         if (mkdir(G.shm, 0700) != 0)
-            die("mkdir %s: %s", G.shm, strerror(errno));
+            bench_die("mkdir %s: %s", G.shm, strerror(errno));
     }
-    if (temp_root(disk_base, G.disk) != 0)
-        die("cannot make a folder under %s: %s", disk_base, strerror(errno));
+    if (bench_temp_dir(disk_base, G.disk, sizeof(G.disk)) != 0)
+        bench_die("cannot make a folder under %s: %s", disk_base, strerror(errno));
     if (strcmp(fs_type(G.disk), "tmpfs") == 0)
         fprintf(stderr, "bench-rewrap: warning: %s is on tmpfs, not a real disk (use -D)\n", G.disk);
 }
@@ -318,16 +167,16 @@ static void reset_store(const mcase *mc, int where, size_t n)
     snprintf(path, sizeof(path), "%s/cluster/secret", mc->root[where]);
     (void)mkdir(path, 0700);
     if ((dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        die("open %s: %s", path, strerror(errno));
+        bench_die("open %s: %s", path, strerror(errno));
     for (size_t i = 0; i < n; i++) {
         const char *leaf = G.names[i] + strlen(PREFIX);
         const ns_buf *b = mc->blobs[i];
         int fd = openat(dfd, leaf, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, b->data, b->len) != (ssize_t)b->len || close(fd) != 0)
-            die("writing %s/%s: %s", path, leaf, strerror(errno));
+            bench_die("writing %s/%s: %s", path, leaf, strerror(errno));
     }
     if (syncfs(dfd) != 0)
-        die("syncfs %s: %s", path, strerror(errno));
+        bench_die("syncfs %s: %s", path, strerror(errno));
     close(dfd);
 }
 
@@ -339,16 +188,17 @@ static void check_store(const mcase *mc, int where, size_t n)
         ns_buf *b = NULL, *pt = NULL, *want = NULL;
         ns_envelope_info info;
 
-        ok(ns_store_get(mc->st[where], G.names[i], NS_BLOB_MAX, &b, NULL), "reading a re-wrapped blob");
-        ok(ns_envelope_parse(b->data, b->len, &info), "parsing a re-wrapped blob");
+        bench_ok(ns_store_get(mc->st[where], G.names[i], NS_BLOB_MAX, &b, NULL), "reading a re-wrapped blob");
+        bench_ok(ns_envelope_parse(b->data, b->len, &info), "parsing a re-wrapped blob");
         if (memcmp(info.kek_id, mc->new_id, NS_KEK_ID_LEN) != 0)
-            die("%s: %s is not under the new key after the rewrap", mc->name, G.names[i]);
+            bench_die("%s: %s is not under the new key after the rewrap", mc->name, G.names[i]);
         if (i % SAMPLE_STEP == 0) {
-            ok(ns_envelope_open(mc->kr, G.names[i], b->data, b->len, &pt, NULL), "opening a re-wrapped blob");
-            ok(ns_envelope_open(mc->kr, G.names[i], mc->blobs[i]->data, mc->blobs[i]->len, &want, NULL),
-               "opening a pristine blob");
+            bench_ok(ns_envelope_open(mc->kr, G.names[i], b->data, b->len, &pt, NULL),
+                     "opening a re-wrapped blob");
+            bench_ok(ns_envelope_open(mc->kr, G.names[i], mc->blobs[i]->data, mc->blobs[i]->len, &want, NULL),
+                     "opening a pristine blob");
             if (pt->len != want->len || memcmp(pt->data, want->data, pt->len) != 0)
-                die("%s: %s opens to another plaintext after the rewrap", mc->name, G.names[i]);
+                bench_die("%s: %s opens to another plaintext after the rewrap", mc->name, G.names[i]);
         }
         ns_buf_free(pt);
         ns_buf_free(want);
@@ -364,23 +214,21 @@ static ns_kek *open_kek(const char *label, const char *mechanism)
     ns_kek_config kc;
     ns_kek *kek = NULL;
 
-    snprintf(uri, sizeof(uri), "pkcs11:token=" LABEL ";object=%s?module-path=%s&pin-value=" USER_PIN, label,
-             G.module);
+    bench_token_uri(&G.tok, label, uri, sizeof(uri));
     snprintf(mech, sizeof(mech), "%s", mechanism);
     memset(&kc, 0, sizeof(kc));
     kc.source = NS_KEK_SRC_PKCS11;
     kc.uri = uri;
     kc.mechanism = mech;
-    ok(ns_kek_pkcs11_open(&kc, SESSIONS, &kek), "ns_kek_pkcs11_open");
+    bench_ok(ns_kek_pkcs11_open(&kc, SESSIONS, &kek), "ns_kek_pkcs11_open");
     return kek;
 }
 
 static void generate(const char *label, const char *mechanism)
 {
     char uri[1024];
-    snprintf(uri, sizeof(uri), "pkcs11:token=" LABEL ";object=%s?module-path=%s&pin-value=" USER_PIN, label,
-             G.module);
-    ok(ns_kek_pkcs11_generate(uri, mechanism, NULL, SESSIONS), "ns_kek_pkcs11_generate");
+    bench_token_uri(&G.tok, label, uri, sizeof(uri));
+    bench_ok(ns_kek_pkcs11_generate(uri, mechanism, NULL, SESSIONS), "ns_kek_pkcs11_generate");
 }
 
 /* wrap_aad() in envelope.c: "NSEN" | version | mech | 0 | kek id. */
@@ -410,18 +258,18 @@ static void setup_mech(mcase *mc, const char *name, uint8_t mech)
 
     old = open_kek(mc->label_old, name);
     memcpy(mc->old_id, old->id, NS_KEK_ID_LEN);
-    ok(ns_keyring_from_keks(&old, 1, &mc->seal_kr), "ns_keyring_from_keks");
+    bench_ok(ns_keyring_from_keks(&old, 1, &mc->seal_kr), "ns_keyring_from_keks");
     keks[0] = open_kek(mc->label_new, name);
     keks[1] = open_kek(mc->label_old, name);
     memcpy(mc->new_id, keks[0]->id, NS_KEK_ID_LEN);
-    ok(ns_keyring_from_keks(keks, 2, &mc->kr), "ns_keyring_from_keks");
+    bench_ok(ns_keyring_from_keks(keks, 2, &mc->kr), "ns_keyring_from_keks");
 
     if ((mc->blobs = calloc(G.n, sizeof(*mc->blobs))) == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     for (size_t i = 0; i < G.n; i++) {
-        ok(ns_random(secret, sizeof(secret)), "ns_random");
-        ok(ns_envelope_seal(mc->seal_kr, G.names[i], secret, sizeof(secret), &mc->blobs[i]),
-           "ns_envelope_seal");
+        bench_ok(ns_random(secret, sizeof(secret)), "ns_random");
+        bench_ok(ns_envelope_seal(mc->seal_kr, G.names[i], secret, sizeof(secret), &mc->blobs[i]),
+                 "ns_envelope_seal");
     }
     OPENSSL_cleanse(secret, sizeof(secret));
 
@@ -429,14 +277,15 @@ static void setup_mech(mcase *mc, const char *name, uint8_t mech)
     c = ns_cur_init(mc->blobs[0]->data, mc->blobs[0]->len);
     if (ns_cur_bytes(&c, 8, &skip) != 0 || ns_cur_bytes(&c, NS_KEK_ID_LEN, &skip) != 0 ||
         ns_cur_lp16(&c, 1, NS_WRAPPED_MAX, &w) != 0)
-        die("%s: cannot parse the sealed blob", name);
+        bench_die("%s: cannot parse the sealed blob", name);
     mc->wrapped = w.p;
     mc->wrapped_len = w.len;
     make_aad(mech, mc->old_id, mc->aad_old);
     make_aad(mech, mc->new_id, mc->aad_new);
     old = ns_keyring_primary(mc->seal_kr);
-    ok(old->ops->unwrap(old, 0, mc->wrapped, mc->wrapped_len, mc->aad_old, sizeof(mc->aad_old), mc->dek),
-       "the old KEK's unwrap");
+    bench_ok(
+        old->ops->unwrap(old, 0, mc->wrapped, mc->wrapped_len, mc->aad_old, sizeof(mc->aad_old), mc->dek),
+        "the old KEK's unwrap");
 
     for (int where = 0; where < 2; where++) {
         ns_storage_config sc;
@@ -446,7 +295,7 @@ static void setup_mech(mcase *mc, const char *name, uint8_t mech)
         sc.backend = backend;
         sc.path = mc->root[where];
         reset_store(mc, where, where == 0 ? G.n : G.disk_n);
-        ok(ns_store_open(&sc, &mc->st[where]), "ns_store_open");
+        bench_ok(ns_store_open(&sc, &mc->st[where]), "ns_store_open");
     }
 }
 
@@ -460,30 +309,18 @@ typedef struct rawsess {
 
 static CK_OBJECT_HANDLE find_key(CK_SESSION_HANDLE s, const char *label)
 {
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_ATTRIBUTE t[] = {{CKA_LABEL, (void *)label, strlen(label)}, {CKA_CLASS, &cls, sizeof(cls)}};
-    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
-    CK_ULONG n = 0;
+    CK_OBJECT_HANDLE h = bench_token_find(&G.tok, s, CKO_SECRET_KEY, label);
 
-    ck(G.fn->C_FindObjectsInit(s, t, 2), "C_FindObjectsInit");
-    ck(G.fn->C_FindObjects(s, &h, 1, &n), "C_FindObjects");
-    ck(G.fn->C_FindObjectsFinal(s), "C_FindObjectsFinal");
-    if (n != 1)
-        die("key %s not found", label);
+    if (h == CK_INVALID_HANDLE)
+        bench_die("key %s not found", label);
     return h;
 }
 
 /* A logged-in session of our own (the token layer's login covers every session of the process). */
 static void raw_open(const mcase *mc, rawsess *rs)
 {
-    CK_SESSION_INFO si;
-
     memset(rs, 0, sizeof(*rs));
-    ck(G.fn->C_OpenSession(token_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &rs->s),
-       "C_OpenSession");
-    ck(G.fn->C_GetSessionInfo(rs->s, &si), "C_GetSessionInfo");
-    if (si.state != CKS_RW_USER_FUNCTIONS)
-        die("raw session is not logged in (state %lu)", (unsigned long)si.state);
+    rs->s = bench_token_session(&G.tok);
     rs->old = find_key(rs->s, mc->label_old);
     rs->new = find_key(rs->s, mc->label_new);
 }
@@ -495,7 +332,7 @@ static void raw_open(const mcase *mc, rawsess *rs)
  * the DEK, C_WrapKey and C_DestroyObject. (For aes-gcm, ours makes exactly the raw calls.) */
 static CK_RV raw_once(const mcase *mc, rawsess *rs, int calls, uint8_t *dek_out)
 {
-    CK_FUNCTION_LIST *fn = G.fn;
+    CK_FUNCTION_LIST *fn = G.tok.fn;
     uint8_t dek[64], out[128];
     CK_ULONG dlen = sizeof(dek), olen = sizeof(out);
     CK_RV rv;
@@ -518,7 +355,7 @@ static CK_RV raw_once(const mcase *mc, rawsess *rs, int calls, uint8_t *dek_out)
             (rv = fn->C_Encrypt(rs->s, dek, dlen, out, &olen)) != CKR_OK)
             goto out;
         if (olen != NS_DEK_LEN + NS_AEAD_TAG)
-            die("raw aes-gcm wrap: %lu bytes", (unsigned long)olen);
+            bench_die("raw aes-gcm wrap: %lu bytes", (unsigned long)olen);
     } else {
         CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
         CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -546,7 +383,7 @@ static CK_RV raw_once(const mcase *mc, rawsess *rs, int calls, uint8_t *dek_out)
             if (rv == CKR_OK)
                 rv = drv;
             if (rv == CKR_OK && dlen != NS_DEK_LEN)
-                die("raw unwrap: %lu bytes", (unsigned long)dlen);
+                bench_die("raw unwrap: %lu bytes", (unsigned long)dlen);
             if (rv == CKR_OK)
                 rv = fn->C_CreateObject(rs->s, tmpl, ntmpl, &h);
             if (rv != CKR_OK)
@@ -561,11 +398,11 @@ static CK_RV raw_once(const mcase *mc, rawsess *rs, int calls, uint8_t *dek_out)
         if (rv == CKR_OK)
             rv = drv;
         if (rv == CKR_OK && olen != NS_DEK_LEN + 8)
-            die("raw aes-kwp wrap: %lu bytes", (unsigned long)olen);
+            bench_die("raw aes-kwp wrap: %lu bytes", (unsigned long)olen);
     }
     if (rv == CKR_OK && dek_out != NULL) {
         if (dlen != NS_DEK_LEN)
-            die("raw unwrap: %lu bytes", (unsigned long)dlen);
+            bench_die("raw unwrap: %lu bytes", (unsigned long)dlen);
         memcpy(dek_out, dek, NS_DEK_LEN);
     }
 out:
@@ -643,32 +480,32 @@ static double measure_threads(enum kind kind, const mcase *mc, ns_store *st, siz
     r.n = n;
     atomic_init(&r.next, 0);
     if (pthread_barrier_init(&r.start, NULL, (unsigned)jobs + 1) != 0)
-        die("pthread_barrier_init");
+        bench_die("pthread_barrier_init");
     for (int i = 0; i < jobs; i++) {
         w[i].run = &r;
         if (kind == RAW || kind == CALLS) {
             uint8_t dek[NS_DEK_LEN];
             raw_open(mc, &w[i].rs);
-            ck(raw_once(mc, &w[i].rs, kind == CALLS, dek), "raw unwrap + wrap (check)");
+            bench_ck(raw_once(mc, &w[i].rs, kind == CALLS, dek), "raw unwrap + wrap (check)");
             if (memcmp(dek, mc->dek, NS_DEK_LEN) != 0)
-                die("%s: the raw unwrap's output is not the DEK that the KEK's unwrap gives", mc->name);
+                bench_die("%s: the raw unwrap's output is not the DEK that the KEK's unwrap gives", mc->name);
             OPENSSL_cleanse(dek, sizeof(dek));
         }
         if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) != 0)
-            die("pthread_create");
+            bench_die("pthread_create");
     }
     pthread_barrier_wait(&r.start);
-    t0 = now_s();
+    t0 = bench_now();
     for (int i = 0; i < jobs; i++)
         pthread_join(w[i].th, NULL);
-    t1 = now_s();
+    t1 = bench_now();
     for (int i = 0; i < jobs; i++) {
         if (kind == RAW || kind == CALLS)
-            ck(G.fn->C_CloseSession(w[i].rs.s), "C_CloseSession");
+            bench_ck(G.tok.fn->C_CloseSession(w[i].rs.s), "C_CloseSession");
         if (w[i].err != 0)
-            die("%s: failed in the loop: %s", mc->name, ns_strerror(w[i].err));
+            bench_die("%s: failed in the loop: %s", mc->name, ns_strerror(w[i].err));
         if (w[i].rv != CKR_OK)
-            die("%s: raw call failed in the loop: CKR 0x%lx", mc->name, (unsigned long)w[i].rv);
+            bench_die("%s: raw call failed in the loop: CKR 0x%lx", mc->name, (unsigned long)w[i].rv);
     }
     pthread_barrier_destroy(&r.start);
     return (double)n / (t1 - t0);
@@ -681,31 +518,17 @@ static double measure_ours(mcase *mc, int where, size_t n, int jobs)
     double t0, t1;
 
     reset_store(mc, where, n);
-    t0 = now_s();
-    ok(ns_rewrap_all(mc->st[where], mc->kr, PREFIX, (unsigned)jobs, NULL, &stats), "ns_rewrap_all");
-    t1 = now_s();
+    t0 = bench_now();
+    bench_ok(ns_rewrap_all(mc->st[where], mc->kr, PREFIX, (unsigned)jobs, NULL, &stats), "ns_rewrap_all");
+    t1 = bench_now();
     if (stats.total != n || stats.rewrapped != n || stats.failed != 0)
-        die("%s: rewrap of %zu blobs: %zu listed, %zu re-wrapped, %zu failed (%s)", mc->name, n, stats.total,
-            stats.rewrapped, stats.failed, ns_strerror(stats.first_error));
+        bench_die("%s: rewrap of %zu blobs: %zu listed, %zu re-wrapped, %zu failed (%s)", mc->name, n,
+                  stats.total, stats.rewrapped, stats.failed, ns_strerror(stats.first_error));
     check_store(mc, where, n);
     return (double)n / (t1 - t0);
 }
 
 /* ---- report ---- */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double s[ROUNDS_MAX];
-    memcpy(s, v, (size_t)n * sizeof(*v));
-    qsort(s, (size_t)n, sizeof(*s), cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
 
 static void ratio_range(const double *a, const double *b, int rounds, char *out, size_t outlen)
 {
@@ -718,34 +541,13 @@ static void ratio_range(const double *a, const double *b, int rounds, char *out,
     snprintf(out, outlen, "%.2f..%.2f", lo, hi);
 }
 
-/* A blank-padded PKCS#11 string field as a C string. */
-static const char *unpad(const CK_UTF8CHAR *field, size_t n, char *out)
-{
-    memcpy(out, field, n);
-    while (n > 0 && out[n - 1] == ' ')
-        n--;
-    out[n] = '\0';
-    return out;
-}
-
 static void print_machine(int argc, char **argv, int rounds)
 {
-    char manufacturer[33], description[33];
-    CK_INFO info;
     struct utsname un;
-    char model[256] = "?", line[512];
-    FILE *f = fopen("/proc/cpuinfo", "r");
+    char model[256], token[512];
 
-    if (f != NULL) {
-        while (fgets(line, sizeof(line), f) != NULL)
-            if (strncmp(line, "model name", 10) == 0 && strchr(line, ':') != NULL) {
-                snprintf(model, sizeof(model), "%s", strchr(line, ':') + 2);
-                model[strcspn(model, "\n")] = '\0';
-                break;
-            }
-        fclose(f);
-    }
-    ck(G.fn->C_GetInfo(&info), "C_GetInfo");
+    bench_cpu_model(model, sizeof(model));
+    bench_token_describe(&G.tok, token, sizeof(token));
     printf(
         "# bench-rewrap: ns_rewrap_all of %d-byte secrets to a new KEK vs the token's unwrap + wrap calls\n",
         SECRET_LEN);
@@ -756,11 +558,7 @@ static void print_machine(int argc, char **argv, int rounds)
     if (uname(&un) == 0)
         printf("# machine: nproc %ld (%s), %s %s %s\n", sysconf(_SC_NPROCESSORS_ONLN), model, un.sysname,
                un.release, un.machine);
-    printf("# token:   %s: %s, %s %u.%u (PKCS#11 %u.%u); KEK sessions %d\n", G.module,
-           unpad(info.manufacturerID, sizeof(info.manufacturerID), manufacturer),
-           unpad(info.libraryDescription, sizeof(info.libraryDescription), description),
-           info.libraryVersion.major, info.libraryVersion.minor, info.cryptokiVersion.major,
-           info.cryptokiVersion.minor, SESSIONS);
+    printf("# token:   %s; KEK sessions %d\n", token, SESSIONS);
     printf("# crypto:  %s\n", OpenSSL_version(OPENSSL_VERSION));
     printf("# stores:  %s (%s), %zu blobs; disk %s (%s), %zu blobs\n", G.shm, fs_type(G.shm), G.n, G.disk,
            fs_type(G.disk), G.disk_n);
@@ -783,11 +581,12 @@ static void print_tables(mcase *mc, int rounds)
         for (int j = 0; j < NJOBS; j++) {
             if (!selected(mc[i].name, j + 1))
                 continue;
-            double o = median(mc[i].rate[OURS][j], rounds), r = median(mc[i].rate[RAW][j], rounds);
+            double o = bench_median(mc[i].rate[OURS][j], rounds),
+                   r = bench_median(mc[i].rate[RAW][j], rounds);
             ratio_range(mc[i].rate[OURS][j], mc[i].rate[RAW][j], rounds, range, sizeof(range));
             printf("%-9s %4d %12.0f %10.0f %8.2f %11s %10.0f %11.0f %9.0f\n", mc[i].name, j + 1, o, r, o / r,
-                   range, median(mc[i].rate[CALLS][j], rounds), median(mc[i].rate[ENV][j], rounds),
-                   median(mc[i].rate[STORE][j], rounds));
+                   range, bench_median(mc[i].rate[CALLS][j], rounds),
+                   bench_median(mc[i].rate[ENV][j], rounds), bench_median(mc[i].rate[STORE][j], rounds));
         }
     if (G.disk_n == 0)
         return;
@@ -799,10 +598,11 @@ static void print_tables(mcase *mc, int rounds)
         for (int j = 0; j < NJOBS; j++) {
             if (!selected(mc[i].name, j + 1))
                 continue;
-            double o = median(mc[i].rate[OURS_DISK][j], rounds), r = median(mc[i].rate[RAW][j], rounds);
+            double o = bench_median(mc[i].rate[OURS_DISK][j], rounds),
+                   r = bench_median(mc[i].rate[RAW][j], rounds);
             ratio_range(mc[i].rate[OURS_DISK][j], mc[i].rate[RAW][j], rounds, range, sizeof(range));
             printf("%-9s %4d %12.0f %10.0f %8.3f %11s %10.0f\n", mc[i].name, j + 1, o, r, o / r, range,
-                   median(mc[i].rate[STORE_DISK][j], rounds));
+                   bench_median(mc[i].rate[STORE_DISK][j], rounds));
         }
 }
 
@@ -844,6 +644,7 @@ int main(int argc, char **argv)
     int rounds = 3, opt, width = 5, verbose = 0;
     size_t disk_n = 2000;
 
+    bench_init("bench-rewrap");
     G.n = 10000;
     while ((opt = getopt(argc, argv, "n:N:r:D:m:j:vh")) != -1) {
         switch (opt) {
@@ -882,16 +683,16 @@ int main(int argc, char **argv)
     atexit(cleanup);
     if (ns_secmem_init() != 0)
         fprintf(stderr, "bench-rewrap: secure heap unavailable; secrets use ordinary memory\n");
-    make_token();
+    bench_token_make("bench", &G.tok);
     make_roots(disk_base);
     for (size_t m = G.n - 1, d = 1; m >= 10; m /= 10)
         if (++d > (size_t)width)
             width = (int)d;
     if ((G.names = calloc(G.n, sizeof(*G.names))) == NULL)
-        die("out of memory");
+        bench_die("out of memory");
     for (size_t i = 0; i < G.n; i++)
         if (asprintf(&G.names[i], PREFIX "b%0*zu", width, i) < 0)
-            die("out of memory");
+            bench_die("out of memory");
     for (int i = 0; i < NMECH; i++)
         if (only_mech == NULL || strcmp(only_mech, mechs[i].name) == 0)
             setup_mech(&mc[i], mechs[i].name, mechs[i].mech);
@@ -943,6 +744,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < G.n; i++)
         free(G.names[i]);
     free(G.names);
-    ns_p11_module_put(G.mod);
+    bench_token_close(&G.tok);
     return 0;
 }
