@@ -85,6 +85,13 @@ if [ "$got" != "$secret" ]; then
     echo "demo.sh: the secret read back differs from the one stored" >&2
     exit 1
 fi
+echo "==> a multi-key secret: create once; retire the oldest key, rotate in a new one, show both"
+if ! "$cli" -c "$dev/config.yaml" secret show demo-signing.key >/dev/null 2>&1; then
+    "$cli" -c "$dev/config.yaml" secret create demo-signing.key --type ed25519
+fi
+"$cli" -c "$dev/config.yaml" secret retire demo-signing.key >/dev/null 2>&1 || true # refuses the only key
+"$cli" -c "$dev/config.yaml" secret rotate demo-signing.key
+"$cli" -c "$dev/config.yaml" secret show demo-signing.key
 echo "==> verify"
 "$cli" -c "$dev/config.yaml" verify
 echo
