@@ -383,9 +383,15 @@ static int resolve_path(const char *base_dir, const char *p, char **out)
     size_t n_parts = 0, len = 1;
     int r = NS_E_INTERNAL;
 
-    while (p[0] == '.' && p[1] == '/')
+    int relative = p[0] != '/';
+
+    /* "./a", ".//a", "././a": relative all the same (strip the dots, then the slashes they leave). */
+    while (relative && p[0] == '.' && p[1] == '/') {
         p += 2;
-    if (p[0] != '/') {
+        while (p[0] == '/')
+            p++;
+    }
+    if (relative) {
         if (base_dir == NULL || base_dir[0] != '/') {
             if ((cwd = getcwd(NULL, 0)) == NULL) {
                 r = errno == ENOMEM ? NS_E_NOMEM : NS_E_INTERNAL;

@@ -296,7 +296,8 @@ int ns_doc_serialize(const ns_secret_doc *d, ns_buf **out)
             goto out;
         r = NS_E_NOMEM;
     }
-    if ((text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER)) == NULL)
+    /* Compact: a document that parsed always fits again when written back. */
+    if ((text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
         goto out;
     r = ns_buf_from(text, strlen(text), DOC_TEXT_MAX, true, out);
 out:

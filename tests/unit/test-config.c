@@ -210,6 +210,14 @@ static void test_relative_paths(void **state)
     assert_string_equal(cfg->storage.path, "/etc/nstance/bucket");
     ns_config_free(cfg);
 
+    /* Regression: ".//x" is relative too (it once resolved to "/x"). */
+    cfg = parse_ok("cluster_id: demo\nstorage: {backend: file, path: .//var/x}\n", "/base");
+    assert_string_equal(cfg->storage.path, "/base/var/x");
+    ns_config_free(cfg);
+    cfg = parse_ok("cluster_id: demo\nstorage: {backend: file, path: ././/y}\n", "/base");
+    assert_string_equal(cfg->storage.path, "/base/y");
+    ns_config_free(cfg);
+
     cfg = parse_ok(text, "/");
     assert_string_equal(cfg->storage.path, "/bucket");
     ns_config_free(cfg);

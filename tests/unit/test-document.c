@@ -271,8 +271,8 @@ static void test_round_trip_every_type(void **state)
         assert_int_equal(d->keys[1].state, NS_KEY_PENDING);
         if (nkeys == 3)
             assert_int_equal(d->keys[2].state, NS_KEY_PREVIOUS);
-        assert_non_null(strstr(text, "\"format\": \"nstance-secret\""));
-        assert_non_null(strstr(text, "\"created_at\": \"2001-09-09T01:46:40Z\""));
+        assert_non_null(strstr(text, "\"format\":\"nstance-secret\""));
+        assert_non_null(strstr(text, "\"created_at\":\"2001-09-09T01:46:40Z\""));
         assert_non_null(strstr(text, t->kind == NS_KIND_KEYPAIR ? "\"pkcs8\"" : "\"data\""));
         assert_null(strstr(text, t->kind == NS_KIND_KEYPAIR ? "\"data\"" : "\"pkcs8\""));
 
@@ -971,7 +971,7 @@ static void test_parse_not_json(void **state)
     t2 = insert_after(text, "{", "\"type\": \"ed25519\",");
     EXPECT_RC(parse_text(t2), NS_E_FORMAT, "duplicate type member");
     free(t2);
-    t2 = insert_after(text, "\"state\": \"pending\"", ", \"state\": \"pending\"");
+    t2 = insert_after(text, "\"state\":\"pending\"", ", \"state\": \"pending\"");
     EXPECT_RC(parse_text(t2), NS_E_FORMAT, "duplicate member in a key");
     free(t2);
 
