@@ -33,17 +33,9 @@ KF="{source: file, path: $T/file.key}"
 
 # cfg FILE PRIMARY [OLD...]
 cfg() {
-    local file=$1 primary=$2 k
-    shift 2
-    {
-        printf 'cluster_id: rewrap\nstorage: {backend: file, path: %s}\nencryption_key: %s\n' "$BUCKET" "$primary"
-        if [ "$#" -gt 0 ]; then
-            printf 'old_encryption_keys:\n'
-            for k in "$@"; do
-                printf '  - %s\n' "$k"
-            done
-        fi
-    } >"$file"
+    local file=$1
+    shift
+    ns_ring_config "$file" rewrap "$BUCKET" "$@"
 }
 
 expect_rc 0 kek generate --uri "$URI_A" --mechanism aes-kwp

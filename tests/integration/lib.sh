@@ -222,3 +222,19 @@ assert_file_mode() {
         fail "assert_file_mode: $1 has mode $got, want $2"
     fi
 }
+
+# ns_ring_config FILE CLUSTER BUCKET PRIMARY [OLD...]: a config with a file store at BUCKET, the KEK entry
+# PRIMARY (a YAML flow mapping such as "{source: file, path: /k}") and OLD entries as old_encryption_keys.
+ns_ring_config() {
+    local file=$1 cluster=$2 bucket=$3 primary=$4 k
+    shift 4
+    {
+        printf 'cluster_id: %s\nstorage: {backend: file, path: %s}\nencryption_key: %s\n' "$cluster" "$bucket" "$primary"
+        if [ "$#" -gt 0 ]; then
+            printf 'old_encryption_keys:\n'
+            for k in "$@"; do
+                printf '  - %s\n' "$k"
+            done
+        fi
+    } >"$file"
+}

@@ -62,17 +62,9 @@ KB="{source: pkcs11, uri: \"$URI_B\", mechanism: aes-kwp}"
 
 # cfg FILE BUCKET PRIMARY [OLD...]
 cfg() {
-    local file=$1 bucket=$2 primary=$3 k
-    shift 3
-    {
-        printf 'cluster_id: scale\nstorage: {backend: file, path: %s}\nencryption_key: %s\n' "$bucket" "$primary"
-        if [ "$#" -gt 0 ]; then
-            printf 'old_encryption_keys:\n'
-            for k in "$@"; do
-                printf '  - %s\n' "$k"
-            done
-        fi
-    } >"$file"
+    local file=$1
+    shift
+    ns_ring_config "$file" scale "$@"
 }
 
 expect_rc 0 kek generate --uri "$URI_A" --mechanism aes-gcm
