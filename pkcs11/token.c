@@ -514,6 +514,18 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
     return NS_E_MECHANISM;
 }
 
+int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags)
+{
+    CK_MECHANISM_INFO info;
+    CK_SLOT_ID slot;
+
+    memset(&info, 0, sizeof(info));
+    pthread_mutex_lock(&t->lock);
+    slot = t->slot;
+    pthread_mutex_unlock(&t->lock);
+    return t->fn->C_GetMechanismInfo(slot, mech, &info) == CKR_OK && (info.flags & flags) == flags;
+}
+
 int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out)
 {
     ns_p11_key *k = NULL;

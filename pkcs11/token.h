@@ -39,6 +39,9 @@ const char *ns_p11_token_module_path(const ns_p11_token *t);
 int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags,
                               const char *name) NS_WUR;
 
+/* 1 if the token lists mechanism `mech` with all of `flags`, else 0 (also when the query fails). Quiet. */
+int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags);
+
 /* An operation on one session. `obj` is the key's handle (CK_INVALID_HANDLE for token-level operations).
  * It must leave the session with no operation active. */
 typedef CK_RV (*ns_p11_op)(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, void *ctx);

@@ -31,6 +31,14 @@ const char *ns_strerror(int err)
         return "token login failed (wrong or locked PIN)";
     case NS_E_PERM:
         return "file permissions too open";
+    case NS_E_KEY_UNKNOWN:
+        return "signed by a key id that no trusted key has";
+    case NS_E_EXPIRED:
+        return "expired or not yet valid";
+    case NS_E_CLAIMS:
+        return "claims not valid here (wrong kind, cluster or missing claim)";
+    case NS_E_REPLAYED:
+        return "already used (single-use nonce)";
     case NS_E_TOKEN:
         return "token error";
     case NS_E_TOKEN_UNAVAILABLE:
@@ -71,6 +79,17 @@ enum ns_err_category ns_err_category(int err)
 
 int ns_err_exit_code(int err)
 {
+    /* Registration nonces are checked by scripts: each way of being refused has its own code. */
+    switch (err) {
+    case NS_E_EXPIRED:
+        return 9;
+    case NS_E_CLAIMS:
+        return 10;
+    case NS_E_REPLAYED:
+        return 11;
+    default:
+        break;
+    }
     switch (ns_err_category(err)) {
     case NS_CAT_OK:
         return 0;

@@ -38,6 +38,10 @@ enum ns_err {
     NS_E_KEK_WRONG = -302,   /* the configured key for that id is not the key the id was made from */
     NS_E_PIN = -303,         /* wrong PIN, or PIN locked */
     NS_E_PERM = -304,        /* a file's permissions are too open */
+    NS_E_KEY_UNKNOWN = -305, /* a signature names a key id (JWS kid) that no trusted key has */
+    NS_E_EXPIRED = -306,     /* a token or certificate is expired or not yet valid (exit 9) */
+    NS_E_CLAIMS = -307,      /* valid signature, but the claims are wrong for here: kind, cluster (exit 10) */
+    NS_E_REPLAYED = -308,    /* a single-use nonce was used already (exit 11) */
 
     NS_E_TOKEN = -400,             /* the token reported an error */
     NS_E_TOKEN_UNAVAILABLE = -401, /* token or device removed, not present, or not reachable */

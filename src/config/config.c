@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/secmem.h"
+#include "common/timeutil.h"
 #include "config/config.h"
 
 /* Why the event API and our own small tree: libyaml's document loader resolves aliases silently (a node
@@ -22,12 +23,16 @@
  * trace, and gives no way to refuse any of them. Events let us refuse anchors, aliases and tags where they
  * appear, with their line, and the tree lets every section be checked against a table. */
 
-#define CONFIG_MAX_BYTES (1024u * 1024u) /* larger files are refused */
-#define CONFIG_MAX_DEPTH 32              /* nesting of mappings and sequences */
-#define CONFIG_MAX_NODES 65536           /* a real config has a few dozen */
-#define QUOTE_MAX        64              /* quoted values in messages are cut to this many bytes */
-#define DEFAULT_PATH     "/etc/nstance/secrets.yaml"
-#define DEFAULT_SESSIONS 4u
+#define CONFIG_MAX_BYTES  (1024u * 1024u) /* larger files are refused */
+#define CONFIG_MAX_DEPTH  32              /* nesting of mappings and sequences */
+#define CONFIG_MAX_NODES  65536           /* a real config has a few dozen */
+#define QUOTE_MAX         64              /* quoted values in messages are cut to this many bytes */
+#define DEFAULT_PATH      "/etc/nstance/secrets.yaml"
+#define DEFAULT_SESSIONS  4u
+#define DEFAULT_SHARD     "default"
+#define DEFAULT_CACHE_DIR "/var/cache/nstance-secrets"
+#define DEFAULT_ROLE_OID  "1.3.6.1.4.1.999999.1"
+#define MAX_LEEWAY        300
 
 /* ---- the tree ---- */
 
@@ -449,12 +454,19 @@ static int expect_kind(ctx *c, const node *v, enum node_kind kind, const char *w
  * one variant, and a table of fields, each stored at an offset into the target struct and allowed or
  * required per variant (bit i = variant i; a spec without discriminator has the single variant 0). */
 
-enum field_type { F_STR, F_PATH, F_UINT };
+enum field_type {
+    F_STR,
+    F_PATH,
+    F_UINT,
+    F_DURATION, /* "90s", "5m", "24h", "30d" into an int64_t of seconds (min..max seconds) */
+    F_STRV,     /* a sequence of strings (each checked by valid()) into an ns_strv */
+    F_OWN,      /* any node: checked and stored by the section's own handler */
+};
 
 typedef struct field {
     const char *key;
     enum field_type type;
-    size_t off;                 /* of a char * (F_STR, F_PATH) or an unsigned (F_UINT) */
+    size_t off; /* of a char * (F_STR, F_PATH), unsigned (F_UINT), int64_t (F_DURATION), ns_strv (F_STRV) */
     unsigned allowed;           /* variants in which the key may appear */
     unsigned required;          /* variants in which it must */
     const char *const *choices; /* F_STR: the allowed values, NULL-terminated; NULL: any */
@@ -510,6 +522,101 @@ static const field pkcs11_fields[] = {
 };
 static const map_spec pkcs11_spec = {NULL, NULL, pkcs11_fields,
                                      sizeof(pkcs11_fields) / sizeof(pkcs11_fields[0])};
+
+static bool valid_dn_value(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static bool valid_country(const char *s)
+{
+    return strlen(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z';
+}
+
+/* A dotted OID of at least three arcs, digits only (no names: the value goes into certificates). */
+static bool valid_oid(const char *s)
+{
+    size_t arcs = 0, digits = 0;
+    for (size_t i = 0;; i++) {
+        if (s[i] >= '0' && s[i] <= '9') {
+            if (digits == 0 && s[i] == '0' && s[i + 1] >= '0' && s[i + 1] <= '9')
+                return false;
+            if (++digits > 9)
+                return false;
+        } else if (s[i] == '.' || s[i] == '\0') {
+            if (digits == 0)
+                return false;
+            arcs++;
+            digits = 0;
+            if (s[i] == '\0')
+                break;
+        } else {
+            return false;
+        }
+        if (i > 128)
+            return false;
+    }
+    return arcs >= 3 && (s[0] == '0' || s[0] == '1' || s[0] == '2') && s[1] == '.';
+}
+
+static bool valid_issuer(const char *s)
+{
+    return valid_dn_value(s) && strlen(s) <= 128;
+}
+
+#define DAY  86400u
+#define YEAR (366u * DAY)
+
+static const field ca_fields[] = {
+    {"keys", F_STRV, offsetof(ns_ca_config, keys), 1u, 0, NULL, valid_pkcs11_uri,
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+    {"pin_env", F_STR, offsetof(ns_ca_config, pin_env), 1u, 0, NULL, valid_env_name,
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+    {"subject", F_OWN, 0, 1u, 0, NULL, NULL, NULL, false, 0, 0},
+    {"validity", F_DURATION, offsetof(ns_ca_config, validity), 1u, 0, NULL, NULL, NULL, false, DAY,
+     50 * YEAR},
+    {"path_len", F_UINT, offsetof(ns_ca_config, path_len), 1u, 0, NULL, NULL, NULL, false, 0, 8},
+    {"role_oid", F_STR, offsetof(ns_ca_config, role_oid), 1u, 0, NULL, valid_oid,
+     "must be a dotted numeric OID such as 1.3.6.1.4.1.999999.1", false, 0, 0},
+    {"cert_ttl", F_DURATION, offsetof(ns_ca_config, cert_ttl), 1u, 0, NULL, NULL, NULL, false, 60, 5 * YEAR},
+};
+static const map_spec ca_spec = {NULL, NULL, ca_fields, sizeof(ca_fields) / sizeof(ca_fields[0])};
+
+static const field subject_fields[] = {
+    {"cn", F_STR, offsetof(ns_ca_config, cn), 1u, 0, NULL, valid_dn_value,
+     "must be 1..64 printable characters", false, 0, 0},
+    {"o", F_STR, offsetof(ns_ca_config, o), 1u, 0, NULL, valid_dn_value, "must be 1..64 printable characters",
+     false, 0, 0},
+    {"c", F_STR, offsetof(ns_ca_config, c), 1u, 0, NULL, valid_country,
+     "must be a two-letter country code in capitals (ISO 3166)", false, 0, 0},
+    {"st", F_STR, offsetof(ns_ca_config, st), 1u, 0, NULL, valid_dn_value,
+     "must be 1..64 printable characters", false, 0, 0},
+    {"l", F_STR, offsetof(ns_ca_config, l), 1u, 0, NULL, valid_dn_value, "must be 1..64 printable characters",
+     false, 0, 0},
+};
+static const map_spec subject_spec = {NULL, NULL, subject_fields,
+                                      sizeof(subject_fields) / sizeof(subject_fields[0])};
+
+static const field nonce_fields[] = {
+    {"keys", F_STRV, offsetof(ns_nonce_config, keys), 1u, 0, NULL, valid_pkcs11_uri,
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+    {"pin_env", F_STR, offsetof(ns_nonce_config, pin_env), 1u, 0, NULL, valid_env_name,
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+    {"issuer", F_STR, offsetof(ns_nonce_config, issuer), 1u, 0, NULL, valid_issuer,
+     "must be 1..128 printable characters", false, 0, 0},
+    {"leeway", F_DURATION, offsetof(ns_nonce_config, leeway), 1u, 0, NULL, NULL, NULL, false, 1, MAX_LEEWAY},
+    {"agent_ttl", F_DURATION, offsetof(ns_nonce_config, agent_ttl), 1u, 0, NULL, NULL, NULL, false, 10,
+     30 * DAY},
+    {"operator_ttl", F_DURATION, offsetof(ns_nonce_config, operator_ttl), 1u, 0, NULL, NULL, NULL, false, 10,
+     30 * DAY},
+};
+static const map_spec nonce_spec = {NULL, NULL, nonce_fields, sizeof(nonce_fields) / sizeof(nonce_fields[0])};
 
 /* "a, b or c" */
 static void list_choices(const char *const *choices, char *out, size_t n)
@@ -579,6 +686,55 @@ static int parse_uint(ctx *c, const node *v, const char *what, unsigned min, uns
     return 0;
 }
 
+static int parse_duration(ctx *c, const node *v, const char *what, unsigned min, unsigned max, int64_t *out)
+{
+    char q[QUOTE_MAX + 4], lo[24], hi[24];
+    int64_t secs = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_string(c, v, what)) != 0)
+        return r;
+    if (ns_duration_parse(v->value, &secs) != 0) {
+        quote(v->value, q);
+        return fail(c, v->line, "%s: '%s' is not a duration (a number and a unit: 90s, 5m, 24h, 30d)", what,
+                    q);
+    }
+    if (secs < (int64_t)min || secs > (int64_t)max) {
+        ns_duration_format(min, lo);
+        ns_duration_format(max, hi);
+        return fail(c, v->line, "%s: %s is out of range (%s..%s)", what, v->value, lo, hi);
+    }
+    *out = secs;
+    return 0;
+}
+
+static int parse_strv(ctx *c, const node *v, const char *what, const struct field *f, ns_strv *out)
+{
+    char item[300], q[QUOTE_MAX + 4];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_kind(c, v, NODE_SEQ, what)) != 0)
+        return r;
+    for (size_t i = 0; i < v->n; i++) {
+        const node *it = v->items[i];
+        snprintf(item, sizeof(item), "%s[%zu]", what, i);
+        if ((r = expect_string(c, it, item)) != 0)
+            return r;
+        if (f->valid != NULL && !f->valid(it->value)) {
+            if (f->secret)
+                return fail(c, it->line, "%s: %s", item, f->rule);
+            quote(it->value, q);
+            return fail(c, it->line, "%s: %s (got '%s')", item, f->rule, q);
+        }
+        for (size_t j = 0; j < out->n; j++)
+            if (strcmp(out->v[j], it->value) == 0)
+                return fail(c, it->line, "%s: listed twice", item);
+        if ((r = ns_strv_push(out, it->value)) != 0)
+            return r;
+    }
+    return 0;
+}
+
 /* Check mapping `m` at `path` against `spec` and fill `obj`. `*variant` gets the discriminator's index (0
  * without one) and `lines[f]` the line of field f (0 when absent). The struct is filled as it goes; the
  * caller frees it on failure. */
@@ -637,6 +793,18 @@ static int parse_map(ctx *c, const node *m, const char *path, const map_spec *sp
         }
         if (f->type == F_UINT) {
             if ((r = parse_uint(c, v, what, f->min, f->max, (unsigned *)((char *)obj + f->off))) != 0)
+                goto out;
+            continue;
+        }
+        if (f->type == F_OWN)
+            continue;
+        if (f->type == F_STRV) {
+            if ((r = parse_strv(c, v, what, f, (ns_strv *)((char *)obj + f->off))) != 0)
+                goto out;
+            continue;
+        }
+        if (f->type == F_DURATION) {
+            if ((r = parse_duration(c, v, what, f->min, f->max, (int64_t *)((char *)obj + f->off))) != 0)
                 goto out;
             continue;
         }
@@ -818,12 +986,107 @@ static int sec_pkcs11(ctx *c, const node *v, ns_config *cfg)
     return parse_map(c, v, "pkcs11", &pkcs11_spec, cfg, &var, lines);
 }
 
+static int sec_shard(ctx *c, const node *v, ns_config *cfg)
+{
+    char q[QUOTE_MAX + 4];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_string(c, v, "shard")) != 0)
+        return r;
+    if (!valid_cluster_id(v->value)) {
+        quote(v->value, q);
+        return fail(c, v->line,
+                    "shard: '%s' is not valid ([A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters)", q);
+    }
+    free(cfg->shard);
+    if ((cfg->shard = strdup(v->value)) == NULL)
+        return NS_E_NOMEM;
+    return 0;
+}
+
+static int sec_cache_dir(ctx *c, const node *v, ns_config *cfg)
+{
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_string(c, v, "cache_dir")) != 0)
+        return r;
+    free(cfg->cache_dir);
+    cfg->cache_dir = NULL;
+    return resolve_path(c->base_dir, v->value, &cfg->cache_dir);
+}
+
+static int sec_ca(ctx *c, const node *v, ns_config *cfg)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, "ca", &ca_spec, &cfg->ca, &var, lines)) != 0)
+        return r;
+    cfg->ca.line = v->line;
+    for (size_t i = 0; i < v->n; i += 2)
+        if (strcmp(v->items[i]->value, "subject") == 0 &&
+            (r = parse_map(c, v->items[i + 1], "ca.subject", &subject_spec, &cfg->ca, &var, lines)) != 0)
+            return r;
+    return 0;
+}
+
+static int sec_nonce(ctx *c, const node *v, ns_config *cfg)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, "registration_nonce", &nonce_spec, &cfg->nonce, &var, lines)) != 0)
+        return r;
+    cfg->nonce.line = v->line;
+    return 0;
+}
+
+/* Defaults that depend on other sections, once every section is read. */
+static int apply_defaults(ns_config *cfg)
+{
+    char buf[160];
+
+    if (cfg->shard == NULL && (cfg->shard = strdup(DEFAULT_SHARD)) == NULL)
+        return NS_E_NOMEM;
+    if (cfg->cache_dir == NULL && (cfg->cache_dir = strdup(DEFAULT_CACHE_DIR)) == NULL)
+        return NS_E_NOMEM;
+    if (cfg->ca.cn == NULL) {
+        snprintf(buf, sizeof(buf), "%s CA", cfg->cluster_id);
+        if ((cfg->ca.cn = strdup(buf)) == NULL)
+            return NS_E_NOMEM;
+    }
+    if (cfg->ca.role_oid == NULL && (cfg->ca.role_oid = strdup(DEFAULT_ROLE_OID)) == NULL)
+        return NS_E_NOMEM;
+    if (cfg->ca.validity == 0)
+        cfg->ca.validity = 3650LL * DAY;
+    if (cfg->ca.cert_ttl == 0)
+        cfg->ca.cert_ttl = 24LL * 3600;
+    if (cfg->nonce.issuer == NULL) {
+        snprintf(buf, sizeof(buf), "nstance-secrets/%s", cfg->cluster_id);
+        if ((cfg->nonce.issuer = strdup(buf)) == NULL)
+            return NS_E_NOMEM;
+    }
+    if (cfg->nonce.leeway == 0)
+        cfg->nonce.leeway = 60;
+    if (cfg->nonce.agent_ttl == 0)
+        cfg->nonce.agent_ttl = 5 * 60;
+    if (cfg->nonce.operator_ttl == 0)
+        cfg->nonce.operator_ttl = 3 * 3600;
+    return 0;
+}
+
 static const section sections[] = {
     {"cluster_id", true, sec_cluster_id},
     {"storage", true, sec_storage},
     {"encryption_key", false, sec_encryption_key},
     {"old_encryption_keys", false, sec_old_encryption_keys},
     {"pkcs11", false, sec_pkcs11},
+    {"shard", false, sec_shard},
+    {"cache_dir", false, sec_cache_dir},
+    {"ca", false, sec_ca},
+    {"registration_nonce", false, sec_nonce},
 };
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -863,7 +1126,7 @@ static int parse_root(ctx *c, const node *root, ns_config *cfg)
         if ((r = sections[s].parse(c, vals[s], cfg)) != 0)
             return r;
     }
-    return 0;
+    return apply_defaults(cfg);
 }
 
 /* ---- public ---- */
@@ -880,6 +1143,23 @@ void ns_config_free(ns_config *cfg)
     for (size_t i = 0; i < cfg->n_old; i++)
         kek_clear(&cfg->old[i]);
     free(cfg->old);
+    free(cfg->shard);
+    free(cfg->cache_dir);
+    for (size_t i = 0; i < cfg->ca.keys.n; i++)
+        ns_wipe(cfg->ca.keys.v[i], strlen(cfg->ca.keys.v[i])); /* may carry pin-value */
+    ns_strv_clear(&cfg->ca.keys);
+    free(cfg->ca.pin_env);
+    free(cfg->ca.cn);
+    free(cfg->ca.o);
+    free(cfg->ca.c);
+    free(cfg->ca.st);
+    free(cfg->ca.l);
+    free(cfg->ca.role_oid);
+    for (size_t i = 0; i < cfg->nonce.keys.n; i++)
+        ns_wipe(cfg->nonce.keys.v[i], strlen(cfg->nonce.keys.v[i]));
+    ns_strv_clear(&cfg->nonce.keys);
+    free(cfg->nonce.pin_env);
+    free(cfg->nonce.issuer);
     free(cfg);
 }
 

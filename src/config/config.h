@@ -17,8 +17,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
+#include "common/strv.h"
 
 enum ns_kek_source { NS_KEK_SRC_PKCS11 = 1, NS_KEK_SRC_FILE = 2, NS_KEK_SRC_ENV = 3 };
 
@@ -39,6 +41,31 @@ typedef struct ns_storage_config {
     int line;
 } ns_storage_config;
 
+/* ca: the certificate authority (doc/config.md). Token keys are listed by URI; without them the CA keys are
+ * software keys in the `ca.key` secret. */
+typedef struct ns_ca_config {
+    ns_strv keys;              /* token key URIs (RFC 7512), any order: a key is picked by its public key */
+    char *pin_env;             /* environment variable with the token PIN (optional) */
+    char *cn, *o, *c, *st, *l; /* subject of CA certificates (cn defaults to "<cluster_id> CA") */
+    int64_t validity;          /* seconds; CA certificates (default 3650d) */
+    unsigned path_len;         /* basicConstraints pathLenConstraint (default 0) */
+    char *role_oid;            /* OID of the role extension (default 1.3.6.1.4.1.999999.1) */
+    int64_t cert_ttl;          /* default lifetime of issued certificates (default 24h) */
+    int line;
+} ns_ca_config;
+
+/* registration_nonce: the key that signs registration JWTs. Token keys by URI, else the
+ * `registration-nonce.key` secret. */
+typedef struct ns_nonce_config {
+    ns_strv keys; /* token key URIs, newest first: the first signs, all verify */
+    char *pin_env;
+    char *issuer;         /* the `iss` claim (default "nstance-secrets/<cluster_id>") */
+    int64_t leeway;       /* seconds of clock skew allowed for exp/nbf (default 60s, at most 5m) */
+    int64_t agent_ttl;    /* default 5m */
+    int64_t operator_ttl; /* default 3h */
+    int line;
+} ns_nonce_config;
+
 typedef struct ns_config {
     char *origin;     /* the file the config came from, or "<string>" */
     char *cluster_id; /* required: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
@@ -48,6 +75,11 @@ typedef struct ns_config {
     ns_kek_config *old;    /* old_encryption_keys, in file order */
     size_t n_old;
     unsigned token_sessions; /* pkcs11.sessions: sessions per token, 1..64, default 4 */
+    char *shard;             /* shard: this server's shard (default "default") */
+    char *cache_dir;         /* cache_dir: local state such as the nonce ledger (absolute; default
+                                /var/cache/nstance-secrets) */
+    ns_ca_config ca;
+    ns_nonce_config nonce;
 } ns_config;
 
 /* Load and validate the config at `path`. */
