@@ -63,6 +63,9 @@ int ns_signer_pkcs11_open(const char *uri, const char *pin_env, unsigned session
 int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char *pin_env,
                               unsigned sessions) NS_WUR;
 
+/* How many private keys match the URI's object=/id= (*found = 0, 1, or more). Quiet when there are none. */
+int ns_signer_pkcs11_exists(const char *uri, const char *pin_env, unsigned sessions, int *found) NS_WUR;
+
 /* Does the token named by uri have CKM_EDDSA for signing? (*yes = 0 or 1) */
 int ns_signer_pkcs11_has_eddsa(const char *uri, const char *pin_env, unsigned sessions, int *yes) NS_WUR;
 

@@ -311,6 +311,60 @@ int ns_signer_pkcs11_has_eddsa(const char *uri, const char *pin_env, unsigned se
     return 0;
 }
 
+struct exists_ctx {
+    CK_ATTRIBUTE *attrs;
+    CK_ULONG n;
+    CK_ULONG found;
+};
+
+static CK_RV op_exists(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
+{
+    struct exists_ctx *e = vctx;
+    CK_OBJECT_CLASS priv = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE t[8];
+    CK_OBJECT_HANDLE hs[4];
+    CK_ULONG nt = 0;
+    CK_RV rv;
+
+    (void)unused;
+    t[nt++] = (CK_ATTRIBUTE){CKA_CLASS, &priv, sizeof(priv)};
+    for (CK_ULONG i = 0; i < e->n && nt < 8; i++)
+        if (e->attrs[i].type == CKA_LABEL || e->attrs[i].type == CKA_ID)
+            t[nt++] = e->attrs[i];
+    if ((rv = fn->C_FindObjectsInit(s, t, nt)) != CKR_OK)
+        return rv;
+    rv = fn->C_FindObjects(s, hs, 4, &e->found);
+    (void)fn->C_FindObjectsFinal(s);
+    return rv;
+}
+
+int ns_signer_pkcs11_exists(const char *uri, const char *pin_env, unsigned sessions, int *found)
+{
+    ns_p11_token *t = NULL;
+    ns_p11_uri *u = NULL;
+    struct exists_ctx e;
+    int r = NS_E_INTERNAL;
+
+    memset(&e, 0, sizeof(e));
+    if ((r = ns_p11_uri_parse(uri, &u)) != 0)
+        goto out;
+    if (!ns_p11_uri_names_object(u)) {
+        ns_log(NS_LOG_ERROR, "'%s' names no key: add object= or id=", ns_p11_uri_safe_text(u));
+        r = NS_E_INVAL;
+        goto out;
+    }
+    e.attrs = ns_p11_uri_object_attrs(u, &e.n);
+    if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
+        goto out;
+    if ((r = ns_p11_run(t, NULL, "C_FindObjects", op_exists, &e, NULL)) != 0)
+        goto out;
+    *found = (int)e.found;
+out:
+    ns_p11_token_close(t);
+    ns_p11_uri_free(u);
+    return r;
+}
+
 /* ---- generation ---- */
 
 struct gen_ctx {
