@@ -573,16 +573,16 @@ out:
     return r;
 }
 
-int ns_ca_issue(ns_ca *ca, ns_store *st, const char *shard, const ns_cert_req *req, X509 **out)
+int ns_ca_issue(ns_ca *ca, ns_store *st, const char *shard, const ns_cert_req *req, ns_issued **out)
 {
-    X509 *x = NULL;
+    ns_issued *x = NULL;
     int r;
 
     if ((r = ns_cert_issue(ca->signer, ca->certs[0], req, &x)) != 0)
         return r;
     if ((r = ns_certlog_write(st, shard, req, x, ca->signer->id)) != 0) {
         ns_log(NS_LOG_ERROR, "the certificate could not be logged; it is not issued");
-        X509_free(x);
+        ns_issued_free(x);
         return r;
     }
     *out = x;

@@ -73,12 +73,12 @@ int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out) NS_WUR;
 
 /* Issue a certificate with the newest CA key (ca from ns_ca_open), then record it in the certificate log
  * of `shard`. The certificate is returned only once the log entry is written. */
-int ns_ca_issue(ns_ca *ca, ns_store *st, const char *shard, const ns_cert_req *req, X509 **out) NS_WUR;
+int ns_ca_issue(ns_ca *ca, ns_store *st, const char *shard, const ns_cert_req *req, ns_issued **out) NS_WUR;
 
 /* Write shard/<shard>/certlog/<tenant>.<UTC ms>.<subject>.json for cert (create-only; subject = the CN with
  * characters outside [A-Za-z0-9._-] replaced by "_", at most 40). NS_E_INVAL if tenant or shard are not
  * [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */
-int ns_certlog_write(ns_store *st, const char *shard, const ns_cert_req *req, X509 *cert,
+int ns_certlog_write(ns_store *st, const char *shard, const ns_cert_req *req, const ns_issued *cert,
                      const char *issuer_id) NS_WUR;
 
 /* The key id (RFC 7638 thumbprint) of a certificate's public key. */

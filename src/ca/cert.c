@@ -7,7 +7,9 @@
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/objects.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -159,6 +161,48 @@ static int set_time(X509 *x, int64_t nb, int64_t na)
     return ok ? 0 : NS_E_CRYPTO;
 }
 
+/* The subject public key without OpenSSL's encoder (X509_set_pubkey costs more than a token signature in
+ * OpenSSL 3.0): Ed25519 and EC keys are written from their raw public key (RFC 8410, RFC 5480); RSA keys
+ * take the general path. */
+static int set_spki(X509 *x, EVP_PKEY *pub)
+{
+    X509_PUBKEY *pk = X509_get_X509_PUBKEY(x);
+    unsigned char *raw = NULL;
+    size_t len = 0;
+    int id = EVP_PKEY_get_base_id(pub);
+
+    if (id == EVP_PKEY_ED25519) {
+        if (EVP_PKEY_get_raw_public_key(pub, NULL, &len) != 1 || len != 32 ||
+            (raw = OPENSSL_malloc(32)) == NULL || EVP_PKEY_get_raw_public_key(pub, raw, &len) != 1)
+            goto fail;
+        if (X509_PUBKEY_set0_param(pk, OBJ_nid2obj(NID_ED25519), V_ASN1_UNDEF, NULL, raw, (int)len) != 1)
+            goto fail;
+        return 0;
+    }
+    if (id == EVP_PKEY_EC) {
+        char group[32];
+        size_t gl = 0;
+        int curve;
+        if (EVP_PKEY_get_group_name(pub, group, sizeof(group), &gl) != 1)
+            goto fail;
+        curve = OBJ_sn2nid(group);
+        if (curve == NID_undef ||
+            EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0, &len) != 1 ||
+            len == 0 || len > 133 || (raw = OPENSSL_malloc(len)) == NULL ||
+            EVP_PKEY_get_octet_string_param(pub, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, raw, len, &len) != 1 ||
+            raw[0] != 0x04)
+            goto fail;
+        if (X509_PUBKEY_set0_param(pk, OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+                                   OBJ_nid2obj(curve), raw, (int)len) != 1)
+            goto fail;
+        return 0;
+    }
+    return X509_set_pubkey(x, pub) == 1 ? 0 : NS_E_CRYPTO;
+fail:
+    OPENSSL_free(raw);
+    return NS_E_CRYPTO;
+}
+
 /* The common start of every certificate: version 3, serial, names, validity, key. */
 static int start(X509 **out, X509_NAME *issuer_name, const ns_dn *subject, EVP_PKEY *pub, int64_t nb,
                  int64_t na)
@@ -172,8 +216,9 @@ static int start(X509 **out, X509_NAME *issuer_name, const ns_dn *subject, EVP_P
     if ((r = ns_cert_serial(&serial)) != 0)
         goto out;
     r = NS_E_CRYPTO;
-    if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, serial) != 1 ||
-        X509_set_pubkey(x, pub) != 1)
+    if (X509_set_version(x, X509_VERSION_3) != 1 || X509_set_serialNumber(x, serial) != 1)
+        goto out;
+    if ((r = set_spki(x, pub)) != 0)
         goto out;
     if ((r = set_name(X509_get_subject_name(x), subject)) != 0)
         goto out;
@@ -209,24 +254,22 @@ static int sig_nid(const ns_signer *s, int *nid, int *ptype)
     return 0;
 }
 
-/* Sign x with s, then hand back a freshly parsed copy that verifies under issuer_pub.
+/* Put a signature made elsewhere into x: sign its TBS with s and set the algorithm and the signature. *tbs
+ * gets the TBS DER that was signed (for the self-check), *sig the signature as it stands in the certificate.
  *
  * Why the casts: OpenSSL has no public call that takes a signature made elsewhere. The TBS algorithm is set
  * through the pointer X509_get0_tbs_sigalg() returns and the outer algorithm and signature through
  * X509_get0_signature(), exactly what X509_sign() does inside; i2d_re_X509_tbs() then encodes the TBS
- * afresh. The result is re-parsed and verified, so a mistake here cannot pass unnoticed. */
-static int sign_cert(X509 *x, ns_signer *s, EVP_PKEY *issuer_pub, X509 **out)
+ * afresh (and caches that encoding, which i2d_X509 uses). */
+static int sign_into(X509 *x, ns_signer *s, unsigned char **tbs, int *tbs_len, ns_buf **sig_out)
 {
     X509_ALGOR *tbs_alg = (X509_ALGOR *)X509_get0_tbs_sigalg(x);
     const ASN1_BIT_STRING *csig = NULL;
     const X509_ALGOR *calg = NULL;
     ASN1_BIT_STRING *sig;
     X509_ALGOR *outer;
-    unsigned char *tbs = NULL, *der = NULL;
-    const unsigned char *p;
     ns_buf *sigbuf = NULL;
-    X509 *fresh = NULL;
-    int nid = 0, ptype = 0, len, r = NS_E_INTERNAL;
+    int nid = 0, ptype = 0, r = NS_E_INTERNAL;
 
     if ((r = sig_nid(s, &nid, &ptype)) != 0)
         goto out;
@@ -237,25 +280,50 @@ static int sign_cert(X509 *x, ns_signer *s, EVP_PKEY *issuer_pub, X509 **out)
     if (X509_ALGOR_set0(tbs_alg, OBJ_nid2obj(nid), ptype, NULL) != 1 ||
         X509_ALGOR_set0(outer, OBJ_nid2obj(nid), ptype, NULL) != 1)
         goto out;
-    if ((len = i2d_re_X509_tbs(x, &tbs)) <= 0)
+    if ((*tbs_len = i2d_re_X509_tbs(x, tbs)) <= 0)
         goto out;
-    if ((r = ns_signer_sign(s, NS_SIG_DER, tbs, (size_t)len, &sigbuf)) != 0)
+    if ((r = ns_signer_sign(s, NS_SIG_DER, *tbs, (size_t)*tbs_len, &sigbuf)) != 0)
         goto out;
     r = NS_E_CRYPTO;
     if (ASN1_BIT_STRING_set(sig, sigbuf->data, (int)sigbuf->len) != 1)
         goto out;
     sig->flags = (sig->flags & ~0x07L) | ASN1_STRING_FLAG_BITS_LEFT; /* no unused bits */
+    *sig_out = sigbuf;
+    sigbuf = NULL;
+    r = 0;
+out:
+    ns_buf_free(sigbuf);
+    return r;
+}
+
+static int bad_signature(const ns_signer *s)
+{
+    ns_log(
+        NS_LOG_ERROR,
+        "the certificate signed by %s does not verify: the signature is bad (token fault?); nothing issued",
+        s->desc);
+    return NS_E_TOKEN;
+}
+
+/* CA certificates (rare): sign, then parse the whole certificate again and verify it with OpenSSL. */
+static int sign_cert(X509 *x, ns_signer *s, EVP_PKEY *issuer_pub, X509 **out)
+{
+    unsigned char *tbs = NULL, *der = NULL;
+    const unsigned char *p;
+    ns_buf *sig = NULL;
+    X509 *fresh = NULL;
+    int tbs_len = 0, len, r = NS_E_INTERNAL;
+
+    if ((r = sign_into(x, s, &tbs, &tbs_len, &sig)) != 0)
+        goto out;
+    r = NS_E_CRYPTO;
     if ((len = i2d_X509(x, &der)) <= 0)
         goto out;
     p = der;
     if ((fresh = d2i_X509(NULL, &p, len)) == NULL || p != der + len)
         goto out;
     if (X509_verify(fresh, issuer_pub) != 1) {
-        ns_log(NS_LOG_ERROR,
-               "the certificate signed by %s does not verify: the signature is bad (token fault?); "
-               "nothing issued",
-               s->desc);
-        r = NS_E_TOKEN;
+        r = bad_signature(s);
         goto out;
     }
     *out = fresh;
@@ -265,7 +333,7 @@ out:
     ERR_clear_error();
     OPENSSL_free(tbs);
     OPENSSL_free(der);
-    ns_buf_free(sigbuf);
+    ns_buf_free(sig);
     X509_free(fresh);
     return r;
 }
@@ -406,9 +474,54 @@ static int64_t asn1_time_secs(const ASN1_TIME *t)
     return (int64_t)timegm(&tm);
 }
 
-int ns_cert_issue(ns_signer *signer, X509 *ca, const ns_cert_req *req, X509 **out)
+static int subject_text(X509 *x, char **out)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    BUF_MEM *mem = NULL;
+    int r = NS_E_CRYPTO;
+
+    if (bio == NULL)
+        return NS_E_NOMEM;
+    if (X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+        BIO_get_mem_ptr(bio, &mem);
+        r = (*out = strndup(mem->data, mem->length)) == NULL ? NS_E_NOMEM : 0;
+    }
+    BIO_free(bio);
+    return r;
+}
+
+void ns_issued_free(ns_issued *c)
+{
+    if (c == NULL)
+        return;
+    ns_buf_free(c->der);
+    free(c->subject);
+    free(c);
+}
+
+int ns_issued_pem(const ns_issued *c, ns_buf **out)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    BUF_MEM *mem = NULL;
+    int r = NS_E_CRYPTO;
+
+    if (bio == NULL)
+        return NS_E_NOMEM;
+    if (PEM_write_bio(bio, PEM_STRING_X509, "", c->der->data, (long)c->der->len) > 0) {
+        BIO_get_mem_ptr(bio, &mem);
+        r = ns_buf_from(mem->data, mem->length, mem->length, false, out);
+    }
+    BIO_free(bio);
+    return r;
+}
+
+int ns_cert_issue(ns_signer *signer, X509 *ca, const ns_cert_req *req, ns_issued **out)
 {
     X509 *x = NULL;
+    ns_issued *c = NULL;
+    unsigned char *tbs = NULL, *der = NULL;
+    ns_buf *sig = NULL;
+    int tbs_len = 0, der_len;
     X509V3_CTX ctx;
     ns_dn dn = {req->cn, req->tenant, NULL, NULL, NULL};
     int64_t ca_nb, ca_na, nb = req->not_before - BACKDATE;
@@ -452,9 +565,35 @@ int ns_cert_issue(ns_signer *signer, X509 *ca, const ns_cert_req *req, X509 **ou
     }
     if (req->role != NULL && (r = add_role(x, req->role_oid, req->role)) != 0)
         goto out;
-    r = sign_cert(x, signer, X509_get0_pubkey(ca), out);
+    if ((r = sign_into(x, signer, &tbs, &tbs_len, &sig)) != 0)
+        goto out;
+    /* The self-check: the signature over exactly these TBS bytes, under the CA certificate's key. */
+    if (ns_sig_verify(X509_get0_pubkey(ca), signer->type, NS_SIG_DER, tbs, (size_t)tbs_len, sig->data,
+                      sig->len) != 0) {
+        r = bad_signature(signer);
+        goto out;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    r = NS_E_CRYPTO;
+    if ((der_len = i2d_X509(x, &der)) <= 0)
+        goto out;
+    if ((r = ns_buf_from(der, (size_t)der_len, (size_t)der_len, false, &c->der)) != 0 ||
+        (r = ns_cert_serial_hex(x, c->serial)) != 0 || (r = subject_text(x, &c->subject)) != 0)
+        goto out;
+    c->not_before = nb;
+    c->not_after = req->not_after;
+    *out = c;
+    c = NULL;
+    r = 0;
 out:
     ERR_clear_error();
+    OPENSSL_free(tbs);
+    OPENSSL_free(der);
+    ns_buf_free(sig);
+    ns_issued_free(c);
     X509_free(x);
     return r;
 }

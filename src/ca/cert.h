@@ -38,9 +38,25 @@ typedef struct ns_cert_req {
 int ns_cert_make_ca(ns_signer *signer, X509 *issuer, EVP_PKEY *subject_pub, const ns_dn *dn,
                     unsigned path_len, int64_t not_before, int64_t not_after, X509 **out) NS_WUR;
 
+/* An issued end-entity certificate: its DER and what the certificate log records. */
+typedef struct ns_issued {
+    ns_buf *der;
+    char serial[41]; /* lower-case hex, no leading zeros */
+    int64_t not_before, not_after;
+    char *subject; /* RFC 2253 text */
+} ns_issued;
+
 /* An end-entity certificate per req, issued by ca (signer holds its key). NS_E_INVAL (logged) for a request
- * that breaks a rule: bad names, unsupported key, validity outside the CA's. */
-int ns_cert_issue(ns_signer *signer, X509 *ca, const ns_cert_req *req, X509 **out) NS_WUR;
+ * that breaks a rule: bad names, unsupported key, validity outside the CA's; NS_E_TOKEN if the signature
+ * does not verify under the CA's public key.
+ *
+ * Why DER and not an X509 object: parsing the finished certificate again costs OpenSSL 3.0 a key decode
+ * through its provider machinery (several times the signature itself). The signature is checked over the
+ * very TBS bytes that the DER carries, which is what guards against a faulty token. */
+int ns_cert_issue(ns_signer *signer, X509 *ca, const ns_cert_req *req, ns_issued **out) NS_WUR;
+void ns_issued_free(ns_issued *c);
+/* PEM of the certificate into a new buffer. */
+int ns_issued_pem(const ns_issued *c, ns_buf **out) NS_WUR;
 
 /* A random positive serial: 16 octets, first octet in 0x40..0x7f (126 random bits, RFC 5280 §4.1.2.2). */
 int ns_cert_serial(ASN1_INTEGER **out) NS_WUR;

@@ -321,7 +321,7 @@ static int ca_issue(ns_cli *cli, int argc, char **argv)
     EVP_PKEY *pub = NULL;
     char *csr_cn = NULL;
     ns_ca *ca = NULL;
-    X509 *x = NULL;
+    ns_issued *x = NULL;
     ns_buf *pem = NULL;
     int64_t life = 0, now = ns_now();
     int opt, r = NS_E_USAGE;
@@ -436,7 +436,7 @@ static int ca_issue(ns_cli *cli, int argc, char **argv)
         ns_cli_error("ca issue", r);
         goto out;
     }
-    if ((r = ns_ca_bundle_pem(&x, 1, &pem)) != 0 || (r = ns_cli_write_output(output, pem)) != 0)
+    if ((r = ns_issued_pem(x, &pem)) != 0 || (r = ns_cli_write_output(output, pem)) != 0)
         ns_cli_error("ca issue", r);
 out:
     ns_strv_clear(&dns);
@@ -445,7 +445,7 @@ out:
     EVP_PKEY_free(pub);
     free(csr_cn);
     ns_ca_free(ca);
-    X509_free(x);
+    ns_issued_free(x);
     ns_buf_free(pem);
     return r;
 }

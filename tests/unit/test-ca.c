@@ -124,6 +124,7 @@ static void test_garbage_signature_never_issues(void **state)
         ns_signer *bad = soft(t == 0 ? "ed25519" : "ecdsa-p256");
         const ns_signer_ops *saved = bad->ops;
         X509 *ca = NULL, *x = NULL;
+        ns_issued *leaf = NULL;
         ns_dn dn = {"Unit CA", NULL, NULL, NULL, NULL};
         int64_t now = ns_now();
         ns_cert_req req;
@@ -142,11 +143,17 @@ static void test_garbage_signature_never_issues(void **state)
         req.kind = NS_CERT_CLIENT;
         req.not_before = now;
         req.not_after = now + 3600;
-        assert_int_equal(ns_cert_issue(bad, ca, &req, &x), NS_E_TOKEN);
-        assert_null(x);
-        assert_int_equal(ns_cert_issue(good, ca, &req, &x), 0);
-        assert_int_equal(X509_verify(x, good->pub), 1);
-        X509_free(x);
+        assert_int_equal(ns_cert_issue(bad, ca, &req, &leaf), NS_E_TOKEN);
+        assert_null(leaf);
+        assert_int_equal(ns_cert_issue(good, ca, &req, &leaf), 0);
+        {
+            const unsigned char *p = leaf->der->data;
+            x = d2i_X509(NULL, &p, (long)leaf->der->len);
+            assert_non_null(x);
+            assert_int_equal(X509_verify(x, good->pub), 1);
+            X509_free(x);
+        }
+        ns_issued_free(leaf);
         bad->ops = saved;
         X509_free(ca);
         ns_signer_free(good);
