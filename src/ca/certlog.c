@@ -19,7 +19,7 @@
  * shard is the list of its objects and standby servers never overwrite each other's entries. */
 
 #define SUBJECT_MAX 40
-#define ATTEMPTS    8
+#define ATTEMPTS    64
 
 static int valid_label(const char *s)
 {
