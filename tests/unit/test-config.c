@@ -238,6 +238,212 @@ static void test_relative_paths(void **state)
     ns_config_free(cfg);
 }
 
+/* The external key sources: every key, the defaults, and what stays NULL. */
+static void test_remote_sources(void **state)
+{
+    ns_config *cfg;
+    const ns_kek_config *k;
+
+    cfg = parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                   "encryption_key:\n"
+                   "  source: vault\n"
+                   "  address: 'https://vault.example.com:8200'\n"
+                   "  path: nstance/kek\n"
+                   "  field: key\n"
+                   "old_encryption_keys:\n"
+                   "  - source: vault\n"
+                   "    address: 'http://127.0.0.1:8200/'\n"
+                   "    mount: kv/team-a\n"
+                   "    path: old\n"
+                   "    field: 'the key'\n"
+                   "    token_file: vault-token\n"
+                   "    namespace: admin/ns1\n"
+                   "    ca_file: ca.pem\n"
+                   "  - source: vault\n"
+                   "    address: 'http://localhost'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    approle: {role_id: 'db02de05-fa39', secret_id_file: sid}\n"
+                   "  - source: vault\n"
+                   "    address: 'http://[::1]:1'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    token_env: MY_TOKEN\n"
+                   "  - source: vault\n"
+                   "    address: 'https://v'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    approle: {role_id: r, secret_id_file: /s, mount: auth-2}\n",
+                   "/etc/ns");
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_VAULT);
+    assert_string_equal(k->address, "https://vault.example.com:8200");
+    assert_string_equal(k->mount, "secret");
+    assert_string_equal(k->kv_path, "nstance/kek");
+    assert_null(k->path); /* `path` of a vault entry is the secret's path, not a file */
+    assert_string_equal(k->field, "key");
+    assert_string_equal(k->token_env, "VAULT_TOKEN");
+    assert_null(k->token_file);
+    assert_null(k->vault_namespace);
+    assert_null(k->approle.role_id);
+    assert_null(k->ca_file);
+    assert_int_equal(k->line, 4);
+    k = &cfg->old[0];
+    assert_string_equal(k->address, "http://127.0.0.1:8200/");
+    assert_string_equal(k->mount, "kv/team-a");
+    assert_string_equal(k->kv_path, "old");
+    assert_string_equal(k->field, "the key");
+    assert_null(k->token_env);
+    assert_string_equal(k->token_file, "/etc/ns/vault-token");
+    assert_string_equal(k->vault_namespace, "admin/ns1");
+    assert_string_equal(k->ca_file, "/etc/ns/ca.pem");
+    k = &cfg->old[1];
+    assert_null(k->token_env);
+    assert_string_equal(k->approle.role_id, "db02de05-fa39");
+    assert_string_equal(k->approle.secret_id_file, "/etc/ns/sid");
+    assert_string_equal(k->approle.mount, "approle");
+    assert_string_equal(cfg->old[2].token_env, "MY_TOKEN");
+    assert_string_equal(cfg->old[3].approle.mount, "auth-2");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(
+        "cluster_id: a\nstorage: {backend: file, path: /b}\n"
+        "encryption_key: {source: aws-secrets-manager, secret_id: 'arn:aws:secretsmanager:eu-west-1:1:"
+        "secret:nstance/kek-AbCdEf', region: eu-west-1}\n"
+        "old_encryption_keys:\n"
+        "  - {source: aws-secrets-manager, secret_id: k, version_stage: AWSPREVIOUS, region: us-east-2,"
+        " endpoint: 'http://127.0.0.1:4566', ca_file: /ca}\n"
+        "  - {source: aws-parameter-store, name: /nstance/kek, region: eu-central-1}\n"
+        "  - {source: aws-parameter-store, name: kek, region: r1, endpoint: 'https://ssm.vpce.example'}\n",
+        NULL);
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_AWS_SM);
+    assert_string_equal(k->secret_id, "arn:aws:secretsmanager:eu-west-1:1:secret:nstance/kek-AbCdEf");
+    assert_null(k->version_stage);
+    assert_string_equal(k->region, "eu-west-1");
+    assert_string_equal(k->endpoint, "https://secretsmanager.eu-west-1.amazonaws.com");
+    assert_string_equal(cfg->old[0].version_stage, "AWSPREVIOUS");
+    assert_string_equal(cfg->old[0].endpoint, "http://127.0.0.1:4566");
+    assert_string_equal(cfg->old[0].ca_file, "/ca");
+    k = &cfg->old[1];
+    assert_int_equal(k->source, NS_KEK_SRC_AWS_SSM);
+    assert_string_equal(k->name, "/nstance/kek");
+    assert_string_equal(k->endpoint, "https://ssm.eu-central-1.amazonaws.com");
+    assert_null(k->secret_id);
+    assert_string_equal(cfg->old[2].endpoint, "https://ssm.vpce.example");
+    ns_config_free(cfg);
+
+    cfg =
+        parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                 "encryption_key: {source: google-secret-manager, project: my-project, secret: nstance-kek}\n"
+                 "old_encryption_keys:\n"
+                 "  - {source: google-secret-manager, project: '123', secret: s, version: '7',"
+                 " credentials_file: sa.json, endpoint: 'http://127.0.0.1:9'}\n"
+                 "  - {source: google-secret-manager, project: p, secret: s,"
+                 " metadata_endpoint: 'http://127.0.0.1:8'}\n",
+                 "/c");
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_GCP_SM);
+    assert_string_equal(k->project, "my-project");
+    assert_string_equal(k->secret, "nstance-kek");
+    assert_string_equal(k->version, "latest");
+    assert_string_equal(k->endpoint, "https://secretmanager.googleapis.com");
+    assert_string_equal(k->metadata_endpoint, "http://169.254.169.254");
+    assert_null(k->credentials_file);
+    k = &cfg->old[0];
+    assert_string_equal(k->version, "7");
+    assert_string_equal(k->credentials_file, "/c/sa.json");
+    assert_null(k->metadata_endpoint);
+    assert_string_equal(k->endpoint, "http://127.0.0.1:9");
+    assert_string_equal(cfg->old[1].metadata_endpoint, "http://127.0.0.1:8");
+    ns_config_free(cfg);
+
+    cfg =
+        parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                 "encryption_key: {source: azure-key-vault, vault_url: 'https://myvault.vault.azure.net',"
+                 " name: nstance-kek}\n"
+                 "old_encryption_keys:\n"
+                 "  - {source: azure-key-vault, vault_url: 'https://v.example', name: k, version: 0a1b2c,"
+                 " tenant_id: contoso.onmicrosoft.com, client_id: 00000000-0000-0000-0000-000000000001,"
+                 " client_secret_file: /run/secret}\n"
+                 "  - {source: azure-key-vault, vault_url: 'https://v', name: k, tenant_id: t, client_id: c,"
+                 " client_secret_file: /s, authority: 'http://localhost:1234'}\n",
+                 NULL);
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_AZURE_KV);
+    assert_string_equal(k->vault_url, "https://myvault.vault.azure.net");
+    assert_string_equal(k->name, "nstance-kek");
+    assert_null(k->version);
+    assert_string_equal(k->metadata_endpoint, "http://169.254.169.254");
+    assert_null(k->authority);
+    assert_null(k->tenant_id);
+    k = &cfg->old[0];
+    assert_string_equal(k->version, "0a1b2c");
+    assert_string_equal(k->tenant_id, "contoso.onmicrosoft.com");
+    assert_string_equal(k->client_id, "00000000-0000-0000-0000-000000000001");
+    assert_string_equal(k->client_secret_file, "/run/secret");
+    assert_string_equal(k->authority, "https://login.microsoftonline.com");
+    assert_null(k->metadata_endpoint);
+    assert_string_equal(cfg->old[1].authority, "http://localhost:1234");
+    ns_config_free(cfg);
+}
+
+/* ns_config_url_ok: the plain-http exceptions are exact hosts, with an optional numeric port. */
+static void test_url_rule(void **state)
+{
+    static const char *const good[] = {
+        "https://a",
+        "https://vault.example.com:8200/prefix",
+        "http://127.0.0.1",
+        "http://127.0.0.1:80",
+        "http://localhost:8200/",
+        "http://[::1]:1",
+        "http://169.254.169.254",
+    };
+    static const char *const bad[] = {
+        "",
+        "https://",
+        "https:///p",
+        "http://vault",
+        "http://127.0.0.2",
+        "http://localhost.example",
+        "http://127.0.0.1:",
+        "http://127.0.0.1:1a",
+        "http://127.0.0.1@evil",
+        "https://user:pw@vault",
+        "https://v/a?b",
+        "https://v/a#b",
+        "https://v/a b",
+        "https://v/\x01",
+        "HTTPS://v",
+        "file:///etc/passwd",
+        "https://:8200",
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!ns_config_url_ok(good[i]))
+            fail_msg("refused: %s", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (ns_config_url_ok(bad[i]))
+            fail_msg("accepted: %s", bad[i]);
+}
+
+/* role_id is a credential: never quoted in a message. */
+static void test_role_id_never_logged(void **state)
+{
+    ns_config *cfg = NULL;
+    char *log = NULL;
+    int r = parse_logged("cluster_id: demo\nstorage: {backend: file, path: /b}\n"
+                         "encryption_key: {source: vault, address: 'https://v', path: p, field: f,"
+                         " approle: {role_id: \"SECRET\\tROLE\", secret_id_file: /s}}\n",
+                         NULL, &cfg, &log);
+
+    assert_int_equal(r, NS_E_CONFIG);
+    assert_non_null(strstr(log, "encryption_key.approle.role_id: must be"));
+    assert_null(strstr(log, "SECRET"));
+    free(log);
+}
+
 /* ---- errors ---- */
 
 #define HEAD "cluster_id: demo\nstorage: {backend: file, path: /b}\n"
@@ -278,7 +484,8 @@ static const struct bad_case bad_cases[] = {
     {"missing source", HEAD "old_encryption_keys:\n  - source: file\n    path: /k\n  - name: X\n", 6,
      "missing required key 'old_encryption_keys[1].source'"},
     {"unknown source", HEAD "encryption_key: {source: tpm}\n", 3,
-     "encryption_key.source: unknown source 'tpm' (expected pkcs11, file or env)"},
+     "encryption_key.source: unknown source 'tpm' (expected pkcs11, file, env, vault, aws-secrets-manager, "
+     "aws-parameter-store, google-secret-manager or azure-key-vault)"},
     {"missing uri", HEAD "encryption_key:\n  source: pkcs11\n  mechanism: aes-gcm\n", 4,
      "missing required key 'encryption_key.uri'"},
     {"missing mechanism", HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n", 4,
@@ -355,6 +562,130 @@ static const struct bad_case bad_cases[] = {
      HEAD "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
           "aa: 1\n",
      3, "unknown top-level key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"},
+    /* ---- external key sources ---- */
+    {"vault without address", HEAD "encryption_key: {source: vault, path: nstance, field: kek}\n", 3,
+     "missing required key 'encryption_key.address' (for source vault)"},
+    {"vault without field", HEAD "encryption_key: {source: vault, address: 'https://v', path: p}\n", 3,
+     "missing required key 'encryption_key.field'"},
+    {"vault without path", HEAD "encryption_key: {source: vault, address: 'https://v', field: f}\n", 3,
+     "missing required key 'encryption_key.path' (for source vault)"},
+    {"vault over plain http",
+     HEAD "encryption_key: {source: vault, address: 'http://vault:8200', path: p, field: f}\n", 3,
+     "encryption_key.address: must be an https:// URL"},
+    {"vault url with user",
+     HEAD "encryption_key: {source: vault, address: 'https://u@v', path: p, field: f}\n", 3,
+     "encryption_key.address: must be an https:// URL without user"},
+    {"vault url with query",
+     HEAD "encryption_key: {source: vault, address: 'https://v/?x=1', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault url ftp", HEAD "encryption_key: {source: vault, address: 'ftp://v', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault url without host",
+     HEAD "encryption_key: {source: vault, address: 'https:///x', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"http to a look-alike host",
+     HEAD "encryption_key: {source: vault, address: 'http://127.0.0.1.evil.example', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"http with a bad port",
+     HEAD "encryption_key: {source: vault, address: 'http://127.0.0.1:8x', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault path with ..",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: a/../b, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with //",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: a//b, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with leading /",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: /a, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with space",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: 'a b', field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault token_env and token_file",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n  token_env: T\n"
+          "  token_file: /t\n",
+     9, "encryption_key: 'token_env' and 'token_file' exclude each other"},
+    {"vault approle and token_env",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n  token_env: T\n"
+          "  approle: {role_id: r, secret_id_file: /s}\n",
+     9, "encryption_key: 'approle' and 'token_env' exclude each other"},
+    {"vault approle without secret_id_file",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n"
+          "  approle: {role_id: r}\n",
+     8, "missing required key 'encryption_key.approle.secret_id_file'"},
+    {"vault approle unknown key",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n"
+          "  approle: {role_id: r, secret_id_file: /s, secret_id: x}\n",
+     8, "unknown key 'secret_id' in encryption_key.approle"},
+    {"vault approle is a string",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, approle: r}\n", 3,
+     "encryption_key.approle: expected a mapping, got a string"},
+    {"vault bad token_env",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, token_env: A-B}\n", 3,
+     "encryption_key.token_env: must be an environment variable name"},
+    {"vault key of another source",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, region: eu-west-1}\n", 3,
+     "encryption_key: key 'region' is not valid for source vault"},
+    {"aws without region", HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s}\n", 3,
+     "missing required key 'encryption_key.region' (for source aws-secrets-manager)"},
+    {"aws without secret_id", HEAD "encryption_key: {source: aws-secrets-manager, region: eu-west-1}\n", 3,
+     "missing required key 'encryption_key.secret_id'"},
+    {"aws bad region", HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s, region: EU_West}\n",
+     3, "encryption_key.region: must be an AWS region name"},
+    {"aws http endpoint elsewhere",
+     HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s, region: r, endpoint: 'http://aws'}\n",
+     3, "encryption_key.endpoint: must be an https:// URL"},
+    {"aws secret_id with control byte",
+     HEAD "encryption_key: {source: aws-secrets-manager, secret_id: \"a\\tb\", region: r}\n", 3,
+     "encryption_key.secret_id: must be 1 to 2048 printable"},
+    {"ssm without name", HEAD "encryption_key: {source: aws-parameter-store, region: r}\n", 3,
+     "missing required key 'encryption_key.name' (for source aws-parameter-store)"},
+    {"ssm with secret_id",
+     HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, secret_id: s}\n", 3,
+     "encryption_key: key 'secret_id' is not valid for source aws-parameter-store"},
+    {"ssm with version_stage",
+     HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, version_stage: AWSCURRENT}\n", 3,
+     "key 'version_stage' is not valid for source aws-parameter-store"},
+    {"google without secret", HEAD "encryption_key: {source: google-secret-manager, project: p}\n", 3,
+     "missing required key 'encryption_key.secret'"},
+    {"google bad project",
+     HEAD "encryption_key: {source: google-secret-manager, project: 'a/b', secret: s}\n", 3,
+     "encryption_key.project: must be 1 to 255 of"},
+    {"google version ..",
+     HEAD "encryption_key: {source: google-secret-manager, project: p, secret: s, version: ..}\n", 3,
+     "encryption_key.version: must be"},
+    {"google both token sources",
+     HEAD "encryption_key:\n  source: google-secret-manager\n  project: p\n  secret: s\n"
+          "  metadata_endpoint: 'http://169.254.169.254'\n  credentials_file: /k.json\n",
+     8, "'credentials_file' and 'metadata_endpoint' exclude each other"},
+    {"google with authority",
+     HEAD "encryption_key: {source: google-secret-manager, project: p, secret: s, authority: 'https://a'}\n",
+     3, "key 'authority' is not valid for source google-secret-manager"},
+    {"azure without vault_url", HEAD "encryption_key: {source: azure-key-vault, name: kek}\n", 3,
+     "missing required key 'encryption_key.vault_url'"},
+    {"azure bad name",
+     HEAD "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: 'a b'}\n", 3,
+     "encryption_key.name: must be 1 to 255 of"},
+    {"azure partial client credentials",
+     HEAD "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: k, tenant_id: t, "
+          "client_id: c}\n",
+     3, "tenant_id, client_id and client_secret_file go together"},
+    {"azure authority without client credentials",
+     HEAD "encryption_key:\n  source: azure-key-vault\n  vault_url: 'https://v'\n  name: k\n"
+          "  authority: 'https://login'\n",
+     7, "encryption_key.authority is only used with client credentials"},
+    {"azure client credentials and metadata",
+     HEAD "encryption_key:\n  source: azure-key-vault\n  vault_url: 'https://v'\n  name: k\n  tenant_id: t\n"
+          "  client_id: c\n  client_secret_file: /s\n  metadata_endpoint: 'http://169.254.169.254'\n",
+     10, "'client_id' and 'metadata_endpoint' exclude each other"},
+    {"azure with endpoint",
+     HEAD
+     "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: k, endpoint: 'https://e'}\n",
+     3, "key 'endpoint' is not valid for source azure-key-vault"},
+    {"ca_file for file", HEAD "encryption_key: {source: file, path: /k, ca_file: /ca.pem}\n", 3,
+     "key 'ca_file' is not valid for source file"},
+    {"env name is a parameter path", HEAD "encryption_key: {source: env, name: /nstance/kek}\n", 3,
+     "encryption_key.name: must be an environment variable name"},
 };
 
 static void test_errors(void **state)
@@ -596,7 +927,8 @@ int main(void)
         cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_limits),         cmocka_unit_test(test_uri_never_logged),
         cmocka_unit_test(test_load),           cmocka_unit_test(test_default_path),
-        cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_free_null),      cmocka_unit_test(test_remote_sources),
+        cmocka_unit_test(test_url_rule),       cmocka_unit_test(test_role_id_never_logged),
     };
     int r;
 
