@@ -13,8 +13,8 @@ enum ns_err_category {
     NS_CAT_OK = 0,
     NS_CAT_BAD_INPUT = 1, /* malformed or out-of-range data from a caller, a file or the network */
     NS_CAT_NOT_FOUND = 2,
-    NS_CAT_AUTH = 3,     /* integrity / authentication failure, wrong key, wrong PIN */
-    NS_CAT_TOKEN = 4,    /* the PKCS#11 token failed or is unavailable */
+    NS_CAT_AUTH = 3,  /* integrity / authentication failure, wrong key, wrong PIN */
+    NS_CAT_TOKEN = 4, /* the key holder failed or is unavailable: a PKCS#11 token or an external key source */
     NS_CAT_STORAGE = 5,  /* object storage failed */
     NS_CAT_CONFLICT = 6, /* exists already, or changed under us */
     NS_CAT_INTERNAL = 7,
@@ -33,16 +33,18 @@ enum ns_err {
 
     NS_E_NOT_FOUND = -200,
 
-    NS_E_INTEGRITY = -300,   /* authentication tag or padding check failed: tampered or corrupt data */
-    NS_E_KEK_UNKNOWN = -301, /* blob names a KEK id that no configured key has */
-    NS_E_KEK_WRONG = -302,   /* the configured key for that id is not the key the id was made from */
-    NS_E_PIN = -303,         /* wrong PIN, or PIN locked */
-    NS_E_PERM = -304,        /* a file's permissions are too open */
+    NS_E_INTEGRITY = -300,     /* authentication tag or padding check failed: tampered or corrupt data */
+    NS_E_KEK_UNKNOWN = -301,   /* blob names a KEK id that no configured key has */
+    NS_E_KEK_WRONG = -302,     /* the configured key for that id is not the key the id was made from */
+    NS_E_PIN = -303,           /* wrong PIN, or PIN locked */
+    NS_E_PERM = -304,          /* a file's permissions are too open */
+    NS_E_SOURCE_DENIED = -305, /* an external key source refused our credentials or access (401/403) */
 
     NS_E_TOKEN = -400,             /* the token reported an error */
     NS_E_TOKEN_UNAVAILABLE = -401, /* token or device removed, not present, or not reachable */
     NS_E_MECHANISM = -402,         /* the token lacks a mechanism we need */
     NS_E_TOKEN_OBJECT = -403,      /* key object missing, ambiguous, or with the wrong attributes */
+    NS_E_SOURCE = -404,            /* an external key source is unreachable or failed (after retries) */
 
     NS_E_STORAGE = -500, /* I/O error in object storage */
 

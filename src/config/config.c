@@ -677,6 +677,9 @@ static const field kek_fields[] = {
     KF("endpoint", F_STR, endpoint, V_AWS | V_GCP, 0, ns_config_url_ok, RULE_URL),
     KF("metadata_endpoint", F_STR, metadata_endpoint, V_GCP | V_AZURE, 0, ns_config_url_ok, RULE_URL),
     KF("ca_file", F_PATH, ca_file, V_REMOTE, 0, NULL, NULL),
+    {"timeout", F_UINT, offsetof(ns_kek_config, timeout_s), V_REMOTE, 0, NULL, NULL, NULL, false, 1, 300,
+     NULL},
+    {"retries", F_UINT, offsetof(ns_kek_config, retries), V_REMOTE, 0, NULL, NULL, NULL, false, 0, 10, NULL},
 };
 static const map_spec kek_spec = {"source", kek_sources, kek_fields,
                                   sizeof(kek_fields) / sizeof(kek_fields[0])};
@@ -956,6 +959,12 @@ static int kek_check_remote(ctx *c, const int lines[MAX_FIELDS], const char *pat
     char url[128];
     int r = NS_E_INTERNAL;
 
+    if (k->source != NS_KEK_SRC_PKCS11 && k->source != NS_KEK_SRC_FILE && k->source != NS_KEK_SRC_ENV) {
+        if (key_line(lines, "timeout") == 0)
+            k->timeout_s = 10;
+        if (key_line(lines, "retries") == 0)
+            k->retries = 3;
+    }
     switch (k->source) {
     case NS_KEK_SRC_VAULT:
         if ((r = exclusive(c, lines, path, "token_env", "token_file")) != 0 ||

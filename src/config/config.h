@@ -84,6 +84,8 @@ typedef struct ns_kek_config {
                        https://secretmanager.googleapis.com */
     char *metadata_endpoint; /* google, azure: the instance metadata server, default http://169.254.169.254 */
     char *ca_file;           /* PEM CA bundle for https, instead of the system's */
+    unsigned timeout_s;      /* one attempt of one request, 1..300 s, default 10 */
+    unsigned retries;        /* extra attempts after a network error, 5xx or 429: 0..10, default 3 */
 
     int line; /* line of this entry in the config file, for messages */
 } ns_kek_config;

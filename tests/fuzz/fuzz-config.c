@@ -84,6 +84,10 @@ static void check_kek(const ns_kek_config *k)
     static const char *const hashes[] = {"auto", "sha256", "sha1", NULL};
 
     CHECK(k->line >= 1);
+    if (k->source >= NS_KEK_SRC_VAULT)
+        CHECK(k->timeout_s >= 1 && k->timeout_s <= 300 && k->retries <= 10);
+    else
+        CHECK(k->timeout_s == 0 && k->retries == 0);
     switch (k->source) {
     case NS_KEK_SRC_PKCS11:
         CHECK(k->uri != NULL && strncmp(k->uri, "pkcs11:", 7) == 0);

@@ -269,6 +269,8 @@ static void test_remote_sources(void **state)
                    "    path: p\n"
                    "    field: f\n"
                    "    token_env: MY_TOKEN\n"
+                   "    timeout: 1\n"
+                   "    retries: 0\n"
                    "  - source: vault\n"
                    "    address: 'https://v'\n"
                    "    path: p\n"
@@ -287,6 +289,8 @@ static void test_remote_sources(void **state)
     assert_null(k->vault_namespace);
     assert_null(k->approle.role_id);
     assert_null(k->ca_file);
+    assert_int_equal(k->timeout_s, 10);
+    assert_int_equal(k->retries, 3);
     assert_int_equal(k->line, 4);
     k = &cfg->old[0];
     assert_string_equal(k->address, "http://127.0.0.1:8200/");
@@ -303,6 +307,8 @@ static void test_remote_sources(void **state)
     assert_string_equal(k->approle.secret_id_file, "/etc/ns/sid");
     assert_string_equal(k->approle.mount, "approle");
     assert_string_equal(cfg->old[2].token_env, "MY_TOKEN");
+    assert_int_equal(cfg->old[2].timeout_s, 1);
+    assert_int_equal(cfg->old[2].retries, 0);
     assert_string_equal(cfg->old[3].approle.mount, "auth-2");
     ns_config_free(cfg);
 
@@ -684,6 +690,12 @@ static const struct bad_case bad_cases[] = {
      3, "key 'endpoint' is not valid for source azure-key-vault"},
     {"ca_file for file", HEAD "encryption_key: {source: file, path: /k, ca_file: /ca.pem}\n", 3,
      "key 'ca_file' is not valid for source file"},
+    {"timeout 0", HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, timeout: 0}\n", 3,
+     "encryption_key.timeout: 0 is out of range (1..300)"},
+    {"retries 11", HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, retries: 11}\n", 3,
+     "encryption_key.retries: 11 is out of range (0..10)"},
+    {"timeout for file", HEAD "encryption_key: {source: file, path: /k, timeout: 3}\n", 3,
+     "key 'timeout' is not valid for source file"},
     {"env name is a parameter path", HEAD "encryption_key: {source: env, name: /nstance/kek}\n", 3,
      "encryption_key.name: must be an environment variable name"},
 };
