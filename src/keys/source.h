@@ -18,10 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "common/buf.h"
 #include "common/err.h"
 #include "config/config.h"
 #include "keys/kek.h"
+#include "net/http.h"
 
 /* Descriptions are cut to this many bytes (NUL included). */
 #define NS_SOURCE_DESC_MAX 1024
@@ -66,6 +69,47 @@ int ns_source_read_file(const char *path, const char *what, size_t max, ns_buf *
 /* Append "name=value" (with "&" before it unless b is empty) to a form body, percent-encoding every byte
  * outside A-Z a-z 0-9 - . _ ~ (application/x-www-form-urlencoded). */
 int ns_source_form_add(ns_buf *b, const char *name, const char *value) NS_WUR;
+
+/* A NUL-terminated secret copy of s[0..n) (len n, the NUL after it). */
+int ns_source_secret_str(const char *s, size_t n, ns_buf **out) NS_WUR;
+
+/* "<prefix><token>" as a secret C string (e.g. an Authorization header value "Bearer <token>"). */
+int ns_source_header_value(const char *prefix, const ns_buf *token, ns_buf **out) NS_WUR;
+
+/* Response bodies of key sources are refused beyond this size. */
+#define NS_SOURCE_BODY_MAX (64u * 1024u)
+
+/* An HTTP client for one fetch with the entry's ca_file, timeout (connect and whole attempt) and retries. */
+int ns_source_http_new(const ns_kek_config *kc, ns_http_client **out) NS_WUR;
+
+/* Send req. 0 with *resp for any status; NS_E_SOURCE (logged: "<desc>: <what>: no answer ...") when no
+ * response came after every attempt; NS_E_SOURCE too for an oversized response. */
+int ns_source_send(ns_http_client *h, const char *desc, const char *what, const ns_http_req *req,
+                   ns_http_resp **resp) NS_WUR;
+
+/* An error identifier from a JSON error body, for messages: AWS `__type` (after any '#'), OAuth `error`,
+ * Google `error.status`, Azure `error.code`. Only [A-Za-z0-9_.-], at most 64 characters; "" otherwise.
+ * Never free text (a message could quote a credential back). */
+void ns_source_error_code(const ns_http_resp *resp, char out[65]);
+
+/* Log "<desc>: <what>: HTTP <status>[ <code>]" and return err. */
+int ns_source_fail(const char *desc, const char *what, long status, const char *code, int err) NS_WUR;
+
+/* 0 for a 2xx answer; otherwise ns_source_fail() with 401/403 -> NS_E_SOURCE_DENIED, 404 ->
+ * NS_E_NOT_FOUND, anything else -> NS_E_SOURCE. */
+int ns_source_check_status(const char *desc, const char *what, const ns_http_resp *resp) NS_WUR;
+
+/* Parse a JSON object from a response body (jansson in the secure heap, common/json.h); NS_E_FORMAT
+ * (logged) if it is not one. */
+int ns_source_json(const char *desc, const char *what, const ns_buf *body, json_t **out) NS_WUR;
+
+/* The string at root.k1[.k2[.k3]] (keys NULL-terminated), or NULL if any step is missing or not of the
+ * right type. Borrowed from root. */
+const char *ns_source_json_str(const json_t *root, size_t *len, ...) __attribute__((sentinel));
+
+/* The access_token of an OAuth 2.0 token answer (RFC 6749 §5.1; token_type, if present, must be Bearer)
+ * as a new secret string. NS_E_FORMAT (logged) otherwise. */
+int ns_source_bearer_token(const char *desc, const char *what, const ns_http_resp *resp, ns_buf **token) NS_WUR;
 
 /* Base64url without padding (RFC 4648 §5, as JWS uses, RFC 7515 §2) of p[0..n), appended to b. */
 int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n) NS_WUR;
