@@ -12,6 +12,7 @@ packages=(
     softhsm2 opensc
     clang clang-format libclang-rt-14-dev
     python3 python3-cryptography
+    libcurl4-openssl-dev python3-botocore nodejs npm
 )
 
 missing=()

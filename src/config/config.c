@@ -447,6 +447,49 @@ static bool valid_segment(const char *s)
     return true;
 }
 
+/* S3 bucket names: 3-63 of [a-z0-9.-], first and last a letter or digit, no "..". */
+static bool valid_bucket(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 3 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (!alnum && ((ch != '.' && ch != '-') || i == 0 || i == n - 1))
+            return false;
+        if (ch == '.' && s[i + 1] == '.')
+            return false;
+    }
+    return true;
+}
+
+/* Folder names as object names have them, each followed by '/' except maybe the last. */
+static bool valid_prefix(const char *s)
+{
+    size_t n = strlen(s), seg = 0;
+
+    if (n == 0 || n > 256 || s[0] == '/')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '/') {
+            if (seg == 0)
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+        if (seg == 0 && ch == '.')
+            return false;
+        seg++;
+    }
+    return true;
+}
+
 /* Segments joined by single slashes (a Vault mount or secret path), at most 512 bytes. */
 static bool valid_segments(const char *s)
 {
@@ -479,6 +522,82 @@ static bool valid_region(const char *s)
     for (size_t i = 0; i < n; i++)
         if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
             return false;
+    return true;
+}
+
+/* http(s)://HOST[:PORT] with an optional trailing '/': a host name, IPv4 or [IPv6] literal, no user name,
+ * path or query (the bucket and keys are added to it). */
+static bool valid_endpoint(const char *s)
+{
+    const char *h;
+    size_t n;
+
+    if (strncmp(s, "https://", 8) == 0)
+        h = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        h = s + 7;
+    else
+        return false;
+    n = strlen(h);
+    if (n > 0 && h[n - 1] == '/')
+        n--;
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = h[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+            return false;
+    }
+    return h[0] != ':' && h[0] != '.';
+}
+
+static bool valid_access_key_id(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 16 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+            return false;
+    return true;
+}
+
+static bool printable_upto(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static bool valid_secret(const char *s)
+{
+    return printable_upto(s, 1024);
+}
+
+static bool valid_secret_token(const char *s)
+{
+    return printable_upto(s, 4096);
+}
+
+static bool valid_profile(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+    }
     return true;
 }
 
@@ -556,7 +675,7 @@ static int expect_kind(ctx *c, const node *v, enum node_kind kind, const char *w
  * one variant, and a table of fields, each stored at an offset into the target struct and allowed or
  * required per variant (bit i = variant i; a spec without discriminator has the single variant 0). */
 
-enum field_type { F_STR, F_PATH, F_UINT, F_MAP };
+enum field_type { F_STR, F_PATH, F_UINT, F_BOOL, F_MAP };
 
 struct map_spec;
 
@@ -565,7 +684,7 @@ struct map_spec;
 typedef struct field {
     const char *key;
     enum field_type type;
-    size_t off;                 /* of a char * (F_STR, F_PATH), an unsigned (F_UINT) or a struct (F_MAP) */
+    size_t off; /* of a char * (F_STR, F_PATH), an unsigned (F_UINT), a bool (F_BOOL) or a struct (F_MAP) */
     unsigned allowed;           /* variants in which the key may appear */
     unsigned required;          /* variants in which it must */
     const char *const *choices; /* F_STR: the allowed values, NULL-terminated; NULL: any */
@@ -685,11 +804,67 @@ static const map_spec kek_spec = {"source", kek_sources, kek_fields,
                                   sizeof(kek_fields) / sizeof(kek_fields[0])};
 _Static_assert(sizeof(kek_fields) / sizeof(kek_fields[0]) <= MAX_FIELDS, "raise MAX_FIELDS");
 
-static const char *const storage_backends[] = {"file", NULL};
+#define V_STORE_FILE (1u << 0)
+#define V_STORE_S3   (1u << 1)
+
+static const char *const storage_backends[] = {"file", "s3", NULL};
 static const field storage_fields[] = {
-    {"path", F_PATH, offsetof(ns_storage_config, path), 1u << 0, 1u << 0, NULL, NULL, NULL, false, 0, 0,
+    {"path", F_PATH, offsetof(ns_storage_config, path), V_STORE_FILE, V_STORE_FILE, NULL, NULL, NULL, false,
+     0, 0, NULL},
+    {"bucket", F_STR, offsetof(ns_storage_config, bucket), V_STORE_S3, V_STORE_S3, NULL, valid_bucket,
+     "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+     "or digit)",
+     false, 0, 0, NULL},
+    {"prefix", F_STR, offsetof(ns_storage_config, prefix), V_STORE_S3, 0, NULL, valid_prefix,
+     "must be folder names ([A-Za-z0-9._-], not starting with '.') separated by single '/', not starting "
+     "with "
+     "'/'",
+     false, 0, 0, NULL},
+    {"region", F_STR, offsetof(ns_storage_config, region), V_STORE_S3, 0, NULL, valid_region,
+     "must be a region name (a-z, 0-9 and '-', at most 32 characters)", false, 0, 0, NULL},
+    {"endpoint", F_STR, offsetof(ns_storage_config, endpoint), V_STORE_S3, 0, NULL, valid_endpoint,
+     "must be http://HOST[:PORT] or https://HOST[:PORT], with no path, query or user name", false, 0, 0,
+     NULL},
+    {"path_style", F_BOOL, offsetof(ns_storage_config, path_style), V_STORE_S3, 0, NULL, NULL, NULL, false, 0,
+     0, NULL},
+    {"ca_file", F_PATH, offsetof(ns_storage_config, ca_file), V_STORE_S3, 0, NULL, NULL, NULL, false, 0, 0,
      NULL},
 };
+
+/* Sub-mappings of storage (s3 only): storage.credentials, storage.timeouts, storage.retries. */
+static const field s3_creds_fields[] = {
+    {"access_key_id", F_STR, offsetof(ns_s3_creds_config, access_key_id), 1u, 0, NULL, valid_access_key_id,
+     "must be an access key id (16-128 characters of A-Z and 0-9)", false, 0, 0, NULL},
+    {"secret_access_key", F_STR, offsetof(ns_s3_creds_config, secret_access_key), 1u, 0, NULL, valid_secret,
+     "must be 1-1024 printable characters", true, 0, 0, NULL},
+    {"session_token", F_STR, offsetof(ns_s3_creds_config, session_token), 1u, 0, NULL, valid_secret_token,
+     "must be 1-4096 printable characters", true, 0, 0, NULL},
+    {"profile", F_STR, offsetof(ns_s3_creds_config, profile), 1u, 0, NULL, valid_profile,
+     "must be a profile name ([A-Za-z0-9._-], at most 64 characters)", false, 0, 0, NULL},
+    {"credentials_file", F_PATH, offsetof(ns_s3_creds_config, credentials_file), 1u, 0, NULL, NULL, NULL,
+     false, 0, 0, NULL},
+    {"imds_endpoint", F_STR, offsetof(ns_s3_creds_config, imds_endpoint), 1u, 0, NULL, valid_endpoint,
+     "must be http://HOST[:PORT] or https://HOST[:PORT], with no path, query or user name", false, 0, 0,
+     NULL},
+    {"imds", F_BOOL, offsetof(ns_s3_creds_config, imds), 1u, 0, NULL, NULL, NULL, false, 0, 0, NULL},
+};
+static const map_spec s3_creds_spec = {NULL, NULL, s3_creds_fields,
+                                       sizeof(s3_creds_fields) / sizeof(s3_creds_fields[0])};
+static const field s3_timeouts_fields[] = {
+    {"connect_ms", F_UINT, offsetof(ns_storage_config, connect_timeout_ms), 1u, 0, NULL, NULL, NULL, false, 1,
+     600000, NULL},
+    {"request_ms", F_UINT, offsetof(ns_storage_config, timeout_ms), 1u, 0, NULL, NULL, NULL, false, 1,
+     3600000, NULL},
+};
+static const map_spec s3_timeouts_spec = {NULL, NULL, s3_timeouts_fields,
+                                          sizeof(s3_timeouts_fields) / sizeof(s3_timeouts_fields[0])};
+static const field s3_retries_fields[] = {
+    {"max", F_UINT, offsetof(ns_storage_config, retries), 1u, 0, NULL, NULL, NULL, false, 0, 10, NULL},
+    {"base_delay_ms", F_UINT, offsetof(ns_storage_config, retry_base_ms), 1u, 0, NULL, NULL, NULL, false, 0,
+     10000, NULL},
+};
+static const map_spec s3_retries_spec = {NULL, NULL, s3_retries_fields,
+                                         sizeof(s3_retries_fields) / sizeof(s3_retries_fields[0])};
 static const map_spec storage_spec = {"backend", storage_backends, storage_fields,
                                       sizeof(storage_fields) / sizeof(storage_fields[0])};
 
@@ -776,6 +951,29 @@ static size_t field_index(const map_spec *spec, const char *key)
     return spec->n_fields;
 }
 
+/* YAML 1.2 core booleans, unquoted: true/false (also True/TRUE, False/FALSE). Nothing else ("yes", "on",
+ * "1") so that a typo is an error rather than a guess. */
+static int parse_bool(ctx *c, const node *v, const char *what, bool *out)
+{
+    char q[QUOTE_MAX + 4];
+
+    if (v->kind == NODE_SCALAR && v->plain &&
+        (strcmp(v->value, "true") == 0 || strcmp(v->value, "True") == 0 || strcmp(v->value, "TRUE") == 0)) {
+        *out = true;
+        return 0;
+    }
+    if (v->kind == NODE_SCALAR && v->plain &&
+        (strcmp(v->value, "false") == 0 || strcmp(v->value, "False") == 0 ||
+         strcmp(v->value, "FALSE") == 0)) {
+        *out = false;
+        return 0;
+    }
+    if (v->kind != NODE_SCALAR || node_is_null(v))
+        return fail(c, v->line, "%s: expected true or false, got %s", what, node_type_name(v));
+    quote(v->value, q);
+    return fail(c, v->line, "%s: expected true or false, got '%s'", what, q);
+}
+
 /* Check mapping `m` at `path` against `spec` and fill `obj`. `*variant` gets the discriminator's index (0
  * without one) and `lines[f]` the line of field f (0 when absent). The struct is filled as it goes; the
  * caller frees it on failure. */
@@ -845,6 +1043,11 @@ static int parse_map(ctx *c, const node *m, const char *path, const map_spec *sp
         }
         if (f->type == F_UINT) {
             if ((r = parse_uint(c, v, what, f->min, f->max, (unsigned *)((char *)obj + f->off))) != 0)
+                goto out;
+            continue;
+        }
+        if (f->type == F_BOOL) {
+            if ((r = parse_bool(c, v, what, (bool *)((char *)obj + f->off))) != 0)
                 goto out;
             continue;
         }
@@ -1070,18 +1273,124 @@ static int sec_cluster_id(ctx *c, const node *v, ns_config *cfg)
     return 0;
 }
 
+/* The sub-mappings of storage, parsed by their own specs (all s3-only). */
+static const struct {
+    const char *key;
+    const map_spec *spec;
+    size_t off; /* of the struct the spec fills, inside ns_storage_config */
+} storage_subs[] = {
+    {"credentials", &s3_creds_spec, offsetof(ns_storage_config, creds)},
+    {"timeouts", &s3_timeouts_spec, 0},
+    {"retries", &s3_retries_spec, 0},
+};
+#define N_STORAGE_SUBS (sizeof(storage_subs) / sizeof(storage_subs[0]))
+
 static int sec_storage(ctx *c, const node *v, ns_config *cfg)
 {
+    ns_storage_config *sc = &cfg->storage;
+    ns_s3_creds_config *cr = &sc->creds;
     int lines[MAX_FIELDS];
+    const node *subs[N_STORAGE_SUBS] = {NULL}, *sub_keys[N_STORAGE_SUBS] = {NULL};
+    node flat;
     size_t var = 0;
+    char path[64];
     int r = NS_E_INTERNAL;
 
-    if ((r = parse_map(c, v, "storage", &storage_spec, &cfg->storage, &var, lines)) != 0)
-        return r;
-    if ((cfg->storage.backend = strdup(storage_backends[var])) == NULL)
-        return NS_E_NOMEM;
-    cfg->storage.line = v->line;
-    return 0;
+    /* The table-driven parse sees the mapping without its sub-mappings; those are taken out here (with
+     * duplicates refused) and parsed below with their own tables. */
+    memset(&flat, 0, sizeof(flat));
+    if ((r = expect_kind(c, v, NODE_MAP, "storage")) != 0)
+        goto out;
+    flat = *v;
+    if ((flat.items = calloc(v->n ? v->n : 1, sizeof(*flat.items))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    flat.n = 0;
+    for (size_t i = 0; i < v->n; i += 2) {
+        const node *k = v->items[i];
+        size_t s = N_STORAGE_SUBS;
+        if (k->kind == NODE_SCALAR && !node_is_null(k))
+            for (s = 0; s < N_STORAGE_SUBS; s++)
+                if (strcmp(k->value, storage_subs[s].key) == 0)
+                    break;
+        if (s == N_STORAGE_SUBS) {
+            flat.items[flat.n++] = v->items[i];
+            flat.items[flat.n++] = v->items[i + 1];
+            continue;
+        }
+        if (sub_keys[s] != NULL) {
+            r = fail(c, k->line, "duplicate key 'storage.%s' (first on line %d)", storage_subs[s].key,
+                     sub_keys[s]->line);
+            goto out;
+        }
+        sub_keys[s] = k;
+        subs[s] = v->items[i + 1];
+    }
+    if ((r = parse_map(c, &flat, "storage", &storage_spec, sc, &var, lines)) != 0)
+        goto out;
+    if ((sc->backend = strdup(storage_backends[var])) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    sc->line = v->line;
+    for (size_t s = 0; s < N_STORAGE_SUBS; s++) {
+        int sub_lines[MAX_FIELDS];
+        size_t sub_var = 0;
+        if (subs[s] == NULL)
+            continue;
+        if (!(V_STORE_S3 & (1u << var))) {
+            r = fail(c, sub_keys[s]->line, "storage: key '%s' is not valid for backend %s",
+                     storage_subs[s].key, storage_backends[var]);
+            goto out;
+        }
+        snprintf(path, sizeof(path), "storage.%s", storage_subs[s].key);
+        if ((r = parse_map(c, subs[s], path, storage_subs[s].spec, (char *)sc + storage_subs[s].off, &sub_var,
+                           sub_lines)) != 0)
+            goto out;
+    }
+    if (subs[0] != NULL) {
+        sc->has_credentials = true;
+        if ((cr->access_key_id == NULL) != (cr->secret_access_key == NULL)) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: access_key_id and secret_access_key go together");
+            goto out;
+        }
+        if (cr->session_token != NULL && cr->access_key_id == NULL) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: session_token needs access_key_id and "
+                     "secret_access_key");
+            goto out;
+        }
+        if (cr->access_key_id != NULL && (cr->profile != NULL || cr->credentials_file != NULL)) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: explicit keys cannot be combined with profile or "
+                     "credentials_file");
+            goto out;
+        }
+    }
+    if (var == 1) { /* s3 */
+        /* A prefix is a folder: "a/b" and "a/b/" mean the same. */
+        if (sc->prefix != NULL && sc->prefix[strlen(sc->prefix) - 1] != '/') {
+            size_t n = strlen(sc->prefix);
+            char *p = realloc(sc->prefix, n + 2);
+            if (p == NULL) {
+                r = NS_E_NOMEM;
+                goto out;
+            }
+            p[n] = '/';
+            p[n + 1] = '\0';
+            sc->prefix = p;
+        }
+        if (sc->region == NULL && (sc->region = strdup("us-east-1")) == NULL) {
+            r = NS_E_NOMEM;
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free(flat.items);
+    return r;
 }
 
 static int sec_encryption_key(ctx *c, const node *v, ns_config *cfg)
@@ -1180,6 +1489,26 @@ void ns_config_free(ns_config *cfg)
     free(cfg->cluster_id);
     free(cfg->storage.backend);
     free(cfg->storage.path);
+    free(cfg->storage.bucket);
+    free(cfg->storage.prefix);
+    free(cfg->storage.region);
+    free(cfg->storage.endpoint);
+    free(cfg->storage.ca_file);
+    {
+        ns_s3_creds_config *cr = &cfg->storage.creds;
+        free(cr->access_key_id);
+        if (cr->secret_access_key != NULL) {
+            ns_wipe(cr->secret_access_key, strlen(cr->secret_access_key));
+            free(cr->secret_access_key);
+        }
+        if (cr->session_token != NULL) {
+            ns_wipe(cr->session_token, strlen(cr->session_token));
+            free(cr->session_token);
+        }
+        free(cr->profile);
+        free(cr->credentials_file);
+        free(cr->imds_endpoint);
+    }
     kek_clear(&cfg->primary);
     for (size_t i = 0; i < cfg->n_old; i++)
         kek_clear(&cfg->old[i]);
@@ -1223,6 +1552,11 @@ int ns_config_parse(const char *text, size_t n, const char *origin, const char *
         goto out;
     }
     cfg->token_sessions = DEFAULT_SESSIONS;
+    cfg->storage.connect_timeout_ms = 5000;
+    cfg->storage.timeout_ms = 30000;
+    cfg->storage.retries = 3;
+    cfg->storage.retry_base_ms = 100;
+    cfg->storage.creds.imds = true;
     if ((cfg->origin = strdup(c.origin)) == NULL) {
         r = NS_E_NOMEM;
         goto out;

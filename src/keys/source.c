@@ -18,11 +18,12 @@
 #include "keys/source.h"
 
 /* Defined in the source files. */
-extern const ns_kek_source_ops ns_source_file_ops, ns_source_env_ops;
+extern const ns_kek_source_ops ns_source_file_ops, ns_source_env_ops, ns_source_vault_ops,
+    ns_source_aws_sm_ops, ns_source_aws_ssm_ops, ns_source_gcp_ops, ns_source_azure_ops;
 
 static const ns_kek_source_ops *const sources[] = {
-    &ns_source_file_ops,
-    &ns_source_env_ops,
+    &ns_source_file_ops,    &ns_source_env_ops, &ns_source_vault_ops, &ns_source_aws_sm_ops,
+    &ns_source_aws_ssm_ops, &ns_source_gcp_ops, &ns_source_azure_ops,
 };
 
 const ns_kek_source_ops *ns_kek_source_find(enum ns_kek_source id)
@@ -281,7 +282,8 @@ int ns_source_send(ns_http_client *h, const char *desc, const char *what, const 
 
     if (r == NS_E_STORAGE) {
         /* ns_http_do() logged libcurl's reason; say which source it was, in our category. */
-        ns_log(NS_LOG_ERROR, "%s: %s: no answer (unreachable, timed out or TLS failure), giving up", desc, what);
+        ns_log(NS_LOG_ERROR, "%s: %s: no answer (unreachable, timed out or TLS failure), giving up", desc,
+               what);
         return NS_E_SOURCE;
     }
     if (r == NS_E_TOO_LARGE) {
@@ -326,7 +328,8 @@ void ns_source_error_code(const ns_http_resp *resp, char out[65])
 
 int ns_source_fail(const char *desc, const char *what, long status, const char *code, int err)
 {
-    ns_log(NS_LOG_ERROR, "%s: %s: HTTP %ld%s%s", desc, what, status, code && code[0] ? " " : "", code ? code : "");
+    ns_log(NS_LOG_ERROR, "%s: %s: HTTP %ld%s%s", desc, what, status, code && code[0] ? " " : "",
+           code ? code : "");
     return err;
 }
 

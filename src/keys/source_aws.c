@@ -17,8 +17,8 @@
 
 static void sm_describe(const ns_kek_config *kc, char *out, size_t n)
 {
-    snprintf(out, n, "aws-secrets-manager %s %s%s%s", kc->endpoint, kc->secret_id, kc->version_stage ? " @" : "",
-             kc->version_stage ? kc->version_stage : "");
+    snprintf(out, n, "aws-secrets-manager %s %s%s%s", kc->endpoint, kc->secret_id,
+             kc->version_stage ? " @" : "", kc->version_stage ? kc->version_stage : "");
 }
 
 static void ssm_describe(const ns_kek_config *kc, char *out, size_t n)
@@ -31,11 +31,16 @@ static int map_error(long status, const char *code)
 {
     static const char *const not_found[] = {"ResourceNotFoundException", "ParameterNotFound",
                                             "ParameterVersionNotFound", NULL};
-    static const char *const denied[] = {"AccessDeniedException",   "UnrecognizedClientException",
-                                         "InvalidSignatureException", "IncompleteSignature",
-                                         "ExpiredTokenException",     "InvalidClientTokenId",
-                                         "MissingAuthenticationToken", "SignatureDoesNotMatch",
-                                         "DecryptionFailure",         "KMSAccessDeniedException",
+    static const char *const denied[] = {"AccessDeniedException",
+                                         "UnrecognizedClientException",
+                                         "InvalidSignatureException",
+                                         "IncompleteSignature",
+                                         "ExpiredTokenException",
+                                         "InvalidClientTokenId",
+                                         "MissingAuthenticationToken",
+                                         "SignatureDoesNotMatch",
+                                         "DecryptionFailure",
+                                         "KMSAccessDeniedException",
                                          NULL};
 
     for (size_t i = 0; not_found[i] != NULL; i++)
@@ -80,7 +85,8 @@ static int aws_call(const ns_kek_config *kc, const char *desc, const char *servi
     ns_log(NS_LOG_DEBUG, "%s: AWS credentials from %s", desc, ns_aws_creds_source(prov));
     while (n > 0 && kc->endpoint[n - 1] == '/')
         n--;
-    if ((text = json_dumps(body, JSON_COMPACT)) == NULL || asprintf(&url, "%.*s/", (int)n, kc->endpoint) < 0) {
+    if ((text = json_dumps(body, JSON_COMPACT)) == NULL ||
+        asprintf(&url, "%.*s/", (int)n, kc->endpoint) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
@@ -132,7 +138,8 @@ static int sm_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 
     ns_json_init();
     if ((body = json_pack("{s:s}", "SecretId", kc->secret_id)) == NULL ||
-        (kc->version_stage != NULL && json_object_set_new(body, "VersionStage", json_string(kc->version_stage)) != 0)) {
+        (kc->version_stage != NULL &&
+         json_object_set_new(body, "VersionStage", json_string(kc->version_stage)) != 0)) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -174,7 +181,8 @@ static int ssm_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
     }
     /* A key kept in a plain String parameter is not encrypted at rest: refuse it rather than use it. */
     if (strcmp(type, "SecureString") != 0) {
-        ns_log(NS_LOG_ERROR, "%s: the parameter is not a SecureString; store the key as a SecureString", desc);
+        ns_log(NS_LOG_ERROR, "%s: the parameter is not a SecureString; store the key as a SecureString",
+               desc);
         r = NS_E_INVAL;
         goto out;
     }
@@ -185,6 +193,7 @@ out:
     return r;
 }
 
-const ns_kek_source_ops ns_source_aws_sm_ops = {NS_KEK_SRC_AWS_SM, "aws-secrets-manager", sm_describe, sm_fetch};
+const ns_kek_source_ops ns_source_aws_sm_ops = {NS_KEK_SRC_AWS_SM, "aws-secrets-manager", sm_describe,
+                                                sm_fetch};
 const ns_kek_source_ops ns_source_aws_ssm_ops = {NS_KEK_SRC_AWS_SSM, "aws-parameter-store", ssm_describe,
                                                  ssm_fetch};

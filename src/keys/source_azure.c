@@ -30,8 +30,8 @@ static size_t base_len(const char *url)
 
 static void azure_describe(const ns_kek_config *kc, char *out, size_t n)
 {
-    snprintf(out, n, "azure-key-vault %.*s/secrets/%s%s%s", (int)base_len(kc->vault_url), kc->vault_url, kc->name,
-             kc->version ? "/" : "", kc->version ? kc->version : "");
+    snprintf(out, n, "azure-key-vault %.*s/secrets/%s%s%s", (int)base_len(kc->vault_url), kc->vault_url,
+             kc->name, kc->version ? "/" : "", kc->version ? kc->version : "");
 }
 
 static int token_from_imds(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
@@ -43,8 +43,9 @@ static int token_from_imds(const ns_kek_config *kc, const char *desc, ns_http_cl
     char *url = NULL;
     int r = NS_E_INTERNAL;
 
-    if (asprintf(&url, "%.*s/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%%3A%%2F%%2F"
-                       "vault.azure.net",
+    if (asprintf(&url,
+                 "%.*s/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%%3A%%2F%%2F"
+                 "vault.azure.net",
                  (int)base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
@@ -66,7 +67,8 @@ out:
     return r;
 }
 
-static int token_from_client_secret(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
+static int token_from_client_secret(const ns_kek_config *kc, const char *desc, ns_http_client *h,
+                                    ns_buf **token)
 {
     static const ns_http_header hdr[] = {{"Content-Type", "application/x-www-form-urlencoded"}};
     static const char what[] = "client credentials token";
@@ -76,7 +78,8 @@ static int token_from_client_secret(const ns_kek_config *kc, const char *desc, n
     char *url = NULL, code[65];
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_source_read_file(kc->client_secret_file, "azure client secret file", SECRET_MAX, &secret)) != 0)
+    if ((r = ns_source_read_file(kc->client_secret_file, "azure client secret file", SECRET_MAX, &secret)) !=
+        0)
         goto out;
     if ((r = ns_buf_new(16384, true, &form)) != 0 ||
         (r = ns_source_form_add(form, "grant_type", "client_credentials")) != 0 ||
@@ -84,8 +87,8 @@ static int token_from_client_secret(const ns_kek_config *kc, const char *desc, n
         (r = ns_source_form_add(form, "client_secret", (const char *)secret->data)) != 0 ||
         (r = ns_source_form_add(form, "scope", RESOURCE "/.default")) != 0)
         goto out;
-    if (asprintf(&url, "%.*s/%s/oauth2/v2.0/token", (int)base_len(kc->authority), kc->authority, kc->tenant_id) <
-        0) {
+    if (asprintf(&url, "%.*s/%s/oauth2/v2.0/token", (int)base_len(kc->authority), kc->authority,
+                 kc->tenant_id) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
@@ -133,13 +136,14 @@ static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 
     if ((r = ns_source_http_new(kc, &h)) != 0)
         goto out;
-    r = kc->client_id != NULL ? token_from_client_secret(kc, desc, h, &token) : token_from_imds(kc, desc, h, &token);
+    r = kc->client_id != NULL ? token_from_client_secret(kc, desc, h, &token)
+                              : token_from_imds(kc, desc, h, &token);
     if (r != 0)
         goto out;
     if ((r = ns_source_header_value("Bearer ", token, &auth)) != 0)
         goto out;
-    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)base_len(kc->vault_url), kc->vault_url,
-                 kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0) {
+    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)base_len(kc->vault_url),
+                 kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
@@ -171,4 +175,5 @@ out:
     return r;
 }
 
-const ns_kek_source_ops ns_source_azure_ops = {NS_KEK_SRC_AZURE_KV, "azure-key-vault", azure_describe, azure_fetch};
+const ns_kek_source_ops ns_source_azure_ops = {NS_KEK_SRC_AZURE_KV, "azure-key-vault", azure_describe,
+                                               azure_fetch};

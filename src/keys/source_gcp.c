@@ -36,8 +36,8 @@ static size_t base_len(const char *url)
 
 static void gcp_describe(const ns_kek_config *kc, char *out, size_t n)
 {
-    snprintf(out, n, "google-secret-manager %.*s projects/%s/secrets/%s/versions/%s", (int)base_len(kc->endpoint),
-             kc->endpoint, kc->project, kc->secret, kc->version);
+    snprintf(out, n, "google-secret-manager %.*s projects/%s/secrets/%s/versions/%s",
+             (int)base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret, kc->version);
 }
 
 static int token_from_metadata(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
@@ -118,15 +118,17 @@ static int make_assertion(const char *desc, const json_t *sa, const char *token_
         r = NS_E_NOMEM;
         goto out;
     }
-    if ((pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL || EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
-        ns_log(NS_LOG_ERROR, "%s: the service-account key file's private_key is not an RSA private key in PEM", desc);
+    if ((pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL ||
+        EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
+        ns_log(NS_LOG_ERROR,
+               "%s: the service-account key file's private_key is not an RSA private key in PEM", desc);
         r = NS_E_FORMAT;
         goto out;
     }
     if ((header = kid != NULL ? json_pack("{s:s, s:s, s:s}", "alg", "RS256", "typ", "JWT", "kid", kid)
                               : json_pack("{s:s, s:s}", "alg", "RS256", "typ", "JWT")) == NULL ||
-        (claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", email, "scope", SCOPE, "aud", token_uri, "iat",
-                            (json_int_t)now, "exp", (json_int_t)now + JWT_LIFETIME)) == NULL) {
+        (claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", email, "scope", SCOPE, "aud", token_uri,
+                            "iat", (json_int_t)now, "exp", (json_int_t)now + JWT_LIFETIME)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -285,4 +287,5 @@ out:
     return r;
 }
 
-const ns_kek_source_ops ns_source_gcp_ops = {NS_KEK_SRC_GCP_SM, "google-secret-manager", gcp_describe, gcp_fetch};
+const ns_kek_source_ops ns_source_gcp_ops = {NS_KEK_SRC_GCP_SM, "google-secret-manager", gcp_describe,
+                                             gcp_fetch};

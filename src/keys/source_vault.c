@@ -6,6 +6,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/secmem.h"
 #include "keys/source.h"
 
 /* HashiCorp Vault, KV secrets engine version 2: GET <address>/v1/<mount>/data/<path> with X-Vault-Token
@@ -71,13 +72,13 @@ static int approle_login(const ns_kek_config *kc, const char *desc, ns_http_clie
     n = vault_headers(kc, NULL, hdr);
     hdr[n++] = (ns_http_header){"Content-Type", "application/json"};
     req = (ns_http_req){.method = "POST",
-                       .url = url,
-                       .headers = hdr,
-                       .n_headers = n,
-                       .body = (const uint8_t *)text,
-                       .body_len = strlen(text),
-                       .max_body = NS_SOURCE_BODY_MAX,
-                       .secret_body = true};
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = n,
+                        .body = (const uint8_t *)text,
+                        .body_len = strlen(text),
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
     if ((r = ns_source_send(h, desc, "AppRole login", &req, &resp)) != 0)
         goto out;
     /* Vault answers a wrong role or secret id with 400. */
@@ -135,11 +136,11 @@ static void revoke_self(const ns_kek_config *kc, const char *desc, ns_http_clien
     if (asprintf(&url, "%.*s/v1/auth/token/revoke-self", (int)base_len(kc->address), kc->address) < 0)
         return;
     req = (ns_http_req){.method = "POST",
-                       .url = url,
-                       .headers = hdr,
-                       .n_headers = vault_headers(kc, token, hdr),
-                       .max_body = NS_SOURCE_BODY_MAX,
-                       .no_retry = true};
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = vault_headers(kc, token, hdr),
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .no_retry = true};
     if (ns_http_do(h, &req, &resp) != 0 || resp->status < 200 || resp->status > 299)
         ns_log(NS_LOG_WARN, "%s: could not revoke the AppRole token (it expires with its TTL)", desc);
     ns_http_resp_free(resp);
@@ -163,18 +164,18 @@ static int vault_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
         goto out;
     if ((r = vault_token(kc, desc, h, &token)) != 0)
         goto out;
-    if (asprintf(&url, "%.*s/v1/%s/data/%s", (int)base_len(kc->address), kc->address, kc->mount, kc->kv_path) <
-        0) {
+    if (asprintf(&url, "%.*s/v1/%s/data/%s", (int)base_len(kc->address), kc->address, kc->mount,
+                 kc->kv_path) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
     }
     req = (ns_http_req){.method = "GET",
-                       .url = url,
-                       .headers = hdr,
-                       .n_headers = vault_headers(kc, token, hdr),
-                       .max_body = NS_SOURCE_BODY_MAX,
-                       .secret_body = true};
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = vault_headers(kc, token, hdr),
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
     if ((r = ns_source_send(h, desc, "reading the secret", &req, &resp)) != 0)
         goto out;
     if ((r = ns_source_check_status(desc, "reading the secret", resp)) != 0)
@@ -183,7 +184,8 @@ static int vault_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
         goto out;
     data = json_object_get(json_object_get(doc, "data"), "data");
     if (!json_is_object(data)) {
-        ns_log(NS_LOG_ERROR, "%s: the answer has no data.data object (is the mount a KV version 2 engine?)", desc);
+        ns_log(NS_LOG_ERROR, "%s: the answer has no data.data object (is the mount a KV version 2 engine?)",
+               desc);
         r = NS_E_FORMAT;
         goto out;
     }

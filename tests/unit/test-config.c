@@ -536,8 +536,73 @@ static const struct bad_case bad_cases[] = {
      "missing required key 'storage.backend'"},
     {"missing storage path", "cluster_id: demo\nstorage:\n  backend: file\n", 3,
      "missing required key 'storage.path'"},
-    {"unknown backend", "cluster_id: demo\nstorage:\n  backend: s3\n  path: /b\n", 3,
-     "storage.backend: unknown backend 's3' (expected file)"},
+    {"unknown backend", "cluster_id: demo\nstorage:\n  backend: gcs\n  path: /b\n", 3,
+     "storage.backend: unknown backend 'gcs' (expected file or s3)"},
+    /* s3 */
+    {"s3 without bucket", "cluster_id: demo\nstorage:\n  backend: s3\n  region: eu-west-1\n", 3,
+     "missing required key 'storage.bucket' (for backend s3)"},
+    {"s3 with path", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: b-1\n  path: /b\n", 5,
+     "storage: key 'path' is not valid for backend s3"},
+    {"file with bucket", "cluster_id: demo\nstorage:\n  backend: file\n  path: /b\n  bucket: b-1\n", 5,
+     "storage: key 'bucket' is not valid for backend file"},
+    {"file with credentials", "cluster_id: demo\nstorage:\n  backend: file\n  path: /b\n  credentials: {}\n",
+     5, "storage: key 'credentials' is not valid for backend file"},
+    {"bad bucket", "cluster_id: demo\nstorage: {backend: s3, bucket: My_Bucket}\n", 2,
+     "storage.bucket: must be an S3 bucket name"},
+    {"short bucket", "cluster_id: demo\nstorage: {backend: s3, bucket: ab}\n", 2, "storage.bucket: must be"},
+    {"bad prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: a//b}\n", 2,
+     "storage.prefix: must be folder names"},
+    {"dot prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: ../x}\n", 2,
+     "storage.prefix: must be"},
+    {"absolute prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: /x}\n", 2,
+     "storage.prefix: must be"},
+    {"bad region", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, region: EU_WEST}\n", 2,
+     "storage.region: must be a region name"},
+    {"endpoint with path",
+     "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'http://h:9/x'}\n", 2,
+     "storage.endpoint: must be http://HOST[:PORT]"},
+    {"endpoint scheme", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'ftp://h'}\n", 2,
+     "storage.endpoint: must be"},
+    {"endpoint user", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'https://u@h'}\n", 2,
+     "storage.endpoint: must be"},
+    {"path_style yes", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, path_style: yes}\n", 2,
+     "storage.path_style: expected true or false, got 'yes'"},
+    {"path_style quoted", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, path_style: 'true'}\n", 2,
+     "storage.path_style: expected true or false"},
+    {"timeouts zero",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  timeouts: {connect_ms: 0}\n", 5,
+     "storage.timeouts.connect_ms: 0 is out of range"},
+    {"timeouts unknown",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  timeouts:\n    total: 3\n", 6,
+     "unknown key 'total' in storage.timeouts"},
+    {"retries too many", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  retries: {max: 11}\n",
+     5, "storage.retries.max: 11 is out of range (0..10)"},
+    {"retries not a map", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  retries: 3\n", 5,
+     "storage.retries: expected a mapping"},
+    {"duplicate credentials",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {profile: a}\n"
+     "  credentials: {profile: b}\n",
+     6, "duplicate key 'storage.credentials' (first on line 5)"},
+    {"half a key pair",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+     "AKIAIOSFODNN7EXAMPLE\n",
+     6, "storage.credentials: access_key_id and secret_access_key go together"},
+    {"token without keys",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {session_token: t}\n", 5,
+     "session_token needs access_key_id"},
+    {"keys and profile",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: "
+     "AKIAIOSFODNN7EXAMPLE, secret_access_key: x, profile: p}\n",
+     5, "explicit keys cannot be combined with profile"},
+    {"bad key id",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: short}\n", 5,
+     "storage.credentials.access_key_id: must be an access key id"},
+    {"unknown credentials key",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {role_arn: x}\n", 5,
+     "unknown key 'role_arn' in storage.credentials"},
+    {"imds not bool",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {imds: off}\n", 5,
+     "storage.credentials.imds: expected true or false"},
     {"sessions 0", HEAD "pkcs11:\n  sessions: 0\n", 4, "pkcs11.sessions: 0 is out of range (1..64)"},
     {"sessions 65", HEAD "pkcs11:\n  sessions: 65\n", 4, "pkcs11.sessions: 65 is out of range (1..64)"},
     {"sessions huge", HEAD "pkcs11: {sessions: 99999999999999999999}\n", 3,
@@ -806,6 +871,114 @@ static void test_uri_never_logged(void **state)
     }
 }
 
+/* ---- s3 ---- */
+
+static void test_s3(void **state)
+{
+    ns_config *cfg;
+    const ns_storage_config *sc;
+
+    cfg = parse_ok("cluster_id: demo\nstorage: {backend: s3, bucket: my-bucket}\n", "/etc/nstance");
+    sc = &cfg->storage;
+    assert_string_equal(sc->backend, "s3");
+    assert_string_equal(sc->bucket, "my-bucket");
+    assert_null(sc->prefix);
+    assert_string_equal(sc->region, "us-east-1"); /* default */
+    assert_null(sc->endpoint);
+    assert_false(sc->path_style);
+    assert_null(sc->ca_file);
+    assert_int_equal(sc->connect_timeout_ms, 5000);
+    assert_int_equal(sc->timeout_ms, 30000);
+    assert_int_equal(sc->retries, 3);
+    assert_int_equal(sc->retry_base_ms, 100);
+    assert_false(sc->has_credentials);
+    assert_true(sc->creds.imds);
+    ns_config_free(cfg);
+
+    cfg = parse_ok("cluster_id: demo\n"
+                   "storage:\n"
+                   "  backend: s3\n"
+                   "  bucket: b.example-1\n"
+                   "  prefix: nstance/prod\n"
+                   "  region: eu-west-1\n"
+                   "  endpoint: http://127.0.0.1:9000/\n"
+                   "  path_style: true\n"
+                   "  ca_file: certs/ca.pem\n"
+                   "  timeouts: {connect_ms: 1500, request_ms: 2500}\n"
+                   "  retries:\n"
+                   "    max: 0\n"
+                   "    base_delay_ms: 0\n"
+                   "  credentials:\n"
+                   "    access_key_id: AKIAIOSFODNN7EXAMPLE\n"
+                   "    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+                   "    session_token: tok+en/=\n",
+                   "/etc/nstance");
+    sc = &cfg->storage;
+    assert_string_equal(sc->prefix, "nstance/prod/"); /* a folder: '/' appended */
+    assert_string_equal(sc->region, "eu-west-1");
+    assert_string_equal(sc->endpoint, "http://127.0.0.1:9000/");
+    assert_true(sc->path_style);
+    assert_string_equal(sc->ca_file, "/etc/nstance/certs/ca.pem");
+    assert_int_equal(sc->connect_timeout_ms, 1500);
+    assert_int_equal(sc->timeout_ms, 2500);
+    assert_int_equal(sc->retries, 0);
+    assert_int_equal(sc->retry_base_ms, 0);
+    assert_true(sc->has_credentials);
+    assert_string_equal(sc->creds.access_key_id, "AKIAIOSFODNN7EXAMPLE");
+    assert_string_equal(sc->creds.secret_access_key, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    assert_string_equal(sc->creds.session_token, "tok+en/=");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(
+        "cluster_id: demo\n"
+        "storage:\n"
+        "  backend: s3\n"
+        "  bucket: abc\n"
+        "  prefix: a/\n"
+        "  path_style: false\n"
+        "  credentials: {profile: ops, credentials_file: aws/creds, imds_endpoint: 'http://[::1]:8080', "
+        "imds: false}\n",
+        "/base");
+    sc = &cfg->storage;
+    assert_string_equal(sc->prefix, "a/");
+    assert_false(sc->path_style);
+    assert_true(sc->has_credentials);
+    assert_null(sc->creds.access_key_id);
+    assert_string_equal(sc->creds.profile, "ops");
+    assert_string_equal(sc->creds.credentials_file, "/base/aws/creds");
+    assert_string_equal(sc->creds.imds_endpoint, "http://[::1]:8080");
+    assert_false(sc->creds.imds);
+    ns_config_free(cfg);
+}
+
+/* The secret access key and session token never appear in a message, whatever is wrong around them. */
+static void test_s3_secrets_never_logged(void **state)
+{
+    static const char *const texts[] = {
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: 'SECRETKEY with blank'\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: x\n"
+        "    secret_access_key: SECRETKEY\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    session_token: "
+        "SECRETKEY\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: SECRETKEY\n    session_token: \"SECRETKEY\\x01\"\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: SECRETKEY\n    profile: x\n",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        ns_config *cfg = NULL;
+        char *log = NULL;
+        int r = parse_logged(texts[i], NULL, &cfg, &log);
+
+        if (r != NS_E_CONFIG || strlen(log) == 0 || strstr(log, "SECRETKEY") != NULL)
+            fail_msg("text %zu: r=%d, log: %s", i, r, log);
+        assert_null(cfg);
+        free(log);
+    }
+}
+
 /* ---- files ---- */
 
 static char tmpdir[] = "/tmp/test-config-XXXXXX";
@@ -935,12 +1108,20 @@ static void test_free_null(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example),        cmocka_unit_test(test_minimal_and_options),
-        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_limits),         cmocka_unit_test(test_uri_never_logged),
-        cmocka_unit_test(test_load),           cmocka_unit_test(test_default_path),
-        cmocka_unit_test(test_free_null),      cmocka_unit_test(test_remote_sources),
-        cmocka_unit_test(test_url_rule),       cmocka_unit_test(test_role_id_never_logged),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_minimal_and_options),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_uri_never_logged),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_default_path),
+        cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_s3),
+        cmocka_unit_test(test_s3_secrets_never_logged),
+        cmocka_unit_test(test_remote_sources),
+        cmocka_unit_test(test_url_rule),
+        cmocka_unit_test(test_role_id_never_logged),
     };
     int r;
 
