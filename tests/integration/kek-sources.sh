@@ -444,6 +444,27 @@ assert_contains "$T/out" "unreachable vault http://127.0.0.1:1 secret/nstance/ke
 assert_contains "$T/out" "error: key source unreachable or failed" "kek list: the reason"
 run 5 get azure-2
 
+# ==== every source retries 500s, and gives up on silence ====
+echo "# retries"
+retry_case() { # ENTRY MATCH BLOB REQUEST-LINE-PREFIX
+    FAULTS="[{\"match\": \"$2\", \"status\": 500, \"count\": 2}]"
+    srv_write
+    config "$1"
+    check "$3"
+    requests 2 "$4 500"
+    requests 1 "$4 200"
+}
+retry_case "$E_AWS_SM" / aws-sm-1 "POST /"
+retry_case "$E_AWS_SSM" / aws-ssm-1 "POST /"
+retry_case "$E_GCP" /v1/projects/ gcp-1 "GET /v1/projects/p1/secrets/kek/versions/latest:access"
+retry_case "$E_AZURE" /secrets/ azure-1 "GET /secrets/kek"
+FAULTS='[{"match": "/", "sleep": 2, "count": -1}]'
+srv_write
+config "{source: aws-secrets-manager, secret_id: nstance/kek, region: eu-west-1, endpoint: '$BASE', timeout: 1, retries: 1}"
+fails 5 "aws-secrets-manager $BASE nstance/kek: secretsmanager.GetSecretValue: no answer" get aws-sm-1
+FAULTS="[]"
+srv_write
+
 # ==== https with a private CA ====
 echo "# https"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" -out "$T/ca.pem" -days 2 -subj "/CN=kek test CA" \
