@@ -11,7 +11,8 @@ packages=(
     libssl-dev libp11-kit-dev p11-kit libyaml-dev libjansson-dev libcmocka-dev
     softhsm2 opensc
     clang clang-format libclang-rt-14-dev
-    python3 python3-cryptography
+    python3 python3-cryptography openssl
+    libcurl4-openssl-dev python3-botocore nodejs npm
 )
 
 missing=()

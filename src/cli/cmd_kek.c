@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "common/codec.h"
 #include "keys/kek.h"
+#include "keys/source.h"
 
 /* kek generate, kek list. */
 
@@ -92,17 +93,13 @@ static int kek_list(ns_cli *cli, int argc, char **argv)
         const ns_keyring_entry *e = &cli->kr->e[i];
         char hex[2 * NS_KEK_ID_LEN + 1] = "-";
         const char *mech = e->cfg->source == NS_KEK_SRC_PKCS11 ? e->cfg->mechanism : "software-aes-gcm";
-        char source[600];
+        char source[NS_SOURCE_DESC_MAX];
 
         if (e->kek != NULL) {
             ns_hex_encode(e->kek->id, NS_KEK_ID_LEN, hex);
             snprintf(source, sizeof(source), "%s", e->kek->source);
-        } else if (e->cfg->source == NS_KEK_SRC_PKCS11) {
-            snprintf(source, sizeof(source), "pkcs11 (line %d)", e->cfg->line);
-        } else if (e->cfg->source == NS_KEK_SRC_FILE) {
-            snprintf(source, sizeof(source), "file %s", e->cfg->path);
         } else {
-            snprintf(source, sizeof(source), "env %s", e->cfg->name);
+            ns_kek_source_describe(e->cfg, source, sizeof(source));
         }
         printf("%-8s %-32s %-16s %-11s %s\n", e->primary ? "primary" : "old", hex, mech,
                e->kek ? "reachable" : "unreachable", source);

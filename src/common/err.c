@@ -39,6 +39,8 @@ const char *ns_strerror(int err)
         return "claims not valid here (wrong kind, cluster or missing claim)";
     case NS_E_REPLAYED:
         return "already used (single-use nonce)";
+    case NS_E_SOURCE_DENIED:
+        return "the key source refused access (credentials or permissions)";
     case NS_E_TOKEN:
         return "token error";
     case NS_E_TOKEN_UNAVAILABLE:
@@ -47,6 +49,8 @@ const char *ns_strerror(int err)
         return "token lacks a required mechanism";
     case NS_E_TOKEN_OBJECT:
         return "token key object missing or unusable";
+    case NS_E_SOURCE:
+        return "key source unreachable or failed";
     case NS_E_STORAGE:
         return "object storage error";
     case NS_E_EXISTS:

@@ -13,8 +13,8 @@ enum ns_err_category {
     NS_CAT_OK = 0,
     NS_CAT_BAD_INPUT = 1, /* malformed or out-of-range data from a caller, a file or the network */
     NS_CAT_NOT_FOUND = 2,
-    NS_CAT_AUTH = 3,     /* integrity / authentication failure, wrong key, wrong PIN */
-    NS_CAT_TOKEN = 4,    /* the PKCS#11 token failed or is unavailable */
+    NS_CAT_AUTH = 3,  /* integrity / authentication failure, wrong key, wrong PIN */
+    NS_CAT_TOKEN = 4, /* the key holder failed or is unavailable: a PKCS#11 token or an external key source */
     NS_CAT_STORAGE = 5,  /* object storage failed */
     NS_CAT_CONFLICT = 6, /* exists already, or changed under us */
     NS_CAT_INTERNAL = 7,
@@ -42,11 +42,13 @@ enum ns_err {
     NS_E_EXPIRED = -306,     /* a token or certificate is expired or not yet valid (exit 9) */
     NS_E_CLAIMS = -307,      /* valid signature, but the claims are wrong for here: kind, cluster (exit 10) */
     NS_E_REPLAYED = -308,    /* a single-use nonce was used already (exit 11) */
+    NS_E_SOURCE_DENIED = -309, /* an external key source refused our credentials or access (401/403) */
 
     NS_E_TOKEN = -400,             /* the token reported an error */
     NS_E_TOKEN_UNAVAILABLE = -401, /* token or device removed, not present, or not reachable */
     NS_E_MECHANISM = -402,         /* the token lacks a mechanism we need */
     NS_E_TOKEN_OBJECT = -403,      /* key object missing, ambiguous, or with the wrong attributes */
+    NS_E_SOURCE = -404,            /* an external key source is unreachable or failed (after retries) */
 
     NS_E_STORAGE = -500, /* I/O error in object storage */
 

@@ -380,6 +380,232 @@ static bool valid_pkcs11_uri(const char *s)
     return strncmp(s, "pkcs11:", 7) == 0;
 }
 
+/* The host part of a URL's authority ("host" or "host:port"), for the plain-http rule below. */
+static bool local_authority(const char *a, size_t n)
+{
+    static const char *const hosts[] = {"127.0.0.1", "localhost", "[::1]", "169.254.169.254", NULL};
+
+    for (size_t i = 0; hosts[i] != NULL; i++) {
+        size_t h = strlen(hosts[i]);
+        if (n < h || strncmp(a, hosts[i], h) != 0)
+            continue;
+        if (n == h)
+            return true;
+        if (a[h] != ':' || n == h + 1)
+            continue;
+        for (size_t j = h + 1; j < n; j++)
+            if (a[j] < '0' || a[j] > '9')
+                return false;
+        return true;
+    }
+    return false;
+}
+
+bool ns_config_url_ok(const char *s)
+{
+    const char *host, *end;
+    size_t n = strlen(s);
+    bool https = strncmp(s, "https://", 8) == 0;
+
+    if (n > 1024 || (!https && strncmp(s, "http://", 7) != 0))
+        return false;
+    /* No user info (it would be a credential in every message), no query or fragment (we add our own
+     * paths and queries), nothing that needs escaping. */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f ||
+            strchr("?#@\\\"<>{}|^`", s[i]) != NULL)
+            return false;
+    host = s + (https ? 8 : 7);
+    if ((end = strchr(host, '/')) == NULL)
+        end = s + n;
+    if (end == host || host[0] == ':')
+        return false;
+    return https || local_authority(host, (size_t)(end - host));
+}
+
+/* Printable ASCII, 1..2048 bytes: names and ids that go into JSON request bodies. */
+static bool valid_printable(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 2048)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* One URL path segment that needs no escaping: [A-Za-z0-9._-]{1,255}, not "." or "..". */
+static bool valid_segment(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 255 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* S3 bucket names: 3-63 of [a-z0-9.-], first and last a letter or digit, no "..". */
+static bool valid_bucket(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 3 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+        if (!alnum && ((ch != '.' && ch != '-') || i == 0 || i == n - 1))
+            return false;
+        if (ch == '.' && s[i + 1] == '.')
+            return false;
+    }
+    return true;
+}
+
+/* Folder names as object names have them, each followed by '/' except maybe the last. */
+static bool valid_prefix(const char *s)
+{
+    size_t n = strlen(s), seg = 0;
+
+    if (n == 0 || n > 256 || s[0] == '/')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '/') {
+            if (seg == 0)
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+        if (seg == 0 && ch == '.')
+            return false;
+        seg++;
+    }
+    return true;
+}
+
+/* Segments joined by single slashes (a Vault mount or secret path), at most 512 bytes. */
+static bool valid_segments(const char *s)
+{
+    char seg[256];
+    size_t n = strlen(s), start = 0;
+
+    if (n < 1 || n > 512)
+        return false;
+    for (size_t i = 0; i <= n; i++) {
+        if (i < n && s[i] != '/')
+            continue;
+        if (i - start < 1 || i - start > 255)
+            return false;
+        memcpy(seg, s + start, i - start);
+        seg[i - start] = '\0';
+        if (!valid_segment(seg))
+            return false;
+        start = i + 1;
+    }
+    return true;
+}
+
+/* AWS region: [a-z0-9-]{1,32} (it becomes part of a host name). */
+static bool valid_region(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 32 || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* http(s)://HOST[:PORT] with an optional trailing '/': a host name, IPv4 or [IPv6] literal, no user name,
+ * path or query (the bucket and keys are added to it). */
+static bool valid_endpoint(const char *s)
+{
+    const char *h;
+    size_t n;
+
+    if (strncmp(s, "https://", 8) == 0)
+        h = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        h = s + 7;
+    else
+        return false;
+    n = strlen(h);
+    if (n > 0 && h[n - 1] == '/')
+        n--;
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = h[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+            return false;
+    }
+    return h[0] != ':' && h[0] != '.';
+}
+
+static bool valid_access_key_id(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 16 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+            return false;
+    return true;
+}
+
+static bool printable_upto(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static bool valid_secret(const char *s)
+{
+    return printable_upto(s, 1024);
+}
+
+static bool valid_secret_token(const char *s)
+{
+    return printable_upto(s, 4096);
+}
+
+static bool valid_profile(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
 /* `p` made absolute: kept if absolute, else joined to base_dir, itself joined to the cwd if relative. */
 static int resolve_path(const char *base_dir, const char *p, char **out)
 {
@@ -458,22 +684,30 @@ enum field_type {
     F_STR,
     F_PATH,
     F_UINT,
+    F_BOOL,
+    F_MAP,
     F_DURATION, /* "90s", "5m", "24h", "30d" into an int64_t of seconds (min..max seconds) */
     F_STRV,     /* a sequence of strings (each checked by valid()) into an ns_strv */
     F_OWN,      /* any node: checked and stored by the section's own handler */
 };
 
+struct map_spec;
+
+/* A key may appear in several rows, each for other variants (e.g. `name`: a variable name for env, a
+ * parameter name for aws-parameter-store); the row allowed for the entry's variant is used. */
 typedef struct field {
     const char *key;
     enum field_type type;
-    size_t off; /* of a char * (F_STR, F_PATH), unsigned (F_UINT), int64_t (F_DURATION), ns_strv (F_STRV) */
-    unsigned allowed;           /* variants in which the key may appear */
-    unsigned required;          /* variants in which it must */
+    size_t off;        /* of a char * (F_STR, F_PATH), unsigned (F_UINT), bool (F_BOOL), struct (F_MAP),
+                          int64_t (F_DURATION), ns_strv (F_STRV) */
+    unsigned allowed;  /* variants in which the key may appear */
+    unsigned required; /* variants in which it must */
     const char *const *choices; /* F_STR: the allowed values, NULL-terminated; NULL: any */
     bool (*valid)(const char *v);
-    const char *rule;  /* what valid() checks, for the message */
-    bool secret;       /* never quote the value in a message */
-    unsigned min, max; /* F_UINT */
+    const char *rule;           /* what valid() checks, for the message */
+    bool secret;                /* never quote the value in a message */
+    unsigned min, max;          /* F_UINT */
+    const struct map_spec *sub; /* F_MAP: the nested mapping's spec (no discriminator) */
 } field;
 
 typedef struct map_spec {
@@ -483,42 +717,175 @@ typedef struct map_spec {
     size_t n_fields;
 } map_spec;
 
-#define MAX_FIELDS 16
+#define MAX_FIELDS 48
 
-#define V_PKCS11 (1u << 0)
-#define V_FILE   (1u << 1)
-#define V_ENV    (1u << 2)
+#define V_PKCS11  (1u << 0)
+#define V_FILE    (1u << 1)
+#define V_ENV     (1u << 2)
+#define V_VAULT   (1u << 3)
+#define V_AWS_SM  (1u << 4)
+#define V_AWS_SSM (1u << 5)
+#define V_GCP     (1u << 6)
+#define V_AZURE   (1u << 7)
+#define V_AWS     (V_AWS_SM | V_AWS_SSM)
+#define V_REMOTE  (V_VAULT | V_AWS | V_GCP | V_AZURE)
 
-static const char *const kek_sources[] = {"pkcs11", "file", "env", NULL};
-static const enum ns_kek_source kek_source_ids[] = {NS_KEK_SRC_PKCS11, NS_KEK_SRC_FILE, NS_KEK_SRC_ENV};
+static const char *const kek_sources[] = {"pkcs11",
+                                          "file",
+                                          "env",
+                                          "vault",
+                                          "aws-secrets-manager",
+                                          "aws-parameter-store",
+                                          "google-secret-manager",
+                                          "azure-key-vault",
+                                          NULL};
+static const enum ns_kek_source kek_source_ids[] = {NS_KEK_SRC_PKCS11, NS_KEK_SRC_FILE,    NS_KEK_SRC_ENV,
+                                                    NS_KEK_SRC_VAULT,  NS_KEK_SRC_AWS_SM,  NS_KEK_SRC_AWS_SSM,
+                                                    NS_KEK_SRC_GCP_SM, NS_KEK_SRC_AZURE_KV};
 static const char *const kek_mechanisms[] = {"aes-gcm", "aes-kwp", "rsa-oaep", NULL};
 static const char *const oaep_hashes[] = {"auto", "sha256", "sha1", NULL};
 
+#define RULE_ENV "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)"
+#define RULE_URL                                                                                             \
+    "must be an https:// URL without user, query or fragment (http:// only to 127.0.0.1, localhost, "        \
+    "[::1] or 169.254.169.254)"
+#define RULE_SEG   "must be 1 to 255 of A-Z a-z 0-9 . _ - (and not . or ..)"
+#define RULE_SEGS  "must be segments of A-Z a-z 0-9 . _ - joined by single '/' (at most 512 characters)"
+#define RULE_PRINT "must be 1 to 2048 printable ASCII characters"
+
+static const field approle_fields[] = {
+    {"role_id", F_STR, offsetof(ns_vault_approle, role_id), 1u, 1u, NULL, valid_printable, RULE_PRINT, true,
+     0, 0, NULL},
+    {"secret_id_file", F_PATH, offsetof(ns_vault_approle, secret_id_file), 1u, 1u, NULL, NULL, NULL, false, 0,
+     0, NULL},
+    {"mount", F_STR, offsetof(ns_vault_approle, mount), 1u, 0, NULL, valid_segments, RULE_SEGS, false, 0, 0,
+     NULL},
+};
+static const map_spec approle_spec = {NULL, NULL, approle_fields,
+                                      sizeof(approle_fields) / sizeof(approle_fields[0])};
+
+#define KF(key, type, member, allowed, required, valid, rule)                                                \
+    {                                                                                                        \
+        key, type, offsetof(ns_kek_config, member), allowed, required, NULL, valid, rule, false, 0, 0, NULL  \
+    }
+
 static const field kek_fields[] = {
     {"uri", F_STR, offsetof(ns_kek_config, uri), V_PKCS11, V_PKCS11, NULL, valid_pkcs11_uri,
-     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0, NULL},
     {"mechanism", F_STR, offsetof(ns_kek_config, mechanism), V_PKCS11, V_PKCS11, kek_mechanisms, NULL, NULL,
-     false, 0, 0},
+     false, 0, 0, NULL},
     {"oaep_hash", F_STR, offsetof(ns_kek_config, oaep_hash), V_PKCS11, 0, oaep_hashes, NULL, NULL, false, 0,
-     0},
-    {"pin_env", F_STR, offsetof(ns_kek_config, pin_env), V_PKCS11, 0, NULL, valid_env_name,
-     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
-    {"path", F_PATH, offsetof(ns_kek_config, path), V_FILE, V_FILE, NULL, NULL, NULL, false, 0, 0},
-    {"name", F_STR, offsetof(ns_kek_config, name), V_ENV, V_ENV, NULL, valid_env_name,
-     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+     0, NULL},
+    KF("pin_env", F_STR, pin_env, V_PKCS11, 0, valid_env_name, RULE_ENV),
+    KF("path", F_PATH, path, V_FILE, V_FILE, NULL, NULL),
+    KF("name", F_STR, name, V_ENV, V_ENV, valid_env_name, RULE_ENV),
+    /* vault */
+    KF("address", F_STR, address, V_VAULT, V_VAULT, ns_config_url_ok, RULE_URL),
+    KF("mount", F_STR, mount, V_VAULT, 0, valid_segments, RULE_SEGS),
+    KF("path", F_STR, kv_path, V_VAULT, V_VAULT, valid_segments, RULE_SEGS),
+    KF("field", F_STR, field, V_VAULT, V_VAULT, valid_printable, RULE_PRINT),
+    KF("token_env", F_STR, token_env, V_VAULT, 0, valid_env_name, RULE_ENV),
+    KF("token_file", F_PATH, token_file, V_VAULT, 0, NULL, NULL),
+    KF("namespace", F_STR, vault_namespace, V_VAULT, 0, valid_segments, RULE_SEGS),
+    {"approle", F_MAP, offsetof(ns_kek_config, approle), V_VAULT, 0, NULL, NULL, NULL, false, 0, 0,
+     &approle_spec},
+    /* aws */
+    KF("secret_id", F_STR, secret_id, V_AWS_SM, V_AWS_SM, valid_printable, RULE_PRINT),
+    KF("version_stage", F_STR, version_stage, V_AWS_SM, 0, valid_printable, RULE_PRINT),
+    KF("name", F_STR, name, V_AWS_SSM, V_AWS_SSM, valid_printable, RULE_PRINT),
+    KF("region", F_STR, region, V_AWS, V_AWS, valid_region,
+       "must be an AWS region name ([a-z0-9-], at most 32)"),
+    /* google */
+    KF("project", F_STR, project, V_GCP, V_GCP, valid_segment, RULE_SEG),
+    KF("secret", F_STR, secret, V_GCP, V_GCP, valid_segment, RULE_SEG),
+    KF("credentials_file", F_PATH, credentials_file, V_GCP, 0, NULL, NULL),
+    /* azure */
+    KF("vault_url", F_STR, vault_url, V_AZURE, V_AZURE, ns_config_url_ok, RULE_URL),
+    KF("name", F_STR, name, V_AZURE, V_AZURE, valid_segment, RULE_SEG),
+    KF("tenant_id", F_STR, tenant_id, V_AZURE, 0, valid_segment, RULE_SEG),
+    KF("client_id", F_STR, client_id, V_AZURE, 0, valid_segment, RULE_SEG),
+    KF("client_secret_file", F_PATH, client_secret_file, V_AZURE, 0, NULL, NULL),
+    KF("authority", F_STR, authority, V_AZURE, 0, ns_config_url_ok, RULE_URL),
+    /* shared */
+    KF("version", F_STR, version, V_GCP | V_AZURE, 0, valid_segment, RULE_SEG),
+    KF("endpoint", F_STR, endpoint, V_AWS | V_GCP, 0, ns_config_url_ok, RULE_URL),
+    KF("metadata_endpoint", F_STR, metadata_endpoint, V_GCP | V_AZURE, 0, ns_config_url_ok, RULE_URL),
+    KF("ca_file", F_PATH, ca_file, V_REMOTE, 0, NULL, NULL),
+    {"timeout", F_UINT, offsetof(ns_kek_config, timeout_s), V_REMOTE, 0, NULL, NULL, NULL, false, 1, 300,
+     NULL},
+    {"retries", F_UINT, offsetof(ns_kek_config, retries), V_REMOTE, 0, NULL, NULL, NULL, false, 0, 10, NULL},
 };
 static const map_spec kek_spec = {"source", kek_sources, kek_fields,
                                   sizeof(kek_fields) / sizeof(kek_fields[0])};
+_Static_assert(sizeof(kek_fields) / sizeof(kek_fields[0]) <= MAX_FIELDS, "raise MAX_FIELDS");
 
-static const char *const storage_backends[] = {"file", NULL};
+#define V_STORE_FILE (1u << 0)
+#define V_STORE_S3   (1u << 1)
+
+static const char *const storage_backends[] = {"file", "s3", NULL};
 static const field storage_fields[] = {
-    {"path", F_PATH, offsetof(ns_storage_config, path), 1u << 0, 1u << 0, NULL, NULL, NULL, false, 0, 0},
+    {"path", F_PATH, offsetof(ns_storage_config, path), V_STORE_FILE, V_STORE_FILE, NULL, NULL, NULL, false,
+     0, 0, NULL},
+    {"bucket", F_STR, offsetof(ns_storage_config, bucket), V_STORE_S3, V_STORE_S3, NULL, valid_bucket,
+     "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+     "or digit)",
+     false, 0, 0, NULL},
+    {"prefix", F_STR, offsetof(ns_storage_config, prefix), V_STORE_S3, 0, NULL, valid_prefix,
+     "must be folder names ([A-Za-z0-9._-], not starting with '.') separated by single '/', not starting "
+     "with "
+     "'/'",
+     false, 0, 0, NULL},
+    {"region", F_STR, offsetof(ns_storage_config, region), V_STORE_S3, 0, NULL, valid_region,
+     "must be a region name (a-z, 0-9 and '-', at most 32 characters)", false, 0, 0, NULL},
+    {"endpoint", F_STR, offsetof(ns_storage_config, endpoint), V_STORE_S3, 0, NULL, valid_endpoint,
+     "must be http://HOST[:PORT] or https://HOST[:PORT], with no path, query or user name", false, 0, 0,
+     NULL},
+    {"path_style", F_BOOL, offsetof(ns_storage_config, path_style), V_STORE_S3, 0, NULL, NULL, NULL, false, 0,
+     0, NULL},
+    {"ca_file", F_PATH, offsetof(ns_storage_config, ca_file), V_STORE_S3, 0, NULL, NULL, NULL, false, 0, 0,
+     NULL},
 };
+
+/* Sub-mappings of storage (s3 only): storage.credentials, storage.timeouts, storage.retries. */
+static const field s3_creds_fields[] = {
+    {"access_key_id", F_STR, offsetof(ns_s3_creds_config, access_key_id), 1u, 0, NULL, valid_access_key_id,
+     "must be an access key id (16-128 characters of A-Z and 0-9)", false, 0, 0, NULL},
+    {"secret_access_key", F_STR, offsetof(ns_s3_creds_config, secret_access_key), 1u, 0, NULL, valid_secret,
+     "must be 1-1024 printable characters", true, 0, 0, NULL},
+    {"session_token", F_STR, offsetof(ns_s3_creds_config, session_token), 1u, 0, NULL, valid_secret_token,
+     "must be 1-4096 printable characters", true, 0, 0, NULL},
+    {"profile", F_STR, offsetof(ns_s3_creds_config, profile), 1u, 0, NULL, valid_profile,
+     "must be a profile name ([A-Za-z0-9._-], at most 64 characters)", false, 0, 0, NULL},
+    {"credentials_file", F_PATH, offsetof(ns_s3_creds_config, credentials_file), 1u, 0, NULL, NULL, NULL,
+     false, 0, 0, NULL},
+    {"imds_endpoint", F_STR, offsetof(ns_s3_creds_config, imds_endpoint), 1u, 0, NULL, valid_endpoint,
+     "must be http://HOST[:PORT] or https://HOST[:PORT], with no path, query or user name", false, 0, 0,
+     NULL},
+    {"imds", F_BOOL, offsetof(ns_s3_creds_config, imds), 1u, 0, NULL, NULL, NULL, false, 0, 0, NULL},
+};
+static const map_spec s3_creds_spec = {NULL, NULL, s3_creds_fields,
+                                       sizeof(s3_creds_fields) / sizeof(s3_creds_fields[0])};
+static const field s3_timeouts_fields[] = {
+    {"connect_ms", F_UINT, offsetof(ns_storage_config, connect_timeout_ms), 1u, 0, NULL, NULL, NULL, false, 1,
+     600000, NULL},
+    {"request_ms", F_UINT, offsetof(ns_storage_config, timeout_ms), 1u, 0, NULL, NULL, NULL, false, 1,
+     3600000, NULL},
+};
+static const map_spec s3_timeouts_spec = {NULL, NULL, s3_timeouts_fields,
+                                          sizeof(s3_timeouts_fields) / sizeof(s3_timeouts_fields[0])};
+static const field s3_retries_fields[] = {
+    {"max", F_UINT, offsetof(ns_storage_config, retries), 1u, 0, NULL, NULL, NULL, false, 0, 10, NULL},
+    {"base_delay_ms", F_UINT, offsetof(ns_storage_config, retry_base_ms), 1u, 0, NULL, NULL, NULL, false, 0,
+     10000, NULL},
+};
+static const map_spec s3_retries_spec = {NULL, NULL, s3_retries_fields,
+                                         sizeof(s3_retries_fields) / sizeof(s3_retries_fields[0])};
 static const map_spec storage_spec = {"backend", storage_backends, storage_fields,
                                       sizeof(storage_fields) / sizeof(storage_fields[0])};
 
 static const field pkcs11_fields[] = {
-    {"sessions", F_UINT, offsetof(ns_config, token_sessions), 1u << 0, 0, NULL, NULL, NULL, false, 1, 64},
+    {"sessions", F_UINT, offsetof(ns_config, token_sessions), 1u << 0, 0, NULL, NULL, NULL, false, 1, 64,
+     NULL},
 };
 static const map_spec pkcs11_spec = {NULL, NULL, pkcs11_fields,
                                      sizeof(pkcs11_fields) / sizeof(pkcs11_fields[0])};
@@ -575,46 +942,50 @@ static bool valid_issuer(const char *s)
 
 static const field ca_fields[] = {
     {"keys", F_STRV, offsetof(ns_ca_config, keys), 1u, 0, NULL, valid_pkcs11_uri,
-     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0, NULL},
     {"pin_env", F_STR, offsetof(ns_ca_config, pin_env), 1u, 0, NULL, valid_env_name,
-     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
-    {"subject", F_OWN, 0, 1u, 0, NULL, NULL, NULL, false, 0, 0},
-    {"validity", F_DURATION, offsetof(ns_ca_config, validity), 1u, 0, NULL, NULL, NULL, false, DAY,
-     50 * YEAR},
-    {"path_len", F_UINT, offsetof(ns_ca_config, path_len), 1u, 0, NULL, NULL, NULL, false, 0, 8},
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0,
+     NULL},
+    {"subject", F_OWN, 0, 1u, 0, NULL, NULL, NULL, false, 0, 0, NULL},
+    {"validity", F_DURATION, offsetof(ns_ca_config, validity), 1u, 0, NULL, NULL, NULL, false, DAY, 50 * YEAR,
+     NULL},
+    {"path_len", F_UINT, offsetof(ns_ca_config, path_len), 1u, 0, NULL, NULL, NULL, false, 0, 8, NULL},
     {"role_oid", F_STR, offsetof(ns_ca_config, role_oid), 1u, 0, NULL, valid_oid,
-     "must be a dotted numeric OID such as 1.3.6.1.4.1.999999.1", false, 0, 0},
-    {"cert_ttl", F_DURATION, offsetof(ns_ca_config, cert_ttl), 1u, 0, NULL, NULL, NULL, false, 60, 5 * YEAR},
+     "must be a dotted numeric OID such as 1.3.6.1.4.1.999999.1", false, 0, 0, NULL},
+    {"cert_ttl", F_DURATION, offsetof(ns_ca_config, cert_ttl), 1u, 0, NULL, NULL, NULL, false, 60, 5 * YEAR,
+     NULL},
 };
 static const map_spec ca_spec = {NULL, NULL, ca_fields, sizeof(ca_fields) / sizeof(ca_fields[0])};
 
 static const field subject_fields[] = {
     {"cn", F_STR, offsetof(ns_ca_config, cn), 1u, 0, NULL, valid_dn_value,
-     "must be 1..64 printable characters", false, 0, 0},
+     "must be 1..64 printable characters", false, 0, 0, NULL},
     {"o", F_STR, offsetof(ns_ca_config, o), 1u, 0, NULL, valid_dn_value, "must be 1..64 printable characters",
-     false, 0, 0},
+     false, 0, 0, NULL},
     {"c", F_STR, offsetof(ns_ca_config, c), 1u, 0, NULL, valid_country,
-     "must be a two-letter country code in capitals (ISO 3166)", false, 0, 0},
+     "must be a two-letter country code in capitals (ISO 3166)", false, 0, 0, NULL},
     {"st", F_STR, offsetof(ns_ca_config, st), 1u, 0, NULL, valid_dn_value,
-     "must be 1..64 printable characters", false, 0, 0},
+     "must be 1..64 printable characters", false, 0, 0, NULL},
     {"l", F_STR, offsetof(ns_ca_config, l), 1u, 0, NULL, valid_dn_value, "must be 1..64 printable characters",
-     false, 0, 0},
+     false, 0, 0, NULL},
 };
 static const map_spec subject_spec = {NULL, NULL, subject_fields,
                                       sizeof(subject_fields) / sizeof(subject_fields[0])};
 
 static const field nonce_fields[] = {
     {"keys", F_STRV, offsetof(ns_nonce_config, keys), 1u, 0, NULL, valid_pkcs11_uri,
-     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0},
+     "must be a PKCS#11 URI starting with \"pkcs11:\"", true, 0, 0, NULL},
     {"pin_env", F_STR, offsetof(ns_nonce_config, pin_env), 1u, 0, NULL, valid_env_name,
-     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0},
+     "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 characters)", false, 0, 0,
+     NULL},
     {"issuer", F_STR, offsetof(ns_nonce_config, issuer), 1u, 0, NULL, valid_issuer,
-     "must be 1..128 printable characters", false, 0, 0},
-    {"leeway", F_DURATION, offsetof(ns_nonce_config, leeway), 1u, 0, NULL, NULL, NULL, false, 1, MAX_LEEWAY},
+     "must be 1..128 printable characters", false, 0, 0, NULL},
+    {"leeway", F_DURATION, offsetof(ns_nonce_config, leeway), 1u, 0, NULL, NULL, NULL, false, 1, MAX_LEEWAY,
+     NULL},
     {"agent_ttl", F_DURATION, offsetof(ns_nonce_config, agent_ttl), 1u, 0, NULL, NULL, NULL, false, 10,
-     30 * DAY},
+     30 * DAY, NULL},
     {"operator_ttl", F_DURATION, offsetof(ns_nonce_config, operator_ttl), 1u, 0, NULL, NULL, NULL, false, 10,
-     30 * DAY},
+     30 * DAY, NULL},
 };
 static const map_spec nonce_spec = {NULL, NULL, nonce_fields, sizeof(nonce_fields) / sizeof(nonce_fields[0])};
 
@@ -735,13 +1106,44 @@ static int parse_strv(ctx *c, const node *v, const char *what, const struct fiel
     return 0;
 }
 
+static size_t field_index(const map_spec *spec, const char *key)
+{
+    for (size_t i = 0; i < spec->n_fields; i++)
+        if (strcmp(spec->fields[i].key, key) == 0)
+            return i;
+    return spec->n_fields;
+}
+
+/* YAML 1.2 core booleans, unquoted: true/false (also True/TRUE, False/FALSE). Nothing else ("yes", "on",
+ * "1") so that a typo is an error rather than a guess. */
+static int parse_bool(ctx *c, const node *v, const char *what, bool *out)
+{
+    char q[QUOTE_MAX + 4];
+
+    if (v->kind == NODE_SCALAR && v->plain &&
+        (strcmp(v->value, "true") == 0 || strcmp(v->value, "True") == 0 || strcmp(v->value, "TRUE") == 0)) {
+        *out = true;
+        return 0;
+    }
+    if (v->kind == NODE_SCALAR && v->plain &&
+        (strcmp(v->value, "false") == 0 || strcmp(v->value, "False") == 0 ||
+         strcmp(v->value, "FALSE") == 0)) {
+        *out = false;
+        return 0;
+    }
+    if (v->kind != NODE_SCALAR || node_is_null(v))
+        return fail(c, v->line, "%s: expected true or false, got %s", what, node_type_name(v));
+    quote(v->value, q);
+    return fail(c, v->line, "%s: expected true or false, got '%s'", what, q);
+}
+
 /* Check mapping `m` at `path` against `spec` and fill `obj`. `*variant` gets the discriminator's index (0
  * without one) and `lines[f]` the line of field f (0 when absent). The struct is filled as it goes; the
  * caller frees it on failure. */
 static int parse_map(ctx *c, const node *m, const char *path, const map_spec *spec, void *obj,
                      size_t *variant, int lines[MAX_FIELDS])
 {
-    char what[256], q[QUOTE_MAX + 4], list[128];
+    char what[256], q[QUOTE_MAX + 4], list[256];
     size_t var = 0;
     int r = NS_E_INTERNAL;
 
@@ -780,9 +1182,13 @@ static int parse_map(ctx *c, const node *m, const char *path, const map_spec *sp
 
         if (spec->disc != NULL && strcmp(k->value, spec->disc) == 0)
             continue;
+        /* The row for this key and variant, else the first row of the key (check_keys() made sure
+         * there is one) to report the key as not valid here. */
         for (fi = 0; fi < spec->n_fields; fi++)
-            if (strcmp(k->value, spec->fields[fi].key) == 0)
+            if (strcmp(k->value, spec->fields[fi].key) == 0 && (spec->fields[fi].allowed & (1u << var)))
                 break;
+        if (fi == spec->n_fields)
+            fi = field_index(spec, k->value);
         f = &spec->fields[fi];
         lines[fi] = k->line;
         snprintf(what, sizeof(what), "%s.%s", path, f->key);
@@ -790,6 +1196,13 @@ static int parse_map(ctx *c, const node *m, const char *path, const map_spec *sp
             r = fail(c, k->line, "%s: key '%s' is not valid for %s %s", path, f->key, spec->disc,
                      spec->variants[var]);
             goto out;
+        }
+        if (f->type == F_MAP) {
+            int sub_lines[MAX_FIELDS];
+            size_t sub_var = 0;
+            if ((r = parse_map(c, v, what, f->sub, (char *)obj + f->off, &sub_var, sub_lines)) != 0)
+                goto out;
+            continue;
         }
         if (f->type == F_UINT) {
             if ((r = parse_uint(c, v, what, f->min, f->max, (unsigned *)((char *)obj + f->off))) != 0)
@@ -805,6 +1218,11 @@ static int parse_map(ctx *c, const node *m, const char *path, const map_spec *sp
         }
         if (f->type == F_DURATION) {
             if ((r = parse_duration(c, v, what, f->min, f->max, (int64_t *)((char *)obj + f->off))) != 0)
+                goto out;
+            continue;
+        }
+        if (f->type == F_BOOL) {
+            if ((r = parse_bool(c, v, what, (bool *)((char *)obj + f->off))) != 0)
                 goto out;
             continue;
         }
@@ -858,26 +1276,120 @@ out:
     return r;
 }
 
-static size_t field_index(const map_spec *spec, const char *key)
+/* Free every string a spec's fields point to in obj (wiped first: a uri may carry pin-value, a role id is
+ * a credential), recursing into nested mappings. Rows that share a member are harmless: the slot is
+ * NULL after the first. */
+static void spec_clear(const map_spec *spec, void *obj)
 {
-    for (size_t i = 0; i < spec->n_fields; i++)
-        if (strcmp(spec->fields[i].key, key) == 0)
-            return i;
-    return spec->n_fields;
+    for (size_t i = 0; i < spec->n_fields; i++) {
+        const field *f = &spec->fields[i];
+        char **slot = (char **)((char *)obj + f->off);
+
+        if (f->type == F_MAP) {
+            spec_clear(f->sub, (char *)obj + f->off);
+            continue;
+        }
+        if ((f->type != F_STR && f->type != F_PATH) || *slot == NULL)
+            continue;
+        ns_wipe(*slot, strlen(*slot));
+        free(*slot);
+        *slot = NULL;
+    }
 }
 
 static void kek_clear(ns_kek_config *k)
 {
-    if (k->uri != NULL) {
-        ns_wipe(k->uri, strlen(k->uri)); /* may carry pin-value */
-        free(k->uri);
-    }
-    free(k->mechanism);
-    free(k->oaep_hash);
-    free(k->pin_env);
-    free(k->path);
-    free(k->name);
+    spec_clear(&kek_spec, k);
     memset(k, 0, sizeof(*k));
+}
+
+/* The line of `key` in an entry (whichever row matched), 0 when absent. */
+static int key_line(const int lines[MAX_FIELDS], const char *key)
+{
+    int line = 0;
+
+    for (size_t i = 0; i < kek_spec.n_fields; i++)
+        if (strcmp(kek_spec.fields[i].key, key) == 0 && lines[i] > line)
+            line = lines[i];
+    return line;
+}
+
+static int set_default(char **slot, const char *value)
+{
+    if (*slot != NULL)
+        return 0;
+    return (*slot = strdup(value)) == NULL ? NS_E_NOMEM : 0;
+}
+
+/* `a` and `b` must not both be set. */
+static int exclusive(ctx *c, const int lines[MAX_FIELDS], const char *path, const char *a, const char *b)
+{
+    int la = key_line(lines, a), lb = key_line(lines, b);
+
+    if (la != 0 && lb != 0)
+        return fail(c, la > lb ? la : lb, "%s: '%s' and '%s' exclude each other", path, a, b);
+    return 0;
+}
+
+/* What one table cannot say: keys that exclude or need each other, and the defaults. */
+static int kek_check_remote(ctx *c, const int lines[MAX_FIELDS], const char *path, ns_kek_config *k)
+{
+    char url[128];
+    int r = NS_E_INTERNAL;
+
+    if (k->source != NS_KEK_SRC_PKCS11 && k->source != NS_KEK_SRC_FILE && k->source != NS_KEK_SRC_ENV) {
+        if (key_line(lines, "timeout") == 0)
+            k->timeout_s = 10;
+        if (key_line(lines, "retries") == 0)
+            k->retries = 3;
+    }
+    switch (k->source) {
+    case NS_KEK_SRC_VAULT:
+        if ((r = exclusive(c, lines, path, "token_env", "token_file")) != 0 ||
+            (r = exclusive(c, lines, path, "approle", "token_env")) != 0 ||
+            (r = exclusive(c, lines, path, "approle", "token_file")) != 0)
+            return r;
+        if ((r = set_default(&k->mount, "secret")) != 0)
+            return r;
+        if (k->approle.role_id != NULL)
+            return set_default(&k->approle.mount, "approle");
+        if (k->token_file == NULL)
+            return set_default(&k->token_env, "VAULT_TOKEN");
+        return 0;
+    case NS_KEK_SRC_AWS_SM:
+    case NS_KEK_SRC_AWS_SSM:
+        snprintf(url, sizeof(url), "https://%s.%s.amazonaws.com",
+                 k->source == NS_KEK_SRC_AWS_SM ? "secretsmanager" : "ssm", k->region);
+        return set_default(&k->endpoint, url);
+    case NS_KEK_SRC_GCP_SM:
+        if ((r = exclusive(c, lines, path, "credentials_file", "metadata_endpoint")) != 0)
+            return r;
+        if ((r = set_default(&k->version, "latest")) != 0 ||
+            (r = set_default(&k->endpoint, "https://secretmanager.googleapis.com")) != 0)
+            return r;
+        if (k->credentials_file == NULL)
+            return set_default(&k->metadata_endpoint, "http://169.254.169.254");
+        return 0;
+    case NS_KEK_SRC_AZURE_KV: {
+        int n = (k->tenant_id != NULL) + (k->client_id != NULL) + (k->client_secret_file != NULL);
+        if (n != 0 && n != 3)
+            return fail(c, k->line,
+                        "%s: tenant_id, client_id and client_secret_file go together "
+                        "(client credentials); without them the managed identity is used",
+                        path);
+        if (n == 3) {
+            if ((r = exclusive(c, lines, path, "client_id", "metadata_endpoint")) != 0)
+                return r;
+            return set_default(&k->authority, "https://login.microsoftonline.com");
+        }
+        if (key_line(lines, "authority") != 0)
+            return fail(c, key_line(lines, "authority"), "%s.authority is only used with client credentials",
+                        path);
+        return set_default(&k->metadata_endpoint, "http://169.254.169.254");
+    }
+    default:
+        return 0;
+    }
 }
 
 static int parse_kek(ctx *c, const node *m, const char *path, ns_kek_config *k)
@@ -902,6 +1414,8 @@ static int parse_kek(ctx *c, const node *m, const char *path, ns_kek_config *k)
             goto out;
         }
     }
+    if ((r = kek_check_remote(c, lines, path, k)) != 0)
+        goto out;
     r = 0;
 out:
     return r;
@@ -934,18 +1448,124 @@ static int sec_cluster_id(ctx *c, const node *v, ns_config *cfg)
     return 0;
 }
 
+/* The sub-mappings of storage, parsed by their own specs (all s3-only). */
+static const struct {
+    const char *key;
+    const map_spec *spec;
+    size_t off; /* of the struct the spec fills, inside ns_storage_config */
+} storage_subs[] = {
+    {"credentials", &s3_creds_spec, offsetof(ns_storage_config, creds)},
+    {"timeouts", &s3_timeouts_spec, 0},
+    {"retries", &s3_retries_spec, 0},
+};
+#define N_STORAGE_SUBS (sizeof(storage_subs) / sizeof(storage_subs[0]))
+
 static int sec_storage(ctx *c, const node *v, ns_config *cfg)
 {
+    ns_storage_config *sc = &cfg->storage;
+    ns_s3_creds_config *cr = &sc->creds;
     int lines[MAX_FIELDS];
+    const node *subs[N_STORAGE_SUBS] = {NULL}, *sub_keys[N_STORAGE_SUBS] = {NULL};
+    node flat;
     size_t var = 0;
+    char path[64];
     int r = NS_E_INTERNAL;
 
-    if ((r = parse_map(c, v, "storage", &storage_spec, &cfg->storage, &var, lines)) != 0)
-        return r;
-    if ((cfg->storage.backend = strdup(storage_backends[var])) == NULL)
-        return NS_E_NOMEM;
-    cfg->storage.line = v->line;
-    return 0;
+    /* The table-driven parse sees the mapping without its sub-mappings; those are taken out here (with
+     * duplicates refused) and parsed below with their own tables. */
+    memset(&flat, 0, sizeof(flat));
+    if ((r = expect_kind(c, v, NODE_MAP, "storage")) != 0)
+        goto out;
+    flat = *v;
+    if ((flat.items = calloc(v->n ? v->n : 1, sizeof(*flat.items))) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    flat.n = 0;
+    for (size_t i = 0; i < v->n; i += 2) {
+        const node *k = v->items[i];
+        size_t s = N_STORAGE_SUBS;
+        if (k->kind == NODE_SCALAR && !node_is_null(k))
+            for (s = 0; s < N_STORAGE_SUBS; s++)
+                if (strcmp(k->value, storage_subs[s].key) == 0)
+                    break;
+        if (s == N_STORAGE_SUBS) {
+            flat.items[flat.n++] = v->items[i];
+            flat.items[flat.n++] = v->items[i + 1];
+            continue;
+        }
+        if (sub_keys[s] != NULL) {
+            r = fail(c, k->line, "duplicate key 'storage.%s' (first on line %d)", storage_subs[s].key,
+                     sub_keys[s]->line);
+            goto out;
+        }
+        sub_keys[s] = k;
+        subs[s] = v->items[i + 1];
+    }
+    if ((r = parse_map(c, &flat, "storage", &storage_spec, sc, &var, lines)) != 0)
+        goto out;
+    if ((sc->backend = strdup(storage_backends[var])) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    sc->line = v->line;
+    for (size_t s = 0; s < N_STORAGE_SUBS; s++) {
+        int sub_lines[MAX_FIELDS];
+        size_t sub_var = 0;
+        if (subs[s] == NULL)
+            continue;
+        if (!(V_STORE_S3 & (1u << var))) {
+            r = fail(c, sub_keys[s]->line, "storage: key '%s' is not valid for backend %s",
+                     storage_subs[s].key, storage_backends[var]);
+            goto out;
+        }
+        snprintf(path, sizeof(path), "storage.%s", storage_subs[s].key);
+        if ((r = parse_map(c, subs[s], path, storage_subs[s].spec, (char *)sc + storage_subs[s].off, &sub_var,
+                           sub_lines)) != 0)
+            goto out;
+    }
+    if (subs[0] != NULL) {
+        sc->has_credentials = true;
+        if ((cr->access_key_id == NULL) != (cr->secret_access_key == NULL)) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: access_key_id and secret_access_key go together");
+            goto out;
+        }
+        if (cr->session_token != NULL && cr->access_key_id == NULL) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: session_token needs access_key_id and "
+                     "secret_access_key");
+            goto out;
+        }
+        if (cr->access_key_id != NULL && (cr->profile != NULL || cr->credentials_file != NULL)) {
+            r = fail(c, subs[0]->line,
+                     "storage.credentials: explicit keys cannot be combined with profile or "
+                     "credentials_file");
+            goto out;
+        }
+    }
+    if (var == 1) { /* s3 */
+        /* A prefix is a folder: "a/b" and "a/b/" mean the same. */
+        if (sc->prefix != NULL && sc->prefix[strlen(sc->prefix) - 1] != '/') {
+            size_t n = strlen(sc->prefix);
+            char *p = realloc(sc->prefix, n + 2);
+            if (p == NULL) {
+                r = NS_E_NOMEM;
+                goto out;
+            }
+            p[n] = '/';
+            p[n + 1] = '\0';
+            sc->prefix = p;
+        }
+        if (sc->region == NULL && (sc->region = strdup("us-east-1")) == NULL) {
+            r = NS_E_NOMEM;
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free(flat.items);
+    return r;
 }
 
 static int sec_encryption_key(ctx *c, const node *v, ns_config *cfg)
@@ -1139,6 +1759,26 @@ void ns_config_free(ns_config *cfg)
     free(cfg->cluster_id);
     free(cfg->storage.backend);
     free(cfg->storage.path);
+    free(cfg->storage.bucket);
+    free(cfg->storage.prefix);
+    free(cfg->storage.region);
+    free(cfg->storage.endpoint);
+    free(cfg->storage.ca_file);
+    {
+        ns_s3_creds_config *cr = &cfg->storage.creds;
+        free(cr->access_key_id);
+        if (cr->secret_access_key != NULL) {
+            ns_wipe(cr->secret_access_key, strlen(cr->secret_access_key));
+            free(cr->secret_access_key);
+        }
+        if (cr->session_token != NULL) {
+            ns_wipe(cr->session_token, strlen(cr->session_token));
+            free(cr->session_token);
+        }
+        free(cr->profile);
+        free(cr->credentials_file);
+        free(cr->imds_endpoint);
+    }
     kek_clear(&cfg->primary);
     for (size_t i = 0; i < cfg->n_old; i++)
         kek_clear(&cfg->old[i]);
@@ -1199,6 +1839,11 @@ int ns_config_parse(const char *text, size_t n, const char *origin, const char *
         goto out;
     }
     cfg->token_sessions = DEFAULT_SESSIONS;
+    cfg->storage.connect_timeout_ms = 5000;
+    cfg->storage.timeout_ms = 30000;
+    cfg->storage.retries = 3;
+    cfg->storage.retry_base_ms = 100;
+    cfg->storage.creds.imds = true;
     if ((cfg->origin = strdup(c.origin)) == NULL) {
         r = NS_E_NOMEM;
         goto out;

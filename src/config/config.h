@@ -22,8 +22,27 @@
 #include "common/err.h"
 #include "common/strv.h"
 
-enum ns_kek_source { NS_KEK_SRC_PKCS11 = 1, NS_KEK_SRC_FILE = 2, NS_KEK_SRC_ENV = 3 };
+enum ns_kek_source {
+    NS_KEK_SRC_PKCS11 = 1,
+    NS_KEK_SRC_FILE = 2,
+    NS_KEK_SRC_ENV = 3,
+    NS_KEK_SRC_VAULT = 4,   /* HashiCorp Vault KV v2 */
+    NS_KEK_SRC_AWS_SM = 5,  /* AWS Secrets Manager */
+    NS_KEK_SRC_AWS_SSM = 6, /* AWS Systems Manager Parameter Store */
+    NS_KEK_SRC_GCP_SM = 7,  /* Google Secret Manager */
+    NS_KEK_SRC_AZURE_KV = 8 /* Azure Key Vault secrets */
+};
 
+/* vault: AppRole login instead of a token (POST <address>/v1/auth/<mount>/login). */
+typedef struct ns_vault_approle {
+    char *role_id;        /* required */
+    char *secret_id_file; /* required: file holding the secret id (absolute after loading) */
+    char *mount;          /* auth mount, default "approle" */
+} ns_vault_approle;
+
+/* One KEK entry. Every URL below is http(s) with a host and no user, query or fragment; plain http only
+ * to a loopback address or the link-local metadata address 169.254.169.254 (doc/choices.md). Defaults
+ * are filled in by the parser, so a loaded entry needs no further defaulting. */
 typedef struct ns_kek_config {
     enum ns_kek_source source;
     char *uri;       /* pkcs11: RFC 7512 URI (may carry module-path, pin-source, pin-value) */
@@ -31,14 +50,76 @@ typedef struct ns_kek_config {
     char *oaep_hash; /* pkcs11 rsa-oaep: "auto" (default) | "sha256" | "sha1" */
     char *pin_env;   /* pkcs11: name of an environment variable holding the PIN (optional) */
     char *path;      /* file: path of the key file (absolute after loading) */
-    char *name;      /* env: name of the environment variable */
-    int line;        /* line of this entry in the config file, for messages */
+    char *name;      /* env: variable name; aws-parameter-store: parameter name; azure-key-vault: secret
+                        name */
+
+    /* vault */
+    char *address;   /* base URL, e.g. https://vault.example.com:8200 (required) */
+    char *mount;     /* KV v2 mount, default "secret" */
+    char *kv_path;   /* the secret's path inside the mount (config key `path`, required) */
+    char *field;     /* the field of the secret that holds the key (required) */
+    char *token_env; /* variable holding the token; default VAULT_TOKEN unless token_file or approle */
+    char *token_file;
+    char *vault_namespace;    /* X-Vault-Namespace (config key `namespace`), optional */
+    ns_vault_approle approle; /* approle.role_id != NULL when configured */
+
+    /* aws-secrets-manager, aws-parameter-store */
+    char *secret_id;     /* aws-secrets-manager: name or ARN (required) */
+    char *version_stage; /* aws-secrets-manager: optional (the service's default is AWSCURRENT) */
+    char *region;        /* required */
+
+    /* google-secret-manager */
+    char *project;          /* required */
+    char *secret;           /* required */
+    char *version;          /* google: default "latest"; azure: optional (latest when absent) */
+    char *credentials_file; /* service-account JSON key; without it the metadata server is asked */
+
+    /* azure-key-vault */
+    char *vault_url; /* https://NAME.vault.azure.net (required) */
+    char *tenant_id; /* tenant_id, client_id, client_secret_file: all three (client credentials) or none */
+    char *client_id; /* (managed identity) */
+    char *client_secret_file;
+    char *authority; /* login endpoint, default https://login.microsoftonline.com */
+
+    /* every external source */
+    char *endpoint; /* aws: default https://secretsmanager|ssm.<region>.amazonaws.com; google: default
+                       https://secretmanager.googleapis.com */
+    char *metadata_endpoint; /* google, azure: the instance metadata server, default http://169.254.169.254 */
+    char *ca_file;           /* PEM CA bundle for https, instead of the system's */
+    unsigned timeout_s;      /* one attempt of one request, 1..300 s, default 10 */
+    unsigned retries;        /* extra attempts after a network error, 5xx or 429: 0..10, default 3 */
+
+    int line; /* line of this entry in the config file, for messages */
 } ns_kek_config;
 
+/* storage.credentials (s3). With no explicit keys the AWS chain applies (net/aws_creds.h). */
+typedef struct ns_s3_creds_config {
+    char *access_key_id;     /* explicit keys: both or neither */
+    char *secret_access_key; /* wiped on free, never echoed */
+    char *session_token;     /* optional, with explicit keys only; wiped on free */
+    char *profile;           /* shared credentials file profile (no explicit keys) */
+    char *credentials_file;  /* shared credentials file (absolute after loading) */
+    char *imds_endpoint;     /* instance metadata endpoint, http(s)://host[:port] */
+    bool imds;               /* imds: false turns instance metadata off; default true */
+} ns_s3_creds_config;
+
 typedef struct ns_storage_config {
-    char *backend; /* "file" */
+    char *backend; /* "file" | "s3" */
     char *path;    /* file: root folder (absolute after loading) */
     int line;
+    /* s3 (doc/storage-s3.md) */
+    char *bucket;                /* required */
+    char *prefix;                /* "" or ending in '/': prepended to every object name */
+    char *region;                /* default "us-east-1" */
+    char *endpoint;              /* http(s)://host[:port]; default https://s3.<region>.amazonaws.com */
+    bool path_style;             /* https://endpoint/bucket/key instead of https://bucket.endpoint/key */
+    char *ca_file;               /* CA bundle instead of the system store (absolute after loading) */
+    unsigned connect_timeout_ms; /* timeouts.connect_ms, default 5000 */
+    unsigned timeout_ms;         /* timeouts.request_ms, default 30000 */
+    unsigned retries;            /* retries.max, default 3 */
+    unsigned retry_base_ms;      /* retries.base_delay_ms, default 100 */
+    bool has_credentials;        /* a credentials block was given */
+    ns_s3_creds_config creds;
 } ns_storage_config;
 
 /* ca: the certificate authority (doc/config.md). Token keys are listed by URI; without them the CA keys are
@@ -81,6 +162,11 @@ typedef struct ns_config {
     ns_ca_config ca;
     ns_nonce_config nonce;
 } ns_config;
+
+/* The URL rule of every KEK source endpoint: "https://host[:port][/path]", or "http://" to 127.0.0.1,
+ * localhost, [::1] or 169.254.169.254; no user info, query, fragment, spaces or characters that need
+ * escaping; at most 1024 bytes. Also applied to URLs that come from files (a Google key's token_uri). */
+bool ns_config_url_ok(const char *url);
 
 /* Load and validate the config at `path`. */
 int ns_config_load(const char *path, ns_config **out) NS_WUR;

@@ -1,7 +1,8 @@
 /* Encryption Keys (KEKs): one back-end per mechanism, behind a small table of function pointers.
  *
  * A KEK wraps and unwraps the per-blob data encryption key (DEK, 32 bytes). Back-ends:
- *   kek_soft.c    software AES-256 key (sources `file` and `env`), AES-256-GCM wrap     mech NS_MECH_SOFT_GCM
+ *   kek_soft.c    software AES-256 key (`file`, `env`, external stores: source.h), AES-256-GCM wrap
+ *                                                                                      mech NS_MECH_SOFT_GCM
  *   kek_pkcs11.c  token keys: `aes-gcm` (C_Encrypt/C_Decrypt)                          mech NS_MECH_AES_GCM
  *                             `aes-kwp` (C_WrapKey/C_UnwrapKey, RFC 5649)                mech NS_MECH_AES_KWP
  *                             `rsa-oaep` (wrap in software with the public key, unwrap  mech NS_MECH_RSA_OAEP
@@ -55,15 +56,16 @@ struct ns_kek {
     const ns_kek_ops *ops;
     uint8_t mech;
     uint8_t id[NS_KEK_ID_LEN];
-    char *source;  /* "pkcs11 pkcs11:token=...;object=kek-2" (redacted), "file /etc/...", "env NAME" */
+    char *source;  /* "pkcs11 pkcs11:token=...;object=kek-2" (redacted), "file /etc/...", "env NAME",
+                      "vault https://... secret/nstance#kek" (source.h): never a credential or key */
     char *warning; /* a caveat shown by `kek list` (e.g. "extractable"), or NULL */
     void *impl;
 };
 
 /* Software KEK from a 32-byte key; desc is copied (for messages). */
 int ns_kek_soft_new(const uint8_t key[NS_DEK_LEN], const char *desc, ns_kek **out) NS_WUR;
-/* Software KEK from a key file (`file` source) or environment variable (`env` source); the formats are
- * those of keymat.h. */
+/* Software KEK from any software source: a key file (`file`), an environment variable (`env`) or an
+ * external store (vault, aws-*, google-secret-manager, azure-key-vault); source.h. NS_E_INVAL for pkcs11. */
 int ns_kek_soft_load(const ns_kek_config *kc, ns_kek **out) NS_WUR;
 
 /* Token KEK per config; checks the mechanism and the key's attributes at once. */

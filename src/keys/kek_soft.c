@@ -12,6 +12,7 @@
 #include "keys/aead.h"
 #include "keys/kek.h"
 #include "keys/keymat.h"
+#include "keys/source.h"
 
 /* Software KEK: an AES-256 key held in the secure heap. wrapped = nonce(12) || GCM(dek)(32) || tag(16). */
 
@@ -100,21 +101,5 @@ out:
 
 int ns_kek_soft_load(const ns_kek_config *kc, ns_kek **out)
 {
-    ns_buf *key = NULL;
-    char desc[600];
-    int r = NS_E_INTERNAL;
-
-    if (kc->source == NS_KEK_SRC_FILE) {
-        snprintf(desc, sizeof(desc), "file %s", kc->path);
-        r = ns_keymat_read_file(kc->path, &key);
-    } else if (kc->source == NS_KEK_SRC_ENV) {
-        snprintf(desc, sizeof(desc), "env %s", kc->name);
-        r = ns_keymat_from_env(kc->name, &key);
-    } else {
-        r = NS_E_INVAL;
-    }
-    if (r == 0)
-        r = ns_kek_soft_new(key->data, desc, out);
-    ns_buf_free(key);
-    return r;
+    return ns_kek_source_load(kc, out);
 }

@@ -6,12 +6,13 @@
 #include "common/codec.h"
 #include "common/log.h"
 #include "keys/keyring.h"
+#include "keys/source.h"
 
 static int load_one(const ns_config *cfg, const ns_kek_config *kc, ns_kek **out)
 {
     if (kc->source == NS_KEK_SRC_PKCS11)
         return ns_kek_pkcs11_open(kc, cfg->token_sessions ? cfg->token_sessions : 4, out);
-    return ns_kek_soft_load(kc, out);
+    return ns_kek_source_load(kc, out);
 }
 
 static int check_duplicates(const ns_keyring *kr)
@@ -42,6 +43,8 @@ int ns_keyring_load(const ns_config *cfg, int mode, ns_keyring **out)
         r = NS_E_NOMEM;
         goto out;
     }
+    kr->cfg = cfg;
+    kr->mode = mode;
     for (size_t i = 0; i < 1 + cfg->n_old; i++) {
         ns_keyring_entry *e = &kr->e[kr->n++];
         e->cfg = i == 0 ? &cfg->primary : &cfg->old[i - 1];
@@ -89,6 +92,52 @@ int ns_keyring_from_keks(ns_kek **keks, size_t n, ns_keyring **out)
     r = 0;
 out:
     ns_keyring_free(kr);
+    return r;
+}
+
+int ns_keyring_reload(ns_keyring *kr)
+{
+    ns_keyring *fresh = NULL;
+    ns_keyring_entry *old_e = NULL;
+    size_t old_n = 0;
+    char hex[2 * NS_KEK_ID_LEN + 1];
+    int r = NS_E_INTERNAL;
+
+    if (kr == NULL || kr->cfg == NULL) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if ((r = ns_keyring_load(kr->cfg, kr->mode, &fresh)) != 0) {
+        ns_log(NS_LOG_ERROR, "%s: reloading the encryption keys failed (%s); keeping the keys loaded before",
+               kr->cfg->origin, ns_strerror(r));
+        goto out;
+    }
+    for (size_t i = 0; i < kr->n; i++) {
+        const ns_kek *k = kr->e[i].kek;
+        if (k != NULL && ns_keyring_find(fresh, k->id) == NULL) {
+            ns_hex_encode(k->id, NS_KEK_ID_LEN, hex);
+            ns_log(NS_LOG_WARN, "reload: key %s (%s) is no longer loaded; blobs under it cannot be opened",
+                   hex, k->source);
+        }
+    }
+    for (size_t i = 0; i < fresh->n; i++) {
+        const ns_kek *k = fresh->e[i].kek;
+        if (k != NULL && ns_keyring_find(kr, k->id) == NULL) {
+            ns_hex_encode(k->id, NS_KEK_ID_LEN, hex);
+            ns_log(NS_LOG_INFO, "reload: new %s key %s (%s)", fresh->e[i].primary ? "primary" : "old", hex,
+                   k->source);
+        }
+    }
+    /* Swap the contents, so that the caller's pointer stays valid; the old entries go with `fresh`. */
+    old_e = kr->e;
+    old_n = kr->n;
+    kr->e = fresh->e;
+    kr->n = fresh->n;
+    fresh->e = old_e;
+    fresh->n = old_n;
+    r = 0;
+out:
+    ns_keyring_free(fresh);
     return r;
 }
 

@@ -7,7 +7,8 @@
  *   - a success gives origin "fuzz", a valid cluster_id, storage backend "file" with an absolute path,
  *     token_sessions in 1..64, and KEK entries that carry exactly the fields of their source: pkcs11 a
  *     "pkcs11:" URI, a known mechanism and an oaep_hash exactly when the mechanism is rsa-oaep; file an
- *     absolute path; env a variable name.
+ *     absolute path; env a variable name; the external sources their required keys, valid URLs (defaults
+ *     filled in) and exactly one way to authenticate.
  * Errors are logged at error level, the lowest there is, so the target cannot silence them: run libFuzzer
  * with -close_fd_mask=2 to drop them. */
 #include "config.h"
@@ -72,12 +73,21 @@ static bool absolute(const char *p)
     return p != NULL && p[0] == '/';
 }
 
+static bool url(const char *s)
+{
+    return s != NULL && ns_config_url_ok(s);
+}
+
 static void check_kek(const ns_kek_config *k)
 {
     static const char *const mechanisms[] = {"aes-gcm", "aes-kwp", "rsa-oaep", NULL};
     static const char *const hashes[] = {"auto", "sha256", "sha1", NULL};
 
     CHECK(k->line >= 1);
+    if (k->source >= NS_KEK_SRC_VAULT)
+        CHECK(k->timeout_s >= 1 && k->timeout_s <= 300 && k->retries <= 10);
+    else
+        CHECK(k->timeout_s == 0 && k->retries == 0);
     switch (k->source) {
     case NS_KEK_SRC_PKCS11:
         CHECK(k->uri != NULL && strncmp(k->uri, "pkcs11:", 7) == 0);
@@ -98,6 +108,39 @@ static void check_kek(const ns_kek_config *k)
         CHECK(k->name != NULL && valid_name(k->name));
         CHECK(k->uri == NULL && k->mechanism == NULL && k->oaep_hash == NULL && k->pin_env == NULL &&
               k->path == NULL);
+        break;
+    case NS_KEK_SRC_VAULT:
+        CHECK(url(k->address) && k->mount != NULL && k->kv_path != NULL && k->field != NULL);
+        /* exactly one way to authenticate */
+        CHECK((k->token_env != NULL) + (k->token_file != NULL) + (k->approle.role_id != NULL) == 1);
+        CHECK(k->token_env == NULL || valid_name(k->token_env));
+        CHECK(k->token_file == NULL || absolute(k->token_file));
+        CHECK(k->approle.role_id == NULL ||
+              (absolute(k->approle.secret_id_file) && k->approle.mount != NULL));
+        CHECK(k->path == NULL && k->uri == NULL && k->region == NULL);
+        break;
+    case NS_KEK_SRC_AWS_SM:
+    case NS_KEK_SRC_AWS_SSM:
+        CHECK(k->region != NULL && url(k->endpoint));
+        CHECK(k->source == NS_KEK_SRC_AWS_SM
+                  ? k->secret_id != NULL && k->name == NULL
+                  : k->name != NULL && k->secret_id == NULL && k->version_stage == NULL);
+        CHECK(k->address == NULL && k->path == NULL && k->uri == NULL);
+        break;
+    case NS_KEK_SRC_GCP_SM:
+        CHECK(k->project != NULL && k->secret != NULL && k->version != NULL && url(k->endpoint));
+        CHECK((k->credentials_file != NULL) != (k->metadata_endpoint != NULL));
+        CHECK(k->credentials_file == NULL || absolute(k->credentials_file));
+        CHECK(k->metadata_endpoint == NULL || url(k->metadata_endpoint));
+        break;
+    case NS_KEK_SRC_AZURE_KV:
+        CHECK(url(k->vault_url) && k->name != NULL);
+        if (k->client_id != NULL)
+            CHECK(k->tenant_id != NULL && absolute(k->client_secret_file) && url(k->authority) &&
+                  k->metadata_endpoint == NULL);
+        else
+            CHECK(k->tenant_id == NULL && k->client_secret_file == NULL && k->authority == NULL &&
+                  url(k->metadata_endpoint));
         break;
     default:
         CHECK(0);

@@ -238,6 +238,218 @@ static void test_relative_paths(void **state)
     ns_config_free(cfg);
 }
 
+/* The external key sources: every key, the defaults, and what stays NULL. */
+static void test_remote_sources(void **state)
+{
+    ns_config *cfg;
+    const ns_kek_config *k;
+
+    cfg = parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                   "encryption_key:\n"
+                   "  source: vault\n"
+                   "  address: 'https://vault.example.com:8200'\n"
+                   "  path: nstance/kek\n"
+                   "  field: key\n"
+                   "old_encryption_keys:\n"
+                   "  - source: vault\n"
+                   "    address: 'http://127.0.0.1:8200/'\n"
+                   "    mount: kv/team-a\n"
+                   "    path: old\n"
+                   "    field: 'the key'\n"
+                   "    token_file: vault-token\n"
+                   "    namespace: admin/ns1\n"
+                   "    ca_file: ca.pem\n"
+                   "  - source: vault\n"
+                   "    address: 'http://localhost'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    approle: {role_id: 'db02de05-fa39', secret_id_file: sid}\n"
+                   "  - source: vault\n"
+                   "    address: 'http://[::1]:1'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    token_env: MY_TOKEN\n"
+                   "    timeout: 1\n"
+                   "    retries: 0\n"
+                   "  - source: vault\n"
+                   "    address: 'https://v'\n"
+                   "    path: p\n"
+                   "    field: f\n"
+                   "    approle: {role_id: r, secret_id_file: /s, mount: auth-2}\n",
+                   "/etc/ns");
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_VAULT);
+    assert_string_equal(k->address, "https://vault.example.com:8200");
+    assert_string_equal(k->mount, "secret");
+    assert_string_equal(k->kv_path, "nstance/kek");
+    assert_null(k->path); /* `path` of a vault entry is the secret's path, not a file */
+    assert_string_equal(k->field, "key");
+    assert_string_equal(k->token_env, "VAULT_TOKEN");
+    assert_null(k->token_file);
+    assert_null(k->vault_namespace);
+    assert_null(k->approle.role_id);
+    assert_null(k->ca_file);
+    assert_int_equal(k->timeout_s, 10);
+    assert_int_equal(k->retries, 3);
+    assert_int_equal(k->line, 4);
+    k = &cfg->old[0];
+    assert_string_equal(k->address, "http://127.0.0.1:8200/");
+    assert_string_equal(k->mount, "kv/team-a");
+    assert_string_equal(k->kv_path, "old");
+    assert_string_equal(k->field, "the key");
+    assert_null(k->token_env);
+    assert_string_equal(k->token_file, "/etc/ns/vault-token");
+    assert_string_equal(k->vault_namespace, "admin/ns1");
+    assert_string_equal(k->ca_file, "/etc/ns/ca.pem");
+    k = &cfg->old[1];
+    assert_null(k->token_env);
+    assert_string_equal(k->approle.role_id, "db02de05-fa39");
+    assert_string_equal(k->approle.secret_id_file, "/etc/ns/sid");
+    assert_string_equal(k->approle.mount, "approle");
+    assert_string_equal(cfg->old[2].token_env, "MY_TOKEN");
+    assert_int_equal(cfg->old[2].timeout_s, 1);
+    assert_int_equal(cfg->old[2].retries, 0);
+    assert_string_equal(cfg->old[3].approle.mount, "auth-2");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(
+        "cluster_id: a\nstorage: {backend: file, path: /b}\n"
+        "encryption_key: {source: aws-secrets-manager, secret_id: 'arn:aws:secretsmanager:eu-west-1:1:"
+        "secret:nstance/kek-AbCdEf', region: eu-west-1}\n"
+        "old_encryption_keys:\n"
+        "  - {source: aws-secrets-manager, secret_id: k, version_stage: AWSPREVIOUS, region: us-east-2,"
+        " endpoint: 'http://127.0.0.1:4566', ca_file: /ca}\n"
+        "  - {source: aws-parameter-store, name: /nstance/kek, region: eu-central-1}\n"
+        "  - {source: aws-parameter-store, name: kek, region: r1, endpoint: 'https://ssm.vpce.example'}\n",
+        NULL);
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_AWS_SM);
+    assert_string_equal(k->secret_id, "arn:aws:secretsmanager:eu-west-1:1:secret:nstance/kek-AbCdEf");
+    assert_null(k->version_stage);
+    assert_string_equal(k->region, "eu-west-1");
+    assert_string_equal(k->endpoint, "https://secretsmanager.eu-west-1.amazonaws.com");
+    assert_string_equal(cfg->old[0].version_stage, "AWSPREVIOUS");
+    assert_string_equal(cfg->old[0].endpoint, "http://127.0.0.1:4566");
+    assert_string_equal(cfg->old[0].ca_file, "/ca");
+    k = &cfg->old[1];
+    assert_int_equal(k->source, NS_KEK_SRC_AWS_SSM);
+    assert_string_equal(k->name, "/nstance/kek");
+    assert_string_equal(k->endpoint, "https://ssm.eu-central-1.amazonaws.com");
+    assert_null(k->secret_id);
+    assert_string_equal(cfg->old[2].endpoint, "https://ssm.vpce.example");
+    ns_config_free(cfg);
+
+    cfg =
+        parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                 "encryption_key: {source: google-secret-manager, project: my-project, secret: nstance-kek}\n"
+                 "old_encryption_keys:\n"
+                 "  - {source: google-secret-manager, project: '123', secret: s, version: '7',"
+                 " credentials_file: sa.json, endpoint: 'http://127.0.0.1:9'}\n"
+                 "  - {source: google-secret-manager, project: p, secret: s,"
+                 " metadata_endpoint: 'http://127.0.0.1:8'}\n",
+                 "/c");
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_GCP_SM);
+    assert_string_equal(k->project, "my-project");
+    assert_string_equal(k->secret, "nstance-kek");
+    assert_string_equal(k->version, "latest");
+    assert_string_equal(k->endpoint, "https://secretmanager.googleapis.com");
+    assert_string_equal(k->metadata_endpoint, "http://169.254.169.254");
+    assert_null(k->credentials_file);
+    k = &cfg->old[0];
+    assert_string_equal(k->version, "7");
+    assert_string_equal(k->credentials_file, "/c/sa.json");
+    assert_null(k->metadata_endpoint);
+    assert_string_equal(k->endpoint, "http://127.0.0.1:9");
+    assert_string_equal(cfg->old[1].metadata_endpoint, "http://127.0.0.1:8");
+    ns_config_free(cfg);
+
+    cfg =
+        parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\n"
+                 "encryption_key: {source: azure-key-vault, vault_url: 'https://myvault.vault.azure.net',"
+                 " name: nstance-kek}\n"
+                 "old_encryption_keys:\n"
+                 "  - {source: azure-key-vault, vault_url: 'https://v.example', name: k, version: 0a1b2c,"
+                 " tenant_id: contoso.onmicrosoft.com, client_id: 00000000-0000-0000-0000-000000000001,"
+                 " client_secret_file: /run/secret}\n"
+                 "  - {source: azure-key-vault, vault_url: 'https://v', name: k, tenant_id: t, client_id: c,"
+                 " client_secret_file: /s, authority: 'http://localhost:1234'}\n",
+                 NULL);
+    k = &cfg->primary;
+    assert_int_equal(k->source, NS_KEK_SRC_AZURE_KV);
+    assert_string_equal(k->vault_url, "https://myvault.vault.azure.net");
+    assert_string_equal(k->name, "nstance-kek");
+    assert_null(k->version);
+    assert_string_equal(k->metadata_endpoint, "http://169.254.169.254");
+    assert_null(k->authority);
+    assert_null(k->tenant_id);
+    k = &cfg->old[0];
+    assert_string_equal(k->version, "0a1b2c");
+    assert_string_equal(k->tenant_id, "contoso.onmicrosoft.com");
+    assert_string_equal(k->client_id, "00000000-0000-0000-0000-000000000001");
+    assert_string_equal(k->client_secret_file, "/run/secret");
+    assert_string_equal(k->authority, "https://login.microsoftonline.com");
+    assert_null(k->metadata_endpoint);
+    assert_string_equal(cfg->old[1].authority, "http://localhost:1234");
+    ns_config_free(cfg);
+}
+
+/* ns_config_url_ok: the plain-http exceptions are exact hosts, with an optional numeric port. */
+static void test_url_rule(void **state)
+{
+    static const char *const good[] = {
+        "https://a",
+        "https://vault.example.com:8200/prefix",
+        "http://127.0.0.1",
+        "http://127.0.0.1:80",
+        "http://localhost:8200/",
+        "http://[::1]:1",
+        "http://169.254.169.254",
+    };
+    static const char *const bad[] = {
+        "",
+        "https://",
+        "https:///p",
+        "http://vault",
+        "http://127.0.0.2",
+        "http://localhost.example",
+        "http://127.0.0.1:",
+        "http://127.0.0.1:1a",
+        "http://127.0.0.1@evil",
+        "https://user:pw@vault",
+        "https://v/a?b",
+        "https://v/a#b",
+        "https://v/a b",
+        "https://v/\x01",
+        "HTTPS://v",
+        "file:///etc/passwd",
+        "https://:8200",
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!ns_config_url_ok(good[i]))
+            fail_msg("refused: %s", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (ns_config_url_ok(bad[i]))
+            fail_msg("accepted: %s", bad[i]);
+}
+
+/* role_id is a credential: never quoted in a message. */
+static void test_role_id_never_logged(void **state)
+{
+    ns_config *cfg = NULL;
+    char *log = NULL;
+    int r = parse_logged("cluster_id: demo\nstorage: {backend: file, path: /b}\n"
+                         "encryption_key: {source: vault, address: 'https://v', path: p, field: f,"
+                         " approle: {role_id: \"SECRET\\tROLE\", secret_id_file: /s}}\n",
+                         NULL, &cfg, &log);
+
+    assert_int_equal(r, NS_E_CONFIG);
+    assert_non_null(strstr(log, "encryption_key.approle.role_id: must be"));
+    assert_null(strstr(log, "SECRET"));
+    free(log);
+}
+
 /* ---- errors ---- */
 
 #define HEAD "cluster_id: demo\nstorage: {backend: file, path: /b}\n"
@@ -278,7 +490,8 @@ static const struct bad_case bad_cases[] = {
     {"missing source", HEAD "old_encryption_keys:\n  - source: file\n    path: /k\n  - name: X\n", 6,
      "missing required key 'old_encryption_keys[1].source'"},
     {"unknown source", HEAD "encryption_key: {source: tpm}\n", 3,
-     "encryption_key.source: unknown source 'tpm' (expected pkcs11, file or env)"},
+     "encryption_key.source: unknown source 'tpm' (expected pkcs11, file, env, vault, aws-secrets-manager, "
+     "aws-parameter-store, google-secret-manager or azure-key-vault)"},
     {"missing uri", HEAD "encryption_key:\n  source: pkcs11\n  mechanism: aes-gcm\n", 4,
      "missing required key 'encryption_key.uri'"},
     {"missing mechanism", HEAD "encryption_key:\n  source: pkcs11\n  uri: 'pkcs11:object=k'\n", 4,
@@ -323,8 +536,73 @@ static const struct bad_case bad_cases[] = {
      "missing required key 'storage.backend'"},
     {"missing storage path", "cluster_id: demo\nstorage:\n  backend: file\n", 3,
      "missing required key 'storage.path'"},
-    {"unknown backend", "cluster_id: demo\nstorage:\n  backend: s3\n  path: /b\n", 3,
-     "storage.backend: unknown backend 's3' (expected file)"},
+    {"unknown backend", "cluster_id: demo\nstorage:\n  backend: gcs\n  path: /b\n", 3,
+     "storage.backend: unknown backend 'gcs' (expected file or s3)"},
+    /* s3 */
+    {"s3 without bucket", "cluster_id: demo\nstorage:\n  backend: s3\n  region: eu-west-1\n", 3,
+     "missing required key 'storage.bucket' (for backend s3)"},
+    {"s3 with path", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: b-1\n  path: /b\n", 5,
+     "storage: key 'path' is not valid for backend s3"},
+    {"file with bucket", "cluster_id: demo\nstorage:\n  backend: file\n  path: /b\n  bucket: b-1\n", 5,
+     "storage: key 'bucket' is not valid for backend file"},
+    {"file with credentials", "cluster_id: demo\nstorage:\n  backend: file\n  path: /b\n  credentials: {}\n",
+     5, "storage: key 'credentials' is not valid for backend file"},
+    {"bad bucket", "cluster_id: demo\nstorage: {backend: s3, bucket: My_Bucket}\n", 2,
+     "storage.bucket: must be an S3 bucket name"},
+    {"short bucket", "cluster_id: demo\nstorage: {backend: s3, bucket: ab}\n", 2, "storage.bucket: must be"},
+    {"bad prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: a//b}\n", 2,
+     "storage.prefix: must be folder names"},
+    {"dot prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: ../x}\n", 2,
+     "storage.prefix: must be"},
+    {"absolute prefix", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, prefix: /x}\n", 2,
+     "storage.prefix: must be"},
+    {"bad region", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, region: EU_WEST}\n", 2,
+     "storage.region: must be a region name"},
+    {"endpoint with path",
+     "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'http://h:9/x'}\n", 2,
+     "storage.endpoint: must be http://HOST[:PORT]"},
+    {"endpoint scheme", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'ftp://h'}\n", 2,
+     "storage.endpoint: must be"},
+    {"endpoint user", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, endpoint: 'https://u@h'}\n", 2,
+     "storage.endpoint: must be"},
+    {"path_style yes", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, path_style: yes}\n", 2,
+     "storage.path_style: expected true or false, got 'yes'"},
+    {"path_style quoted", "cluster_id: demo\nstorage: {backend: s3, bucket: abc, path_style: 'true'}\n", 2,
+     "storage.path_style: expected true or false"},
+    {"timeouts zero",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  timeouts: {connect_ms: 0}\n", 5,
+     "storage.timeouts.connect_ms: 0 is out of range"},
+    {"timeouts unknown",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  timeouts:\n    total: 3\n", 6,
+     "unknown key 'total' in storage.timeouts"},
+    {"retries too many", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  retries: {max: 11}\n",
+     5, "storage.retries.max: 11 is out of range (0..10)"},
+    {"retries not a map", "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  retries: 3\n", 5,
+     "storage.retries: expected a mapping"},
+    {"duplicate credentials",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {profile: a}\n"
+     "  credentials: {profile: b}\n",
+     6, "duplicate key 'storage.credentials' (first on line 5)"},
+    {"half a key pair",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+     "AKIAIOSFODNN7EXAMPLE\n",
+     6, "storage.credentials: access_key_id and secret_access_key go together"},
+    {"token without keys",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {session_token: t}\n", 5,
+     "session_token needs access_key_id"},
+    {"keys and profile",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: "
+     "AKIAIOSFODNN7EXAMPLE, secret_access_key: x, profile: p}\n",
+     5, "explicit keys cannot be combined with profile"},
+    {"bad key id",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: short}\n", 5,
+     "storage.credentials.access_key_id: must be an access key id"},
+    {"unknown credentials key",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {role_arn: x}\n", 5,
+     "unknown key 'role_arn' in storage.credentials"},
+    {"imds not bool",
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {imds: off}\n", 5,
+     "storage.credentials.imds: expected true or false"},
     {"sessions 0", HEAD "pkcs11:\n  sessions: 0\n", 4, "pkcs11.sessions: 0 is out of range (1..64)"},
     {"sessions 65", HEAD "pkcs11:\n  sessions: 65\n", 4, "pkcs11.sessions: 65 is out of range (1..64)"},
     {"sessions huge", HEAD "pkcs11: {sessions: 99999999999999999999}\n", 3,
@@ -355,6 +633,136 @@ static const struct bad_case bad_cases[] = {
      HEAD "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
           "aa: 1\n",
      3, "unknown top-level key 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"},
+    /* ---- external key sources ---- */
+    {"vault without address", HEAD "encryption_key: {source: vault, path: nstance, field: kek}\n", 3,
+     "missing required key 'encryption_key.address' (for source vault)"},
+    {"vault without field", HEAD "encryption_key: {source: vault, address: 'https://v', path: p}\n", 3,
+     "missing required key 'encryption_key.field'"},
+    {"vault without path", HEAD "encryption_key: {source: vault, address: 'https://v', field: f}\n", 3,
+     "missing required key 'encryption_key.path' (for source vault)"},
+    {"vault over plain http",
+     HEAD "encryption_key: {source: vault, address: 'http://vault:8200', path: p, field: f}\n", 3,
+     "encryption_key.address: must be an https:// URL"},
+    {"vault url with user",
+     HEAD "encryption_key: {source: vault, address: 'https://u@v', path: p, field: f}\n", 3,
+     "encryption_key.address: must be an https:// URL without user"},
+    {"vault url with query",
+     HEAD "encryption_key: {source: vault, address: 'https://v/?x=1', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault url ftp", HEAD "encryption_key: {source: vault, address: 'ftp://v', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault url without host",
+     HEAD "encryption_key: {source: vault, address: 'https:///x', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"http to a look-alike host",
+     HEAD "encryption_key: {source: vault, address: 'http://127.0.0.1.evil.example', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"http with a bad port",
+     HEAD "encryption_key: {source: vault, address: 'http://127.0.0.1:8x', path: p, field: f}\n", 3,
+     "encryption_key.address: must be"},
+    {"vault path with ..",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: a/../b, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with //",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: a//b, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with leading /",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: /a, field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault path with space",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: 'a b', field: f}\n", 3,
+     "encryption_key.path: must be segments"},
+    {"vault token_env and token_file",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n  token_env: T\n"
+          "  token_file: /t\n",
+     9, "encryption_key: 'token_env' and 'token_file' exclude each other"},
+    {"vault approle and token_env",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n  token_env: T\n"
+          "  approle: {role_id: r, secret_id_file: /s}\n",
+     9, "encryption_key: 'approle' and 'token_env' exclude each other"},
+    {"vault approle without secret_id_file",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n"
+          "  approle: {role_id: r}\n",
+     8, "missing required key 'encryption_key.approle.secret_id_file'"},
+    {"vault approle unknown key",
+     HEAD "encryption_key:\n  source: vault\n  address: 'https://v'\n  path: p\n  field: f\n"
+          "  approle: {role_id: r, secret_id_file: /s, secret_id: x}\n",
+     8, "unknown key 'secret_id' in encryption_key.approle"},
+    {"vault approle is a string",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, approle: r}\n", 3,
+     "encryption_key.approle: expected a mapping, got a string"},
+    {"vault bad token_env",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, token_env: A-B}\n", 3,
+     "encryption_key.token_env: must be an environment variable name"},
+    {"vault key of another source",
+     HEAD "encryption_key: {source: vault, address: 'https://v', path: p, field: f, region: eu-west-1}\n", 3,
+     "encryption_key: key 'region' is not valid for source vault"},
+    {"aws without region", HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s}\n", 3,
+     "missing required key 'encryption_key.region' (for source aws-secrets-manager)"},
+    {"aws without secret_id", HEAD "encryption_key: {source: aws-secrets-manager, region: eu-west-1}\n", 3,
+     "missing required key 'encryption_key.secret_id'"},
+    {"aws bad region", HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s, region: EU_West}\n",
+     3, "encryption_key.region: must be an AWS region name"},
+    {"aws http endpoint elsewhere",
+     HEAD "encryption_key: {source: aws-secrets-manager, secret_id: s, region: r, endpoint: 'http://aws'}\n",
+     3, "encryption_key.endpoint: must be an https:// URL"},
+    {"aws secret_id with control byte",
+     HEAD "encryption_key: {source: aws-secrets-manager, secret_id: \"a\\tb\", region: r}\n", 3,
+     "encryption_key.secret_id: must be 1 to 2048 printable"},
+    {"ssm without name", HEAD "encryption_key: {source: aws-parameter-store, region: r}\n", 3,
+     "missing required key 'encryption_key.name' (for source aws-parameter-store)"},
+    {"ssm with secret_id",
+     HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, secret_id: s}\n", 3,
+     "encryption_key: key 'secret_id' is not valid for source aws-parameter-store"},
+    {"ssm with version_stage",
+     HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, version_stage: AWSCURRENT}\n", 3,
+     "key 'version_stage' is not valid for source aws-parameter-store"},
+    {"google without secret", HEAD "encryption_key: {source: google-secret-manager, project: p}\n", 3,
+     "missing required key 'encryption_key.secret'"},
+    {"google bad project",
+     HEAD "encryption_key: {source: google-secret-manager, project: 'a/b', secret: s}\n", 3,
+     "encryption_key.project: must be 1 to 255 of"},
+    {"google version ..",
+     HEAD "encryption_key: {source: google-secret-manager, project: p, secret: s, version: ..}\n", 3,
+     "encryption_key.version: must be"},
+    {"google both token sources",
+     HEAD "encryption_key:\n  source: google-secret-manager\n  project: p\n  secret: s\n"
+          "  metadata_endpoint: 'http://169.254.169.254'\n  credentials_file: /k.json\n",
+     8, "'credentials_file' and 'metadata_endpoint' exclude each other"},
+    {"google with authority",
+     HEAD "encryption_key: {source: google-secret-manager, project: p, secret: s, authority: 'https://a'}\n",
+     3, "key 'authority' is not valid for source google-secret-manager"},
+    {"azure without vault_url", HEAD "encryption_key: {source: azure-key-vault, name: kek}\n", 3,
+     "missing required key 'encryption_key.vault_url'"},
+    {"azure bad name",
+     HEAD "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: 'a b'}\n", 3,
+     "encryption_key.name: must be 1 to 255 of"},
+    {"azure partial client credentials",
+     HEAD "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: k, tenant_id: t, "
+          "client_id: c}\n",
+     3, "tenant_id, client_id and client_secret_file go together"},
+    {"azure authority without client credentials",
+     HEAD "encryption_key:\n  source: azure-key-vault\n  vault_url: 'https://v'\n  name: k\n"
+          "  authority: 'https://login'\n",
+     7, "encryption_key.authority is only used with client credentials"},
+    {"azure client credentials and metadata",
+     HEAD "encryption_key:\n  source: azure-key-vault\n  vault_url: 'https://v'\n  name: k\n  tenant_id: t\n"
+          "  client_id: c\n  client_secret_file: /s\n  metadata_endpoint: 'http://169.254.169.254'\n",
+     10, "'client_id' and 'metadata_endpoint' exclude each other"},
+    {"azure with endpoint",
+     HEAD
+     "encryption_key: {source: azure-key-vault, vault_url: 'https://v', name: k, endpoint: 'https://e'}\n",
+     3, "key 'endpoint' is not valid for source azure-key-vault"},
+    {"ca_file for file", HEAD "encryption_key: {source: file, path: /k, ca_file: /ca.pem}\n", 3,
+     "key 'ca_file' is not valid for source file"},
+    {"timeout 0", HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, timeout: 0}\n", 3,
+     "encryption_key.timeout: 0 is out of range (1..300)"},
+    {"retries 11", HEAD "encryption_key: {source: aws-parameter-store, region: r, name: n, retries: 11}\n", 3,
+     "encryption_key.retries: 11 is out of range (0..10)"},
+    {"timeout for file", HEAD "encryption_key: {source: file, path: /k, timeout: 3}\n", 3,
+     "key 'timeout' is not valid for source file"},
+    {"env name is a parameter path", HEAD "encryption_key: {source: env, name: /nstance/kek}\n", 3,
+     "encryption_key.name: must be an environment variable name"},
 };
 
 static void test_errors(void **state)
@@ -457,6 +865,114 @@ static void test_uri_never_logged(void **state)
         int r = parse_logged(texts[i], NULL, &cfg, &log);
 
         if (r != NS_E_CONFIG || strlen(log) == 0 || strstr(log, "SECRETPIN") != NULL)
+            fail_msg("text %zu: r=%d, log: %s", i, r, log);
+        assert_null(cfg);
+        free(log);
+    }
+}
+
+/* ---- s3 ---- */
+
+static void test_s3(void **state)
+{
+    ns_config *cfg;
+    const ns_storage_config *sc;
+
+    cfg = parse_ok("cluster_id: demo\nstorage: {backend: s3, bucket: my-bucket}\n", "/etc/nstance");
+    sc = &cfg->storage;
+    assert_string_equal(sc->backend, "s3");
+    assert_string_equal(sc->bucket, "my-bucket");
+    assert_null(sc->prefix);
+    assert_string_equal(sc->region, "us-east-1"); /* default */
+    assert_null(sc->endpoint);
+    assert_false(sc->path_style);
+    assert_null(sc->ca_file);
+    assert_int_equal(sc->connect_timeout_ms, 5000);
+    assert_int_equal(sc->timeout_ms, 30000);
+    assert_int_equal(sc->retries, 3);
+    assert_int_equal(sc->retry_base_ms, 100);
+    assert_false(sc->has_credentials);
+    assert_true(sc->creds.imds);
+    ns_config_free(cfg);
+
+    cfg = parse_ok("cluster_id: demo\n"
+                   "storage:\n"
+                   "  backend: s3\n"
+                   "  bucket: b.example-1\n"
+                   "  prefix: nstance/prod\n"
+                   "  region: eu-west-1\n"
+                   "  endpoint: http://127.0.0.1:9000/\n"
+                   "  path_style: true\n"
+                   "  ca_file: certs/ca.pem\n"
+                   "  timeouts: {connect_ms: 1500, request_ms: 2500}\n"
+                   "  retries:\n"
+                   "    max: 0\n"
+                   "    base_delay_ms: 0\n"
+                   "  credentials:\n"
+                   "    access_key_id: AKIAIOSFODNN7EXAMPLE\n"
+                   "    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+                   "    session_token: tok+en/=\n",
+                   "/etc/nstance");
+    sc = &cfg->storage;
+    assert_string_equal(sc->prefix, "nstance/prod/"); /* a folder: '/' appended */
+    assert_string_equal(sc->region, "eu-west-1");
+    assert_string_equal(sc->endpoint, "http://127.0.0.1:9000/");
+    assert_true(sc->path_style);
+    assert_string_equal(sc->ca_file, "/etc/nstance/certs/ca.pem");
+    assert_int_equal(sc->connect_timeout_ms, 1500);
+    assert_int_equal(sc->timeout_ms, 2500);
+    assert_int_equal(sc->retries, 0);
+    assert_int_equal(sc->retry_base_ms, 0);
+    assert_true(sc->has_credentials);
+    assert_string_equal(sc->creds.access_key_id, "AKIAIOSFODNN7EXAMPLE");
+    assert_string_equal(sc->creds.secret_access_key, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    assert_string_equal(sc->creds.session_token, "tok+en/=");
+    ns_config_free(cfg);
+
+    cfg = parse_ok(
+        "cluster_id: demo\n"
+        "storage:\n"
+        "  backend: s3\n"
+        "  bucket: abc\n"
+        "  prefix: a/\n"
+        "  path_style: false\n"
+        "  credentials: {profile: ops, credentials_file: aws/creds, imds_endpoint: 'http://[::1]:8080', "
+        "imds: false}\n",
+        "/base");
+    sc = &cfg->storage;
+    assert_string_equal(sc->prefix, "a/");
+    assert_false(sc->path_style);
+    assert_true(sc->has_credentials);
+    assert_null(sc->creds.access_key_id);
+    assert_string_equal(sc->creds.profile, "ops");
+    assert_string_equal(sc->creds.credentials_file, "/base/aws/creds");
+    assert_string_equal(sc->creds.imds_endpoint, "http://[::1]:8080");
+    assert_false(sc->creds.imds);
+    ns_config_free(cfg);
+}
+
+/* The secret access key and session token never appear in a message, whatever is wrong around them. */
+static void test_s3_secrets_never_logged(void **state)
+{
+    static const char *const texts[] = {
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: 'SECRETKEY with blank'\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: x\n"
+        "    secret_access_key: SECRETKEY\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    session_token: "
+        "SECRETKEY\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: SECRETKEY\n    session_token: \"SECRETKEY\\x01\"\n",
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
+        "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: SECRETKEY\n    profile: x\n",
+    };
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        ns_config *cfg = NULL;
+        char *log = NULL;
+        int r = parse_logged(texts[i], NULL, &cfg, &log);
+
+        if (r != NS_E_CONFIG || strlen(log) == 0 || strstr(log, "SECRETKEY") != NULL)
             fail_msg("text %zu: r=%d, log: %s", i, r, log);
         assert_null(cfg);
         free(log);
@@ -592,11 +1108,20 @@ static void test_free_null(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_example),        cmocka_unit_test(test_minimal_and_options),
-        cmocka_unit_test(test_relative_paths), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_limits),         cmocka_unit_test(test_uri_never_logged),
-        cmocka_unit_test(test_load),           cmocka_unit_test(test_default_path),
+        cmocka_unit_test(test_example),
+        cmocka_unit_test(test_minimal_and_options),
+        cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_uri_never_logged),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_default_path),
         cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_s3),
+        cmocka_unit_test(test_s3_secrets_never_logged),
+        cmocka_unit_test(test_remote_sources),
+        cmocka_unit_test(test_url_rule),
+        cmocka_unit_test(test_role_id_never_logged),
     };
     int r;
 

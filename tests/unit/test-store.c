@@ -54,7 +54,7 @@ static int open_store(const char *root, ns_store **st)
 {
     char backend[] = "file";
     char path[512];
-    ns_storage_config cfg = {backend, path, 1};
+    ns_storage_config cfg = {.backend = backend, .path = path, .line = 1};
 
     snprintf(path, sizeof(path), "%s", root);
     return ns_store_open(&cfg, st);
@@ -778,8 +778,8 @@ static void test_object_folder_clash(void **state)
 static void test_backend_config(void **state)
 {
     fixture *f = *state;
-    char s3[] = "s3", file[] = "file", empty[] = "";
-    ns_storage_config cfg = {s3, f->root, 3};
+    char unknown[] = "gcs", file[] = "file", empty[] = "";
+    ns_storage_config cfg = {.backend = unknown, .path = f->root, .line = 3};
     ns_store *st = NULL;
 
     assert_int_equal(ns_store_open(&cfg, &st), NS_E_CONFIG);

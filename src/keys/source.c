@@ -1,0 +1,404 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/codec.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/secmem.h"
+#include "keys/keymat.h"
+#include "keys/source.h"
+
+/* Defined in the source files. */
+extern const ns_kek_source_ops ns_source_file_ops, ns_source_env_ops, ns_source_vault_ops,
+    ns_source_aws_sm_ops, ns_source_aws_ssm_ops, ns_source_gcp_ops, ns_source_azure_ops;
+
+static const ns_kek_source_ops *const sources[] = {
+    &ns_source_file_ops,    &ns_source_env_ops, &ns_source_vault_ops, &ns_source_aws_sm_ops,
+    &ns_source_aws_ssm_ops, &ns_source_gcp_ops, &ns_source_azure_ops,
+};
+
+const ns_kek_source_ops *ns_kek_source_find(enum ns_kek_source id)
+{
+    for (size_t i = 0; i < sizeof(sources) / sizeof(sources[0]); i++)
+        if (sources[i]->id == id)
+            return sources[i];
+    return NULL;
+}
+
+void ns_kek_source_describe(const ns_kek_config *kc, char *out, size_t n)
+{
+    const ns_kek_source_ops *ops = ns_kek_source_find(kc->source);
+
+    if (n == 0)
+        return;
+    if (ops != NULL)
+        ops->describe(kc, out, n);
+    else
+        snprintf(out, n, "pkcs11 (line %d)", kc->line);
+}
+
+int ns_kek_source_load(const ns_kek_config *kc, ns_kek **out)
+{
+    const ns_kek_source_ops *ops = ns_kek_source_find(kc->source);
+    char desc[NS_SOURCE_DESC_MAX];
+    ns_buf *key = NULL;
+    int r = NS_E_INTERNAL;
+
+    if (ops == NULL) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    ops->describe(kc, desc, sizeof(desc));
+    if ((r = ops->fetch(kc, desc, &key)) != 0)
+        goto out;
+    if (key->len != NS_DEK_LEN) {
+        r = NS_E_INTERNAL;
+        goto out;
+    }
+    if ((r = ns_kek_soft_new(key->data, desc, out)) != 0)
+        goto out;
+    ns_log(NS_LOG_INFO, "loaded encryption key from %s", desc);
+    r = 0;
+out:
+    ns_buf_free(key);
+    return r;
+}
+
+int ns_source_value_to_key(const char *desc, const uint8_t *p, size_t n, ns_buf **key)
+{
+    int r = ns_keymat_parse(p, n, key);
+
+    /* The length helps an operator spot a stray space or a truncated paste; the value itself never shows. */
+    if (r == NS_E_KEY_FORMAT)
+        ns_log(NS_LOG_ERROR,
+               "%s: the value is not 32 raw bytes, 64 hex digits or 44 base64 characters (%zu bytes)", desc,
+               n);
+    else if (r != 0)
+        ns_log(NS_LOG_ERROR, "%s: %s", desc, ns_strerror(r));
+    return r;
+}
+
+int ns_source_b64_value_to_key(const char *desc, const char *b64, size_t n, ns_buf **key)
+{
+    ns_buf *raw = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_b64_decode(b64, n, true, &raw)) != 0) {
+        ns_log(NS_LOG_ERROR, "%s: the value is not valid base64 as the API sends it", desc);
+        r = NS_E_KEY_FORMAT;
+        goto out;
+    }
+    r = ns_source_value_to_key(desc, raw->data, raw->len, key);
+out:
+    ns_buf_free(raw);
+    return r;
+}
+
+int ns_source_read_file(const char *path, const char *what, size_t max, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    struct stat st;
+    uint8_t *w = NULL;
+    size_t have = 0;
+    ssize_t got = 0;
+    int fd = -1, r = NS_E_INTERNAL;
+
+    /* As for key files (keymat.c): no symlinks, no FIFOs that could hang us, no group/other access. */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
+        ns_log(NS_LOG_ERROR, "cannot open %s %s: %s", what, path, strerror(errno));
+        r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_PERM;
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "%s %s is not a regular file", what, path);
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        ns_log(NS_LOG_ERROR, "%s %s is accessible by group or others (mode %03o); chmod 600 it", what, path,
+               (unsigned)(st.st_mode & 0777));
+        r = NS_E_PERM;
+        goto out;
+    }
+    /* One byte more than allowed, to tell "exactly max" from "too long"; one more for the NUL. */
+    if ((r = ns_buf_new(max + 2, true, &b)) != 0 || (r = ns_buf_extend(b, max + 1, &w)) != 0)
+        goto out;
+    for (;;) {
+        got = read(fd, w + have, max + 1 - have);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        have += (size_t)got;
+        if (have == max + 1)
+            break;
+    }
+    if (got < 0) {
+        ns_log(NS_LOG_ERROR, "cannot read %s %s: %s", what, path, strerror(errno));
+        r = NS_E_PERM;
+        goto out;
+    }
+    if (have > max) {
+        ns_log(NS_LOG_ERROR, "%s %s is larger than %zu bytes", what, path, max);
+        r = NS_E_TOO_LARGE;
+        goto out;
+    }
+    if (have > 0 && w[have - 1] == '\n') {
+        have--;
+        if (have > 0 && w[have - 1] == '\r')
+            have--;
+    }
+    if (have == 0 || memchr(w, '\0', have) != NULL) {
+        ns_log(NS_LOG_ERROR, "%s %s is empty or holds a NUL byte", what, path);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    ns_buf_truncate(b, have);
+    if ((r = ns_buf_put_u8(b, 0)) != 0)
+        goto out;
+    b->len = have; /* the NUL stays behind len */
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    ns_buf_free(b);
+    return r;
+}
+
+static bool unreserved(unsigned char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+           ch == '.' || ch == '_' || ch == '~';
+}
+
+static int form_encode(ns_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int r = 0;
+
+    for (; *s != '\0' && r == 0; s++) {
+        unsigned char ch = (unsigned char)*s;
+        uint8_t esc[3] = {'%', (uint8_t)hex[ch >> 4], (uint8_t)hex[ch & 15]};
+        r = unreserved(ch) ? ns_buf_put_u8(b, ch) : ns_buf_append(b, esc, 3);
+    }
+    return r;
+}
+
+int ns_source_form_add(ns_buf *b, const char *name, const char *value)
+{
+    int r = NS_E_INTERNAL;
+
+    if (b->len > 0 && (r = ns_buf_put_u8(b, '&')) != 0)
+        return r;
+    if ((r = form_encode(b, name)) != 0 || (r = ns_buf_put_u8(b, '=')) != 0)
+        return r;
+    return form_encode(b, value);
+}
+
+int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    int r = 0;
+
+    for (size_t i = 0; i < n && r == 0; i += 3) {
+        uint32_t x = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            x |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            x |= p[i + 2];
+        r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 18) & 63]);
+        if (r == 0)
+            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 12) & 63]);
+        if (r == 0 && i + 1 < n)
+            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 6) & 63]);
+        if (r == 0 && i + 2 < n)
+            r = ns_buf_put_u8(b, (uint8_t)alphabet[x & 63]);
+    }
+    return r;
+}
+
+int ns_source_secret_str(const char *s, size_t n, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(n + 1, true, &b)) != 0 || (r = ns_buf_append(b, s, n)) != 0 ||
+        (r = ns_buf_put_u8(b, 0)) != 0)
+        goto out;
+    b->len = n; /* the NUL stays behind len */
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    return r;
+}
+
+int ns_source_header_value(const char *prefix, const ns_buf *token, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    size_t n = strlen(prefix) + token->len;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(n + 1, true, &b)) != 0 || (r = ns_buf_append(b, prefix, strlen(prefix))) != 0 ||
+        (r = ns_buf_append(b, token->data, token->len)) != 0 || (r = ns_buf_put_u8(b, 0)) != 0)
+        goto out;
+    b->len = n;
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    return r;
+}
+
+int ns_source_http_new(const ns_kek_config *kc, ns_http_client **out)
+{
+    ns_http_opts o;
+
+    ns_http_opts_init(&o);
+    o.connect_timeout_ms = kc->timeout_s * 1000u;
+    o.timeout_ms = kc->timeout_s * 1000u;
+    o.retries = kc->retries;
+    o.ca_file = kc->ca_file;
+    return ns_http_client_new(&o, out);
+}
+
+int ns_source_send(ns_http_client *h, const char *desc, const char *what, const ns_http_req *req,
+                   ns_http_resp **resp)
+{
+    int r = ns_http_do(h, req, resp);
+
+    if (r == NS_E_STORAGE) {
+        /* ns_http_do() logged libcurl's reason; say which source it was, in our category. */
+        ns_log(NS_LOG_ERROR, "%s: %s: no answer (unreachable, timed out or TLS failure), giving up", desc,
+               what);
+        return NS_E_SOURCE;
+    }
+    if (r == NS_E_TOO_LARGE) {
+        ns_log(NS_LOG_ERROR, "%s: %s: the answer is larger than %u bytes", desc, what, NS_SOURCE_BODY_MAX);
+        return NS_E_SOURCE;
+    }
+    return r;
+}
+
+static bool code_char(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '.' || ch == '-';
+}
+
+void ns_source_error_code(const ns_http_resp *resp, char out[65])
+{
+    json_t *doc = NULL;
+    const char *code = NULL, *hash;
+    size_t n;
+
+    out[0] = '\0';
+    ns_json_init();
+    if (resp->body == NULL || resp->body->len == 0 ||
+        (doc = json_loadb((const char *)resp->body->data, resp->body->len, 0, NULL)) == NULL)
+        return;
+    if ((code = ns_source_json_str(doc, NULL, "__type", NULL)) == NULL &&
+        (code = ns_source_json_str(doc, NULL, "error", NULL)) == NULL &&
+        (code = ns_source_json_str(doc, NULL, "error", "status", NULL)) == NULL)
+        code = ns_source_json_str(doc, NULL, "error", "code", NULL);
+    if (code != NULL && (hash = strrchr(code, '#')) != NULL)
+        code = hash + 1;
+    if (code != NULL && (n = strlen(code)) > 0 && n <= 64) {
+        size_t i;
+        for (i = 0; i < n && code_char(code[i]); i++)
+            ;
+        if (i == n)
+            memcpy(out, code, n + 1);
+    }
+    json_decref(doc);
+}
+
+int ns_source_fail(const char *desc, const char *what, long status, const char *code, int err)
+{
+    ns_log(NS_LOG_ERROR, "%s: %s: HTTP %ld%s%s", desc, what, status, code && code[0] ? " " : "",
+           code ? code : "");
+    return err;
+}
+
+int ns_source_check_status(const char *desc, const char *what, const ns_http_resp *resp)
+{
+    char code[65];
+    int err = NS_E_SOURCE;
+
+    if (resp->status >= 200 && resp->status <= 299)
+        return 0;
+    ns_source_error_code(resp, code);
+    if (resp->status == 401 || resp->status == 403)
+        err = NS_E_SOURCE_DENIED;
+    else if (resp->status == 404)
+        err = NS_E_NOT_FOUND;
+    return ns_source_fail(desc, what, resp->status, code, err);
+}
+
+int ns_source_json(const char *desc, const char *what, const ns_buf *body, json_t **out)
+{
+    json_t *doc = NULL;
+
+    ns_json_init();
+    /* No error text from jansson: it may quote the input, which may be a secret. */
+    if ((doc = json_loadb((const char *)body->data, body->len, JSON_REJECT_DUPLICATES, NULL)) == NULL ||
+        !json_is_object(doc)) {
+        json_decref(doc);
+        ns_log(NS_LOG_ERROR, "%s: %s: the answer is not a JSON object", desc, what);
+        return NS_E_FORMAT;
+    }
+    *out = doc;
+    return 0;
+}
+
+const char *ns_source_json_str(const json_t *root, size_t *len, ...)
+{
+    const json_t *v = root;
+    const char *k;
+    va_list ap;
+
+    va_start(ap, len);
+    while (v != NULL && (k = va_arg(ap, const char *)) != NULL)
+        v = json_is_object(v) ? json_object_get(v, k) : NULL;
+    va_end(ap);
+    if (!json_is_string(v))
+        return NULL;
+    if (len != NULL)
+        *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+int ns_source_bearer_token(const char *desc, const char *what, const ns_http_resp *resp, ns_buf **token)
+{
+    json_t *doc = NULL;
+    const char *t, *type;
+    size_t len = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_source_json(desc, what, resp->body, &doc)) != 0)
+        goto out;
+    type = ns_source_json_str(doc, NULL, "token_type", NULL);
+    if ((t = ns_source_json_str(doc, &len, "access_token", NULL)) == NULL || len == 0 ||
+        (type != NULL && strcasecmp(type, "Bearer") != 0)) {
+        ns_log(NS_LOG_ERROR, "%s: %s: the answer has no bearer access_token", desc, what);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    r = ns_source_secret_str(t, len, token);
+out:
+    json_decref(doc);
+    return r;
+}

@@ -1,0 +1,179 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "keys/source.h"
+
+/* Azure Key Vault secrets: GET <vault_url>/secrets/<name>[/<version>]?api-version=7.4 with a bearer token
+ * for https://vault.azure.net; the key is the answer's `value`. The token comes from the managed identity
+ * (instance metadata service: GET <metadata_endpoint>/metadata/identity/oauth2/token?api-version=2018-02-01
+ * &resource=https://vault.azure.net, header Metadata: true), or from the client credentials grant
+ * (POST <authority>/<tenant>/oauth2/v2.0/token, scope https://vault.azure.net/.default). */
+
+#define RESOURCE    "https://vault.azure.net"
+#define SECRET_MAX  4096u
+#define API_VERSION "7.4"
+
+static size_t base_len(const char *url)
+{
+    size_t n = strlen(url);
+
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    return n;
+}
+
+static void azure_describe(const ns_kek_config *kc, char *out, size_t n)
+{
+    snprintf(out, n, "azure-key-vault %.*s/secrets/%s%s%s", (int)base_len(kc->vault_url), kc->vault_url,
+             kc->name, kc->version ? "/" : "", kc->version ? kc->version : "");
+}
+
+static int token_from_imds(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
+{
+    static const ns_http_header hdr[] = {{"Metadata", "true"}};
+    static const char what[] = "managed identity token";
+    ns_http_resp *resp = NULL;
+    ns_http_req req;
+    char *url = NULL;
+    int r = NS_E_INTERNAL;
+
+    if (asprintf(&url,
+                 "%.*s/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%%3A%%2F%%2F"
+                 "vault.azure.net",
+                 (int)base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0) {
+        url = NULL;
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    req = (ns_http_req){.method = "GET",
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
+        (r = ns_source_check_status(desc, what, resp)) != 0)
+        goto out;
+    r = ns_source_bearer_token(desc, what, resp, token);
+out:
+    ns_http_resp_free(resp);
+    free(url);
+    return r;
+}
+
+static int token_from_client_secret(const ns_kek_config *kc, const char *desc, ns_http_client *h,
+                                    ns_buf **token)
+{
+    static const ns_http_header hdr[] = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    static const char what[] = "client credentials token";
+    ns_buf *secret = NULL, *form = NULL;
+    ns_http_resp *resp = NULL;
+    ns_http_req req;
+    char *url = NULL, code[65];
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_source_read_file(kc->client_secret_file, "azure client secret file", SECRET_MAX, &secret)) !=
+        0)
+        goto out;
+    if ((r = ns_buf_new(16384, true, &form)) != 0 ||
+        (r = ns_source_form_add(form, "grant_type", "client_credentials")) != 0 ||
+        (r = ns_source_form_add(form, "client_id", kc->client_id)) != 0 ||
+        (r = ns_source_form_add(form, "client_secret", (const char *)secret->data)) != 0 ||
+        (r = ns_source_form_add(form, "scope", RESOURCE "/.default")) != 0)
+        goto out;
+    if (asprintf(&url, "%.*s/%s/oauth2/v2.0/token", (int)base_len(kc->authority), kc->authority,
+                 kc->tenant_id) < 0) {
+        url = NULL;
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    req = (ns_http_req){.method = "POST",
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .body = form->data,
+                        .body_len = form->len,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0)
+        goto out;
+    /* Microsoft Entra ID answers a wrong client or secret with 400 or 401 (RFC 6749 §5.2). */
+    if (resp->status == 400) {
+        ns_source_error_code(resp, code);
+        r = ns_source_fail(desc, what, resp->status, code, NS_E_SOURCE_DENIED);
+        goto out;
+    }
+    if ((r = ns_source_check_status(desc, what, resp)) != 0)
+        goto out;
+    r = ns_source_bearer_token(desc, what, resp, token);
+out:
+    ns_http_resp_free(resp);
+    free(url);
+    ns_buf_free(form);
+    ns_buf_free(secret);
+    return r;
+}
+
+static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+{
+    static const char what[] = "reading the secret";
+    ns_http_client *h = NULL;
+    ns_buf *token = NULL, *auth = NULL;
+    ns_http_resp *resp = NULL;
+    ns_http_header hdr[1];
+    ns_http_req req;
+    json_t *doc = NULL;
+    const char *value;
+    char *url = NULL;
+    size_t len = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_source_http_new(kc, &h)) != 0)
+        goto out;
+    r = kc->client_id != NULL ? token_from_client_secret(kc, desc, h, &token)
+                              : token_from_imds(kc, desc, h, &token);
+    if (r != 0)
+        goto out;
+    if ((r = ns_source_header_value("Bearer ", token, &auth)) != 0)
+        goto out;
+    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)base_len(kc->vault_url),
+                 kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0) {
+        url = NULL;
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    hdr[0] = (ns_http_header){"Authorization", (const char *)auth->data};
+    req = (ns_http_req){.method = "GET",
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
+        (r = ns_source_check_status(desc, what, resp)) != 0 ||
+        (r = ns_source_json(desc, what, resp->body, &doc)) != 0)
+        goto out;
+    if ((value = ns_source_json_str(doc, &len, "value", NULL)) == NULL) {
+        ns_log(NS_LOG_ERROR, "%s: the answer has no string value", desc);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    r = ns_source_value_to_key(desc, (const uint8_t *)value, len, key);
+out:
+    json_decref(doc);
+    ns_http_resp_free(resp);
+    free(url);
+    ns_buf_free(auth);
+    ns_buf_free(token);
+    ns_http_client_free(h);
+    return r;
+}
+
+const ns_kek_source_ops ns_source_azure_ops = {NS_KEK_SRC_AZURE_KV, "azure-key-vault", azure_describe,
+                                               azure_fetch};

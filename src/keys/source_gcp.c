@@ -1,0 +1,291 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "common/secmem.h"
+#include "keys/source.h"
+
+/* Google Secret Manager: GET <endpoint>/v1/projects/P/secrets/S/versions/V:access with an OAuth 2.0 bearer
+ * token; the key is payload.data (base64). The token comes from the metadata server of the instance
+ * (GET <metadata_endpoint>/computeMetadata/v1/instance/service-accounts/default/token, Metadata-Flavor:
+ * Google), or from a service-account key file: an RS256-signed JWT (RFC 7519, JWS RFC 7515) exchanged at
+ * the key's token_uri with the JWT bearer grant (RFC 7523). */
+
+#define SA_KEY_MAX   (64u * 1024u)
+#define SCOPE        "https://www.googleapis.com/auth/cloud-platform"
+#define JWT_LIFETIME 3600
+
+static size_t base_len(const char *url)
+{
+    size_t n = strlen(url);
+
+    while (n > 0 && url[n - 1] == '/')
+        n--;
+    return n;
+}
+
+static void gcp_describe(const ns_kek_config *kc, char *out, size_t n)
+{
+    snprintf(out, n, "google-secret-manager %.*s projects/%s/secrets/%s/versions/%s",
+             (int)base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret, kc->version);
+}
+
+static int token_from_metadata(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
+{
+    static const ns_http_header hdr[] = {{"Metadata-Flavor", "Google"}};
+    static const char what[] = "metadata server token";
+    ns_http_resp *resp = NULL;
+    ns_http_req req;
+    const char *flavor;
+    char *url = NULL;
+    int r = NS_E_INTERNAL;
+
+    if (asprintf(&url, "%.*s/computeMetadata/v1/instance/service-accounts/default/token",
+                 (int)base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0) {
+        url = NULL;
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    req = (ns_http_req){.method = "GET",
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
+        (r = ns_source_check_status(desc, what, resp)) != 0)
+        goto out;
+    /* The metadata server marks its answers; anything else answering there is not it. */
+    flavor = ns_http_resp_header_get(resp, "Metadata-Flavor");
+    if (flavor == NULL || strcmp(flavor, "Google") != 0) {
+        ns_log(NS_LOG_ERROR, "%s: %s: the answer lacks Metadata-Flavor: Google", desc, what);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    r = ns_source_bearer_token(desc, what, resp, token);
+out:
+    ns_http_resp_free(resp);
+    free(url);
+    return r;
+}
+
+/* base64url(JSON of obj) appended to b. */
+static int append_json_segment(ns_buf *b, const json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    int r;
+
+    if (text == NULL)
+        return NS_E_NOMEM;
+    r = ns_source_b64url_append(b, (const uint8_t *)text, strlen(text));
+    ns_json_free(text);
+    return r;
+}
+
+/* The signed assertion "header.claims.signature" (RFC 7515 compact serialization, RS256). */
+static int make_assertion(const char *desc, const json_t *sa, const char *token_uri, ns_buf **out)
+{
+    const char *email, *kid, *pem;
+    size_t pem_len = 0, siglen = 0;
+    json_t *header = NULL, *claims = NULL;
+    ns_buf *jwt = NULL;
+    BIO *bio = NULL;
+    EVP_PKEY *pkey = NULL;
+    EVP_MD_CTX *md = NULL;
+    uint8_t *sig = NULL;
+    time_t now = time(NULL);
+    int r = NS_E_INTERNAL;
+
+    email = ns_source_json_str(sa, NULL, "client_email", NULL);
+    kid = ns_source_json_str(sa, NULL, "private_key_id", NULL);
+    pem = ns_source_json_str(sa, &pem_len, "private_key", NULL);
+    if (email == NULL || pem == NULL || pem_len > SA_KEY_MAX) {
+        ns_log(NS_LOG_ERROR, "%s: the service-account key file lacks client_email or private_key", desc);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    if ((bio = BIO_new_mem_buf(pem, (int)pem_len)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    if ((pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL ||
+        EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
+        ns_log(NS_LOG_ERROR,
+               "%s: the service-account key file's private_key is not an RSA private key in PEM", desc);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    if ((header = kid != NULL ? json_pack("{s:s, s:s, s:s}", "alg", "RS256", "typ", "JWT", "kid", kid)
+                              : json_pack("{s:s, s:s}", "alg", "RS256", "typ", "JWT")) == NULL ||
+        (claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", email, "scope", SCOPE, "aud", token_uri,
+                            "iat", (json_int_t)now, "exp", (json_int_t)now + JWT_LIFETIME)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    /* The assertion is a credential for an hour: secret memory. */
+    if ((r = ns_buf_new(8192, true, &jwt)) != 0 || (r = append_json_segment(jwt, header)) != 0 ||
+        (r = ns_buf_put_u8(jwt, '.')) != 0 || (r = append_json_segment(jwt, claims)) != 0)
+        goto out;
+    if ((md = EVP_MD_CTX_new()) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) != 1 ||
+        EVP_DigestSign(md, NULL, &siglen, jwt->data, jwt->len) != 1 || (sig = malloc(siglen)) == NULL ||
+        EVP_DigestSign(md, sig, &siglen, jwt->data, jwt->len) != 1) {
+        r = NS_E_CRYPTO;
+        goto out;
+    }
+    if ((r = ns_buf_put_u8(jwt, '.')) != 0 || (r = ns_source_b64url_append(jwt, sig, siglen)) != 0 ||
+        (r = ns_buf_put_u8(jwt, 0)) != 0)
+        goto out;
+    jwt->len--; /* the NUL stays behind len */
+    *out = jwt;
+    jwt = NULL;
+    r = 0;
+out:
+    if (sig != NULL) {
+        ns_wipe(sig, siglen); /* part of the assertion */
+        free(sig);
+    }
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(pkey);
+    BIO_free(bio);
+    json_decref(header);
+    json_decref(claims);
+    ns_buf_free(jwt);
+    return r;
+}
+
+static int token_from_key_file(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
+{
+    static const ns_http_header hdr[] = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    static const char what[] = "service-account token";
+    ns_buf *file = NULL, *jwt = NULL, *form = NULL;
+    json_t *sa = NULL;
+    const char *type, *token_uri;
+    ns_http_resp *resp = NULL;
+    ns_http_req req;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_source_read_file(kc->credentials_file, "service-account key file", SA_KEY_MAX, &file)) != 0)
+        goto out;
+    if ((r = ns_source_json(desc, "the service-account key file", file, &sa)) != 0)
+        goto out;
+    type = ns_source_json_str(sa, NULL, "type", NULL);
+    token_uri = ns_source_json_str(sa, NULL, "token_uri", NULL);
+    if (type == NULL || strcmp(type, "service_account") != 0) {
+        ns_log(NS_LOG_ERROR, "%s: %s is not a service-account key (type service_account)", desc,
+               kc->credentials_file);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    /* The token goes where the file says: hold that URL to the rule of configured ones. */
+    if (token_uri == NULL || !ns_config_url_ok(token_uri)) {
+        ns_log(NS_LOG_ERROR, "%s: the token_uri of %s is missing or not an allowed URL", desc,
+               kc->credentials_file);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    if ((r = make_assertion(desc, sa, token_uri, &jwt)) != 0)
+        goto out;
+    if ((r = ns_buf_new(16384, true, &form)) != 0 ||
+        (r = ns_source_form_add(form, "grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")) != 0 ||
+        (r = ns_source_form_add(form, "assertion", (const char *)jwt->data)) != 0)
+        goto out;
+    req = (ns_http_req){.method = "POST",
+                        .url = token_uri,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .body = form->data,
+                        .body_len = form->len,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0)
+        goto out;
+    /* OAuth token endpoints answer a refused grant with 400 (RFC 6749 §5.2). */
+    if (resp->status == 400) {
+        char code[65];
+        ns_source_error_code(resp, code);
+        r = ns_source_fail(desc, what, resp->status, code, NS_E_SOURCE_DENIED);
+        goto out;
+    }
+    if ((r = ns_source_check_status(desc, what, resp)) != 0)
+        goto out;
+    r = ns_source_bearer_token(desc, what, resp, token);
+out:
+    ns_http_resp_free(resp);
+    json_decref(sa);
+    ns_buf_free(form);
+    ns_buf_free(jwt);
+    ns_buf_free(file);
+    return r;
+}
+
+static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+{
+    static const char what[] = "accessing the secret version";
+    ns_http_client *h = NULL;
+    ns_buf *token = NULL, *auth = NULL;
+    ns_http_resp *resp = NULL;
+    ns_http_header hdr[1];
+    ns_http_req req;
+    json_t *doc = NULL;
+    const char *data;
+    char *url = NULL;
+    size_t len = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_source_http_new(kc, &h)) != 0)
+        goto out;
+    r = kc->credentials_file != NULL ? token_from_key_file(kc, desc, h, &token)
+                                     : token_from_metadata(kc, desc, h, &token);
+    if (r != 0)
+        goto out;
+    if ((r = ns_source_header_value("Bearer ", token, &auth)) != 0)
+        goto out;
+    if (asprintf(&url, "%.*s/v1/projects/%s/secrets/%s/versions/%s:access", (int)base_len(kc->endpoint),
+                 kc->endpoint, kc->project, kc->secret, kc->version) < 0) {
+        url = NULL;
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    hdr[0] = (ns_http_header){"Authorization", (const char *)auth->data};
+    req = (ns_http_req){.method = "GET",
+                        .url = url,
+                        .headers = hdr,
+                        .n_headers = 1,
+                        .max_body = NS_SOURCE_BODY_MAX,
+                        .secret_body = true};
+    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
+        (r = ns_source_check_status(desc, what, resp)) != 0 ||
+        (r = ns_source_json(desc, what, resp->body, &doc)) != 0)
+        goto out;
+    if ((data = ns_source_json_str(doc, &len, "payload", "data", NULL)) == NULL) {
+        ns_log(NS_LOG_ERROR, "%s: the answer has no payload.data", desc);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    r = ns_source_b64_value_to_key(desc, data, len, key);
+out:
+    json_decref(doc);
+    ns_http_resp_free(resp);
+    free(url);
+    ns_buf_free(auth);
+    ns_buf_free(token);
+    ns_http_client_free(h);
+    return r;
+}
+
+const ns_kek_source_ops ns_source_gcp_ops = {NS_KEK_SRC_GCP_SM, "google-secret-manager", gcp_describe,
+                                             gcp_fetch};
