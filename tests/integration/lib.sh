@@ -261,13 +261,15 @@ ns_s3rver_start() {
         args+=(--configure-bucket "$b")
     done
     mkdir -p "$T/s3rver"
+    # Created here: the redirection below happens in the background child, maybe after the first read.
+    : >"$T/s3rver.log"
     node --openssl-legacy-provider "$bin" -d "$T/s3rver" -a 127.0.0.1 -p 0 --silent "${args[@]}" \
         >"$T/s3rver.log" 2>&1 &
     S3_PID=$!
     ns_bg_pid "$S3_PID"
     S3_PORT=
     for i in $(seq 1 100); do
-        S3_PORT=$(sed -n 's/^S3rver listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$T/s3rver.log")
+        S3_PORT=$(sed -n 's/^S3rver listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$T/s3rver.log" || true)
         [ -n "$S3_PORT" ] && break
         if ! kill -0 "$S3_PID" 2>/dev/null; then
             cat "$T/s3rver.log" >&2
