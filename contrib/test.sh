@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build and test everything, the way CI does:  bash contrib/test.sh  (from the repository root).
 #
-#   1. contrib/deps.sh installs missing Debian packages (needs root, or prints the command).
+#   1. contrib/deps.sh installs missing Debian packages (needs root, or prints the command); npm ci installs
+#      s3rver into contrib/s3rver/node_modules for the S3 tests.
 #   2. autoreconf -fi when ./configure is missing or older than configure.ac / Makefile.am.
 #   3. A normal out-of-tree build in _build/:      ../configure && make -j2 && make -j2 check
 #   4. A sanitizer build in _sanitize/ (ASan+UBSan, clang if present, else gcc): make -j2 check
@@ -154,6 +155,15 @@ main() {
     say "dependencies"
     if ! bash contrib/deps.sh; then
         warn "contrib/deps.sh failed; continuing, the build will tell what is missing"
+    fi
+
+    # s3rver for the S3 integration tests, pinned by contrib/s3rver/package-lock.json.
+    if [ ! -f contrib/s3rver/node_modules/s3rver/bin/s3rver.js ] ||
+        [ contrib/s3rver/package-lock.json -nt contrib/s3rver/node_modules/s3rver/bin/s3rver.js ]; then
+        say "npm ci --prefix contrib/s3rver"
+        if ! npm ci --prefix contrib/s3rver --no-audit --no-fund >/dev/null 2>&1; then
+            warn "npm ci --prefix contrib/s3rver failed; the S3 tests will report it"
+        fi
     fi
 
     if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then

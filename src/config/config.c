@@ -557,14 +557,17 @@ static bool valid_endpoint(const char *s)
     return h[0] != ':' && h[0] != '.';
 }
 
+/* AWS key ids are 16-128 of [A-Z0-9]; S3-compatible stores (MinIO, Ceph, s3rver) are looser. Refused:
+ * what would break the Authorization header ("Credential=ID/date/...,") or a log line. */
 static bool valid_access_key_id(const char *s)
 {
     size_t n = strlen(s);
 
-    if (n < 16 || n > 128)
+    if (n < 1 || n > 128)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '/' || s[i] == ',' ||
+            s[i] == '=')
             return false;
     return true;
 }
@@ -849,7 +852,7 @@ static const field storage_fields[] = {
 /* Sub-mappings of storage (s3 only): storage.credentials, storage.timeouts, storage.retries. */
 static const field s3_creds_fields[] = {
     {"access_key_id", F_STR, offsetof(ns_s3_creds_config, access_key_id), 1u, 0, NULL, valid_access_key_id,
-     "must be an access key id (16-128 characters of A-Z and 0-9)", false, 0, 0, NULL},
+     "must be an access key id (1-128 printable characters, no blank, '/', ',' or '=')", false, 0, 0, NULL},
     {"secret_access_key", F_STR, offsetof(ns_s3_creds_config, secret_access_key), 1u, 0, NULL, valid_secret,
      "must be 1-1024 printable characters", true, 0, 0, NULL},
     {"session_token", F_STR, offsetof(ns_s3_creds_config, session_token), 1u, 0, NULL, valid_secret_token,

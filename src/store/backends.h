@@ -9,5 +9,7 @@
 
 /* `file`: one regular file per object under the folder storage.path (store_file.c). */
 extern const ns_store_ops ns_store_file_ops;
+/* `s3`: one object per name in an S3-compatible bucket, under storage.prefix (store_s3.c). */
+extern const ns_store_ops ns_store_s3_ops;
 
 #endif

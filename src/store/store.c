@@ -16,6 +16,7 @@ struct ns_store {
 /* Every backend, chosen by storage.backend. Adding one means one file and one line here. */
 static const ns_store_ops *const backends[] = {
     &ns_store_file_ops,
+    &ns_store_s3_ops,
 };
 
 static bool name_char_ok(unsigned char c)

@@ -1,4 +1,4 @@
-/* Object storage: a small interface with one backend per file (store_file.c; S3 later), chosen by
+/* Object storage: a small interface with one backend per file (store_file.c, store_s3.c), chosen by
  * `storage.backend` from one static table in store.c.
  *
  * Object names: 1..NS_NAME_MAX bytes of segments separated by '/'; each segment 1..NS_SEGMENT_MAX bytes of
@@ -6,7 +6,9 @@
  * trailing '/', no empty segment. Checked by ns_store_name_check() before any backend sees a name.
  *
  * Versions: get() can return an opaque version string for the object's current content; put() with
- * NS_PUT_IF_MATCH succeeds only if the object still has that version (compare-and-swap). */
+ * NS_PUT_IF_MATCH succeeds only if the object still has that version (compare-and-swap). What a version
+ * looks like is the backend's business (file: SHA-256 hex of the content; s3: the ETag, quotes included):
+ * callers only keep it and hand it back. */
 #ifndef NS_STORE_STORE_H
 #define NS_STORE_STORE_H
 

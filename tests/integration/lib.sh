@@ -238,3 +238,47 @@ ns_ring_config() {
         fi
     } >"$file"
 }
+
+# ---- S3 (s3rver) ----
+
+# ns_s3rver_start BUCKET...: start s3rver (contrib/s3rver, installed by `npm ci --prefix contrib/s3rver`,
+# which contrib/test.sh runs) on 127.0.0.1 on a free port, with its data in $T/s3rver and the BUCKETs
+# created, and wait until it listens. Sets S3_PORT, S3_ENDPOINT and S3_PID; the server is stopped (by its
+# PID) when the script exits. s3rver checks the access key id (S3RVER) but neither signatures nor
+# conditional headers. Missing node or s3rver is a hard error (exit 99), like every missing tool.
+ns_s3rver_start() {
+    local bin=$top_srcdir/contrib/s3rver/node_modules/s3rver/bin/s3rver.js b i
+    local args=()
+    if ! command -v node >/dev/null 2>&1; then
+        echo "node not installed (contrib/deps.sh installs nodejs)"
+        exit 99
+    fi
+    if [ ! -f "$bin" ]; then
+        echo "s3rver not installed: run  npm ci --prefix $top_srcdir/contrib/s3rver  (contrib/test.sh does)"
+        exit 99
+    fi
+    for b in "$@"; do
+        args+=(--configure-bucket "$b")
+    done
+    mkdir -p "$T/s3rver"
+    # Created here: the redirection below happens in the background child, maybe after the first read.
+    : >"$T/s3rver.log"
+    node --openssl-legacy-provider "$bin" -d "$T/s3rver" -a 127.0.0.1 -p 0 --silent "${args[@]}" \
+        >"$T/s3rver.log" 2>&1 &
+    S3_PID=$!
+    ns_bg_pid "$S3_PID"
+    S3_PORT=
+    for i in $(seq 1 100); do
+        S3_PORT=$(sed -n 's/^S3rver listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$T/s3rver.log" || true)
+        [ -n "$S3_PORT" ] && break
+        if ! kill -0 "$S3_PID" 2>/dev/null; then
+            cat "$T/s3rver.log" >&2
+            fail "s3rver exited at start"
+        fi
+        sleep 0.1
+    done
+    [ -n "$S3_PORT" ] || fail "s3rver did not start listening within 10 s"
+    S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+    export S3_PORT S3_ENDPOINT S3_PID
+    echo "# s3rver on $S3_ENDPOINT (pid $S3_PID)"
+}

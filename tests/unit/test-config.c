@@ -595,8 +595,8 @@ static const struct bad_case bad_cases[] = {
      "AKIAIOSFODNN7EXAMPLE, secret_access_key: x, profile: p}\n",
      5, "explicit keys cannot be combined with profile"},
     {"bad key id",
-     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: short}\n", 5,
-     "storage.credentials.access_key_id: must be an access key id"},
+     "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {access_key_id: has/slash}\n",
+     5, "storage.credentials.access_key_id: must be an access key id"},
     {"unknown credentials key",
      "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials: {role_arn: x}\n", 5,
      "unknown key 'role_arn' in storage.credentials"},
@@ -957,7 +957,7 @@ static void test_s3_secrets_never_logged(void **state)
     static const char *const texts[] = {
         "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: "
         "AKIAIOSFODNN7EXAMPLE\n    secret_access_key: 'SECRETKEY with blank'\n",
-        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: x\n"
+        "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    access_key_id: x/y\n"
         "    secret_access_key: SECRETKEY\n",
         "cluster_id: demo\nstorage:\n  backend: s3\n  bucket: abc\n  credentials:\n    session_token: "
         "SECRETKEY\n",

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Covers: every CLI command that works on the file backend works unchanged on the s3 backend (s3rver).
+#
+# In detail: s3rver started on 127.0.0.1 (a free port) with a bucket; path-style addressing, a prefix inside
+# the bucket, explicit credentials. put/get round trips (text, binary with NUL bytes, empty, exactly 1 MiB),
+# 1 MiB + 1 refused (8) with nothing stored, get -o (0600), get/delete of a missing name (3), list and list
+# PREFIX, delete; objects land under PREFIX/cluster/secret/ and hold no plaintext; keys in the bucket that
+# are not valid names (or lie outside the prefix) are skipped by list with a warning; 1,100 blobs written by
+# ns-fill through the library (two threads sharing the store) are listed across ListObjectsV2 pages and
+# read back; verify counts per KEK; rewrap to a new primary KEK and verify again; secret create / rotate /
+# promote / retire / show / list / export; a wrong access key id and a missing bucket are storage errors
+# (6) naming the bucket and S3's error Code; credentials from the environment when the config has none.
+. "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
+ns_setup
+ns_s3rver_start nstance-test other-bucket
+command -v python3 >/dev/null || { echo "python3 not installed"; exit 99; }
+python3 -c 'import botocore' 2>/dev/null || { echo "python3-botocore not installed"; exit 99; }
+
+head -c 32 /dev/urandom >"$T/kek-a"
+head -c 32 /dev/urandom >"$T/kek-b"
+chmod 600 "$T/kek-a" "$T/kek-b"
+KA="{source: file, path: $T/kek-a}"
+KB="{source: file, path: $T/kek-b}"
+
+# s3cfg PRIMARY [OLD]: the config, with the S3 store.
+s3cfg() {
+    {
+        printf 'cluster_id: s3cli\n'
+        printf 'storage:\n  backend: s3\n  bucket: nstance-test\n  prefix: clusters/one\n'
+        printf '  endpoint: %s\n  path_style: true\n  region: us-east-1\n' "$S3_ENDPOINT"
+        printf '  retries: {max: 2, base_delay_ms: 10}\n'
+        printf '  credentials: {access_key_id: S3RVER, secret_access_key: S3RVER}\n'
+        printf 'encryption_key: %s\n' "$1"
+        if [ -n "${2:-}" ]; then
+            printf 'old_encryption_keys:\n  - %s\n' "$2"
+        fi
+    } >"$T/config.yaml"
+}
+
+# boto OP ARGS...: talk to s3rver directly (a second, independent S3 client).
+boto() {
+    python3 - "$S3_ENDPOINT" "$@" <<'PY'
+import sys
+import botocore.session
+from botocore.config import Config
+ep, op = sys.argv[1], sys.argv[2]
+s3 = botocore.session.get_session().create_client(
+    "s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="S3RVER",
+    aws_secret_access_key="S3RVER", config=Config(s3={"addressing_style": "path"}))
+if op == "put":
+    s3.put_object(Bucket=sys.argv[3], Key=sys.argv[4], Body=b"junk")
+elif op == "keys":
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[3], Prefix=sys.argv[4])
+    for page in pages:
+        for o in page.get("Contents", []):
+            print(o["Key"])
+elif op == "get":
+    sys.stdout.buffer.write(s3.get_object(Bucket=sys.argv[3], Key=sys.argv[4])["Body"].read())
+elif op == "delete":
+    s3.delete_object(Bucket=sys.argv[3], Key=sys.argv[4])
+PY
+}
+
+s3cfg "$KA"
+
+# ---- put / get ----
+MARK=plaintext-marker-s3-5d1c0a
+printf 'hello %s\n' "$MARK" >"$T/p-text"
+expect_rc 0 put greeting <"$T/p-text"
+expect_rc 0 get greeting
+cmp "$T/out" "$T/p-text" || fail "get greeting: content differs"
+python3 -c 'import sys; sys.stdout.buffer.write(b"\x00\x01\x00bin\x00" + bytes(range(256)) * 3)' >"$T/p-bin"
+expect_rc 0 put bin/nul.dat "$T/p-bin"
+expect_rc 0 get bin/nul.dat
+cmp "$T/out" "$T/p-bin" || fail "get bin/nul.dat: content differs"
+expect_rc 0 put empty </dev/null
+expect_rc 0 get empty
+[ ! -s "$T/out" ] || fail "get empty: expected no output"
+head -c 1048576 /dev/urandom >"$T/p-1m"
+expect_rc 0 put big/onemib "$T/p-1m"
+expect_rc 0 get big/onemib
+cmp "$T/out" "$T/p-1m" || fail "get big/onemib: content differs"
+cat "$T/p-1m" <(printf x) >"$T/p-1m1"
+expect_rc 8 put big/toolarge "$T/p-1m1"
+expect_rc 3 get big/toolarge
+expect_rc 0 put greeting "$T/p-bin"
+expect_rc 0 get greeting
+cmp "$T/out" "$T/p-bin" || fail "put without --create did not replace the content"
+expect_rc 0 put greeting "$T/p-text"
+expect_rc 0 get greeting -o "$T/o-file"
+assert_file_mode "$T/o-file" 600
+cmp "$T/o-file" "$T/p-text" || fail "get -o: content differs"
+expect_rc 3 get nosuch
+expect_rc 3 get nosuch -o "$T/o-missing"
+[ ! -e "$T/o-missing" ] || fail "get -o of a missing name created the file"
+
+# ---- where the objects are, and what they hold ----
+boto keys nstance-test "" >"$T/keys"
+assert_contains "$T/keys" "clusters/one/cluster/secret/greeting" "objects live under the prefix"
+assert_contains "$T/keys" "clusters/one/cluster/secret/bin/nul.dat" "folders are key segments"
+boto get nstance-test clusters/one/cluster/secret/greeting >"$T/raw-greeting"
+assert_eq "$(head -c 4 "$T/raw-greeting")" "NSEN" "the stored object is an envelope"
+if grep -rqaF -- "$MARK" "$T/s3rver"; then
+    fail "the bucket holds the plaintext marker"
+fi
+
+# ---- list ----
+expect_rc 0 list
+printf 'big/onemib\nbin/nul.dat\nempty\ngreeting\n' >"$T/want"
+cmp "$T/out" "$T/want" || { cat "$T/out" >&2; fail "list: unexpected names"; }
+expect_rc 0 list bi
+printf 'big/onemib\nbin/nul.dat\n' >"$T/want"
+cmp "$T/out" "$T/want" || { cat "$T/out" >&2; fail "list bi: unexpected names"; }
+expect_rc 0 list nothing/
+[ ! -s "$T/out" ] || fail "list nothing/: expected no names"
+# keys that are not valid names, or outside the prefix, are skipped with a warning
+boto put nstance-test "clusters/one/cluster/secret/bad..x/.hidden"
+boto put nstance-test "clusters/one/cluster/secret/sp ace"
+boto put nstance-test "clusters/onex/cluster/secret/elsewhere"
+expect_rc 0 list
+printf 'big/onemib\nbin/nul.dat\nempty\ngreeting\n' >"$T/want"
+cmp "$T/out" "$T/want" || { cat "$T/out" >&2; fail "list with invalid keys: unexpected names"; }
+assert_contains "$T/err" "not a valid object name" "list warns about skipped keys"
+boto delete nstance-test "clusters/one/cluster/secret/bad..x/.hidden"
+boto delete nstance-test "clusters/one/cluster/secret/sp ace"
+
+# ---- delete ----
+expect_rc 0 delete empty
+expect_rc 3 get empty
+expect_rc 3 delete empty
+
+# ---- many blobs: pages of ListObjectsV2, threads sharing the store ----
+"$top_builddir/tests/tools/ns-fill" -c "$T/config.yaml" -n 1100 -p many/m -j 2 >"$T/fill" 2>"$T/fill.err" ||
+    { cat "$T/fill.err" >&2; fail "ns-fill into s3"; }
+expect_rc 0 list many/
+assert_eq "$(wc -l <"$T/out")" 1100 "list many/: every name across pages"
+assert_eq "$(head -n 1 "$T/out")" "many/m00000" "list many/: sorted"
+assert_eq "$(tail -n 1 "$T/out")" "many/m01099" "list many/: sorted"
+"$top_builddir/tests/tools/ns-fill" -c "$T/config.yaml" --check "$T/fill" -j 2 >"$T/check" 2>"$T/check.err" ||
+    { cat "$T/check.err" >&2; fail "ns-fill --check from s3"; }
+assert_contains "$T/check" "checked 1100" "every filled blob reads back"
+
+# ---- verify, rewrap ----
+N=1103 # greeting, bin/nul.dat, big/onemib, 1100 many/
+expect_rc 0 verify
+assert_contains "$T/out" "verified $N blobs: $N ok, 0 failed" "verify under A"
+s3cfg "$KB" "$KA"
+expect_rc 0 rewrap --jobs 2
+assert_contains "$T/out" "rewrap: $N blobs, $N re-wrapped, 0 already under the primary key, 0 failed" "rewrap to B"
+expect_rc 0 rewrap
+assert_contains "$T/out" "rewrap: $N blobs, 0 re-wrapped, $N already under the primary key, 0 failed" \
+    "a second rewrap has nothing to do"
+s3cfg "$KB"
+expect_rc 0 verify
+assert_contains "$T/out" "verified $N blobs: $N ok, 0 failed" "verify under B alone"
+expect_rc 0 get greeting
+cmp "$T/out" "$T/p-text" || fail "get after rewrap: content differs"
+
+# ---- secrets ----
+S=sig/nonce.key
+expect_rc 0 secret create "$S" --type ecdsa-p256
+A=$(sed -n 's/^created .*, key \([A-Za-z0-9_-]*\)$/\1/p' "$T/out")
+[ -n "$A" ] || fail "secret create: no key id"
+expect_rc 0 secret rotate "$S" --pending
+B=$(sed -n 's/^rotated .*: new key \([A-Za-z0-9_-]*\).*$/\1/p' "$T/out")
+[ -n "$B" ] || fail "secret rotate: no key id"
+expect_rc 0 secret promote "$S"
+expect_rc 0 secret retire "$S"
+expect_rc 0 secret show "$S"
+assert_contains "$T/out" "$B" "secret show: the promoted key"
+assert_not_contains "$T/out" "$A" "secret show: the retired key is gone"
+expect_rc 0 secret list
+assert_contains "$T/out" "$S" "secret list names the secret"
+expect_rc 0 secret export "$S" --format pem
+openssl pkey -in "$T/out" -noout || fail "secret export: not a private key"
+# (create over an existing secret is exit 7 on S3, but s3rver ignores If-None-Match: s3-faults.sh covers it)
+expect_rc 0 secret create tok --type random --bytes 32
+expect_rc 0 secret export tok --format raw
+assert_eq "$(stat -c %s "$T/out")" 32 "random secret: 32 bytes"
+
+# ---- storage errors name the bucket and S3's code ----
+sed 's/access_key_id: S3RVER/access_key_id: NOBODY/' "$T/config.yaml" >"$T/c2" && mv "$T/c2" "$T/config.yaml"
+expect_rc 6 get greeting
+assert_contains "$T/err" "bucket 'nstance-test'" "a refused request names the bucket"
+assert_contains "$T/err" "HTTP 403 InvalidAccessKeyId" "a refused request names status and code"
+s3cfg "$KB"
+sed 's/bucket: nstance-test/bucket: no-such-bucket/' "$T/config.yaml" >"$T/c2" && mv "$T/c2" "$T/config.yaml"
+expect_rc 6 list
+assert_contains "$T/err" "NoSuchBucket" "a missing bucket is named as such"
+assert_contains "$T/err" "bucket 'no-such-bucket'" "a missing bucket is named"
+
+# ---- credentials from the environment, another bucket, no prefix ----
+{
+    printf 'cluster_id: s3cli\nstorage:\n  backend: s3\n  bucket: other-bucket\n'
+    printf '  endpoint: %s/\n  path_style: true\n' "$S3_ENDPOINT"
+    printf 'encryption_key: %s\n' "$KB"
+} >"$T/config.yaml"
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_EC2_METADATA_DISABLED=true
+expect_rc 0 put envcreds <"$T/p-text"
+expect_rc 0 get envcreds
+cmp "$T/out" "$T/p-text" || fail "env credentials: content differs"
+boto keys other-bucket "" >"$T/keys"
+assert_eq "$(cat "$T/keys")" "cluster/secret/envcreds" "no prefix: the key is the object name"
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+expect_rc 2 get envcreds
+assert_contains "$T/err" "aws credentials" "no credentials anywhere: a configuration error"
+echo "PASS"
