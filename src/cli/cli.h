@@ -44,5 +44,6 @@ int ns_cmd_kek(ns_cli *cli, int argc, char **argv);
 int ns_cmd_verify(ns_cli *cli, int argc, char **argv);
 int ns_cmd_rewrap(ns_cli *cli, int argc, char **argv);
 int ns_cmd_secret(ns_cli *cli, int argc, char **argv);
+int ns_cmd_nonce(ns_cli *cli, int argc, char **argv);
 
 #endif
