@@ -20,49 +20,49 @@ static int alg_known(const char *alg)
     return 0;
 }
 
+/* base64url (no padding) of p[0..n) appended to b, without an intermediate string. */
 static int append_b64url(ns_buf *b, const uint8_t *p, size_t n)
 {
-    char *s = NULL;
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t olen = n / 3 * 4 + (n % 3 == 0 ? 0 : n % 3 + 1);
+    uint8_t *w = NULL;
+    size_t o = 0;
     int r;
 
-    if ((r = ns_b64url(p, n, &s)) != 0)
+    if ((r = ns_buf_extend(b, olen, &w)) != 0)
         return r;
-    r = ns_buf_append(b, s, strlen(s));
-    free(s);
-    return r;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t x = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            x |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            x |= p[i + 2];
+        w[o++] = (uint8_t)alphabet[(x >> 18) & 63];
+        w[o++] = (uint8_t)alphabet[(x >> 12) & 63];
+        if (i + 1 < n)
+            w[o++] = (uint8_t)alphabet[(x >> 6) & 63];
+        if (i + 2 < n)
+            w[o++] = (uint8_t)alphabet[x & 63];
+    }
+    return 0;
 }
 
-/* Compact JSON text of v, appended base64url-encoded. */
-static int append_json(ns_buf *b, const json_t *v)
+int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
 {
-    char *text = NULL;
-    int r;
-
-    if ((text = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
-        return NS_E_NOMEM;
-    r = append_b64url(b, (const uint8_t *)text, strlen(text));
-    ns_json_free(text);
-    return r;
-}
-
-int ns_jws_sign(ns_signer *s, const json_t *claims, char **out)
-{
-    json_t *hdr = NULL;
+    char hdr[160];
     ns_buf *b = NULL, *sig = NULL;
     char *text = NULL;
-    int r = NS_E_INTERNAL;
+    int len, r = NS_E_INTERNAL;
 
-    ns_json_init();
-    if (!json_is_object(claims))
-        return NS_E_INVAL;
-    if ((hdr = json_pack("{s:s, s:s, s:s}", "alg", s->type->jws_alg, "typ", "JWT", "kid", s->id)) == NULL) {
-        r = NS_E_NOMEM;
-        goto out;
-    }
+    /* alg is a constant of the key type and kid a base64url thumbprint: nothing to escape. */
+    len = snprintf(hdr, sizeof(hdr), "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}", s->type->jws_alg,
+                   s->id);
+    if (len < 0 || (size_t)len >= sizeof(hdr))
+        return NS_E_INTERNAL;
     if ((r = ns_buf_new(NS_JWS_MAX, false, &b)) != 0)
         goto out;
-    if ((r = append_json(b, hdr)) != 0 || (r = ns_buf_append(b, ".", 1)) != 0 ||
-        (r = append_json(b, claims)) != 0)
+    if ((r = append_b64url(b, (const uint8_t *)hdr, (size_t)len)) != 0 ||
+        (r = ns_buf_append(b, ".", 1)) != 0 || (r = append_b64url(b, (const uint8_t *)payload, n)) != 0)
         goto out;
     if ((r = ns_signer_sign(s, NS_SIG_RAW, b->data, b->len, &sig)) != 0)
         goto out;
@@ -81,7 +81,21 @@ out:
     free(text);
     ns_buf_free(sig);
     ns_buf_free(b);
-    json_decref(hdr);
+    return r;
+}
+
+int ns_jws_sign(ns_signer *s, const json_t *claims, char **out)
+{
+    char *text = NULL;
+    int r;
+
+    ns_json_init();
+    if (!json_is_object(claims))
+        return NS_E_INVAL;
+    if ((text = json_dumps(claims, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
+        return NS_E_NOMEM;
+    r = ns_jws_sign_payload(s, text, strlen(text), out);
+    ns_json_free(text);
     return r;
 }
 

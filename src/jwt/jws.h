@@ -40,6 +40,10 @@ typedef struct ns_jws {
  * new NUL-terminated string (free()). */
 int ns_jws_sign(ns_signer *s, const json_t *claims, char **out) NS_WUR;
 
+/* The same for a payload that is already JSON text (an object, compact): the nonce issuer writes its claims
+ * directly, which keeps jansson's allocations out of the signing path. */
+int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out) NS_WUR;
+
 /* Parse text[0..n) as described above, without checking the signature. NS_E_TOO_LARGE over NS_JWS_MAX,
  * NS_E_FORMAT for everything else that is not accepted; *out untouched on failure. */
 int ns_jws_parse(const char *text, size_t n, ns_jws **out) NS_WUR;

@@ -308,6 +308,24 @@ static void test_issue_verify(void **state)
     }
 }
 
+/* The issuer is the one free-text claim: quotes, backslashes and UTF-8 survive the round trip. */
+static void test_issuer_escaped(void **state)
+{
+    static const char odd[] = "a \"quoted\" \\ issuer \xc3\xa9";
+    char *saved = cfg->nonce.issuer, *t = NULL;
+    ns_nonce_req q = {NS_NONCE_AGENT, "vm-1", "acme", NULL, NULL, NULL, false, 0};
+    ns_nonce *nc = NULL;
+
+    (void)state;
+    cfg->nonce.issuer = (char *)odd;
+    EXPECT_RC(ns_nonce_issue(cfg, keys, &q, NOW, &t), 0, "issue");
+    EXPECT_RC(ns_nonce_verify(cfg, keys, t, strlen(t), NS_NONCE_ANY, NOW, &nc), 0, "verify");
+    assert_string_equal(json_string_value(json_object_get(nc->claims, "iss")), odd);
+    ns_nonce_free(nc);
+    free(t);
+    cfg->nonce.issuer = saved;
+}
+
 static void test_issue_refused(void **state)
 {
     static const char *const bad_names[] = {"", "-x", ".x", "a/b", "a b", "../x", "é", "x\n"};
@@ -900,19 +918,13 @@ static void test_ledger(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_b64url_strict),
-        cmocka_unit_test(test_issue_verify),
-        cmocka_unit_test(test_issue_refused),
-        cmocka_unit_test(test_tampered),
-        cmocka_unit_test(test_alg),
-        cmocka_unit_test(test_structure),
-        cmocka_unit_test(test_header_payload_json),
-        cmocka_unit_test(test_kid),
-        cmocka_unit_test(test_claims),
-        cmocka_unit_test(test_time),
-        cmocka_unit_test(test_malleable),
-        cmocka_unit_test(test_jwks),
-        cmocka_unit_test(test_ledger),
+        cmocka_unit_test(test_b64url_strict), cmocka_unit_test(test_issue_verify),
+        cmocka_unit_test(test_issue_refused), cmocka_unit_test(test_issuer_escaped),
+        cmocka_unit_test(test_tampered),      cmocka_unit_test(test_alg),
+        cmocka_unit_test(test_structure),     cmocka_unit_test(test_header_payload_json),
+        cmocka_unit_test(test_kid),           cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_time),          cmocka_unit_test(test_malleable),
+        cmocka_unit_test(test_jwks),          cmocka_unit_test(test_ledger),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
