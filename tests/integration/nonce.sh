@@ -329,9 +329,17 @@ expect_cfg 0 "$T/tok.yaml" nonce verify "$old"
 token_config "$T/tok.yaml" "$ED_URI"
 expect_cfg 4 "$T/tok.yaml" nonce verify "$old"
 expect_cfg 0 "$T/tok.yaml" nonce verify "$new"
-# the same key twice is a configuration error
-token_config "$T/tok.yaml" "$EC_URI" "pkcs11:token=nt;id=%01;type=private?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-nt"
-run_cfg "$T/tok.yaml" nonce jwks
-[ "$NS_RC" -ne 0 ] || fail "the same token key listed twice was accepted"
+# a private key named with type=private (RFC 7512) finds its public key object (regression: the public key
+# lookup reused the URI's type=private and refused the key)
+EC_PRIV_URI="pkcs11:token=nt;id=%01;type=private?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-nt"
+token_config "$T/tok.yaml" "$EC_PRIV_URI"
+expect_cfg 0 "$T/tok.yaml" nonce jwks
+cp "$T/out" "$T/jwks-priv.json"
+expect_cfg 0 "$T/tok.yaml" nonce issue --kind agent --sub vm-1 --tenant acme
+jose verify "$T/jwks-priv.json" "$(cat "$T/out")" agent vm-1 acme default | grep -q '^ES256 ' || fail "type=private key"
+# the same key twice is refused
+token_config "$T/tok.yaml" "$EC_URI" "$EC_PRIV_URI"
+expect_cfg 8 "$T/tok.yaml" nonce jwks
+assert_contains "$T/err" "are the same key" "duplicate token key"
 
 echo "# nonce.sh: all checks passed"
