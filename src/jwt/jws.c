@@ -118,7 +118,7 @@ static int next_segment(ns_cur *c, int last, ns_cur *seg)
     return 0;
 }
 
-/* Decode one base64url segment (non-empty) and, for JSON segments, parse it as an object. */
+/* Decode one base64url segment, which must not be empty. */
 static int decode_segment(const ns_cur *seg, ns_buf **bytes)
 {
     if (seg->len == 0)

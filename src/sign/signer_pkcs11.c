@@ -185,7 +185,7 @@ static int public_uri(const char *uri, char **out)
     w = s;
     while (i < n) {
         /* at the start of a path attribute (after "pkcs11:" or ';') */
-        if (i < path_end && (i == 7 || uri[i - 1] == ';') && path_end - i >= 12 &&
+        if (i >= 7 && i < path_end && (i == 7 || uri[i - 1] == ';') && path_end - i >= 12 &&
             strncmp(uri + i, "type=private", 12) == 0 && (i + 12 == path_end || uri[i + 12] == ';')) {
             memcpy(w, "type=public", 11);
             w += 11;

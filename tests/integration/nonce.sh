@@ -293,6 +293,20 @@ ns_p11 nt "$PIN" --keypairgen --key-type EC:prime256v1 --label nonce-ec --id 01 
 ns_p11 nt "$PIN" --keypairgen --key-type EC:edwards25519 --label nonce-ed --id 02 || fail "keypairgen Ed25519"
 EC_URI="pkcs11:token=nt;object=nonce-ec?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-nt"
 ED_URI="pkcs11:token=nt;object=nonce-ed?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-nt"
+# SoftHSM 2.6.1 leaks a small ASN.1 object inside C_Sign with every EdDSA key (OSSL::byteString2oid never
+# frees the decoded CKA_EC_PARAMS; fixed upstream after 2.6.1). In the sanitizer build leak detection is
+# switched off for exactly the commands that sign with a token Ed25519 key; every other ASan/UBSan check
+# stays on, and every other command keeps leak detection. (Without ASan the variable is ignored.)
+SAVED_ASAN_OPTIONS=${ASAN_OPTIONS-}
+eddsa_token_signing() { # on|off
+    if [ "$1" = on ]; then
+        export ASAN_OPTIONS="${SAVED_ASAN_OPTIONS:+$SAVED_ASAN_OPTIONS:}detect_leaks=0"
+    elif [ -n "$SAVED_ASAN_OPTIONS" ]; then
+        export ASAN_OPTIONS="$SAVED_ASAN_OPTIONS"
+    else
+        unset ASAN_OPTIONS
+    fi
+}
 token_config() { # FILE URI...
     local file=$1 u
     shift
@@ -306,7 +320,9 @@ for first in ec ed; do
     if [ "$first" = ec ]; then token_config "$T/tok.yaml" "$EC_URI"; else token_config "$T/tok.yaml" "$ED_URI"; fi
     expect_cfg 0 "$T/tok.yaml" nonce jwks
     cp "$T/out" "$T/jwks-tok.json"
+    [ "$first" = ed ] && eddsa_token_signing on
     expect_cfg 0 "$T/tok.yaml" nonce issue --kind agent --sub vm-1 --tenant acme --shard default
+    eddsa_token_signing off
     t=$(cat "$T/out")
     got=$(jose verify "$T/jwks-tok.json" "$t" agent vm-1 acme default) || fail "PyJWT rejects the token-key JWT"
     if [ "$first" = ec ]; then assert_eq "${got%% *}" ES256 "alg"; else assert_eq "${got%% *}" EdDSA "alg"; fi
@@ -322,7 +338,9 @@ old=$(cat "$T/out")
 token_config "$T/tok.yaml" "$ED_URI" "$EC_URI"
 expect_cfg 0 "$T/tok.yaml" nonce jwks
 cp "$T/out" "$T/jwks-tok.json"
+eddsa_token_signing on
 expect_cfg 0 "$T/tok.yaml" nonce issue --kind operator --sub op --tenant acme
+eddsa_token_signing off
 new=$(cat "$T/out")
 jose verify "$T/jwks-tok.json" "$new" operator op acme default | grep -q '^EdDSA ' || fail "the first token key signs"
 expect_cfg 0 "$T/tok.yaml" nonce verify "$old"
