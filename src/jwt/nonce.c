@@ -7,7 +7,6 @@
 #include <openssl/sha.h>
 
 #include "common/codec.h"
-#include "common/json.h"
 #include "common/log.h"
 #include "jwt/nonce.h"
 #include "keys/aead.h"
