@@ -8,10 +8,10 @@ set -euo pipefail
 
 packages=(
     build-essential autoconf automake libtool pkg-config
-    libssl-dev libp11-kit-dev p11-kit libyaml-dev libjansson-dev libcmocka-dev
+    libssl-dev libp11-kit-dev p11-kit libyaml-dev libjansson-dev libcmocka-dev libsqlite3-dev
     softhsm2 opensc
     clang clang-format libclang-rt-14-dev
-    python3 python3-cryptography openssl
+    python3 python3-cryptography python3-jwt openssl
     libcurl4-openssl-dev python3-botocore nodejs npm
 )
 

@@ -45,5 +45,6 @@ int ns_cmd_verify(ns_cli *cli, int argc, char **argv);
 int ns_cmd_rewrap(ns_cli *cli, int argc, char **argv);
 int ns_cmd_secret(ns_cli *cli, int argc, char **argv);
 int ns_cmd_ca(ns_cli *cli, int argc, char **argv);
+int ns_cmd_nonce(ns_cli *cli, int argc, char **argv);
 
 #endif

@@ -30,19 +30,23 @@ static const char usage[] =
     "                                 multi-key secrets and their rotation (doc/secrets.md)\n"
     "  ca init|rotate|retire|bundle|list|issue ...\n"
     "                                 the cluster CA and certificate issuance (doc/ca.md)\n"
+    "  nonce issue --kind agent|operator --sub ID --tenant T [--shard S] [--group G] [--config-hash H]\n"
+    "              [--on-demand] [--ttl DURATION]\n"
+    "  nonce verify|consume JWT|-|--file FILE [--kind K] | nonce jwks\n"
+    "                                 registration-nonce JWTs (doc/nonces.md)\n"
     "\n"
     "CONFIG defaults to $NSTANCE_SECRETS_CONFIG, then /etc/nstance/secrets.yaml.\n"
     "Exit codes: 0 ok, 1 internal, 2 usage/config, 3 not found, 4 integrity or authentication failure,\n"
     "5 token unavailable, 6 storage error, 7 exists or conflict, 8 bad input, 9 expired or not yet valid,\n"
-    "10 claims not valid here, 11 nonce already used.\n";
+    "10 wrong claims (cluster, kind), 11 nonce already used.\n";
 
 static const struct {
     const char *name;
     int (*fn)(ns_cli *, int, char **);
 } commands[] = {
-    {"put", ns_cmd_put},       {"get", ns_cmd_get},       {"list", ns_cmd_list},
-    {"delete", ns_cmd_delete}, {"kek", ns_cmd_kek},       {"verify", ns_cmd_verify},
-    {"rewrap", ns_cmd_rewrap}, {"secret", ns_cmd_secret}, {"ca", ns_cmd_ca},
+    {"put", ns_cmd_put}, {"get", ns_cmd_get},       {"list", ns_cmd_list},     {"delete", ns_cmd_delete},
+    {"kek", ns_cmd_kek}, {"verify", ns_cmd_verify}, {"rewrap", ns_cmd_rewrap}, {"secret", ns_cmd_secret},
+    {"ca", ns_cmd_ca},   {"nonce", ns_cmd_nonce},
 };
 
 void ns_cli_error(const char *what, int r)

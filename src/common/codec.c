@@ -142,3 +142,54 @@ int ns_b64_encode(const uint8_t *p, size_t n, char **out)
     *out = s;
     return 0;
 }
+
+static int b64url_val(char c)
+{
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    if (c == '+' || c == '/')
+        return -1;
+    return b64_val(c);
+}
+
+int ns_b64url_decode(const char *s, size_t n, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    size_t rem = n % 4, outlen = n / 4 * 3 + (rem == 0 ? 0 : rem - 1);
+    uint8_t *w = NULL;
+    uint32_t x = 0;
+    int r = NS_E_INTERNAL;
+
+    if (rem == 1)
+        return NS_E_FORMAT;
+    if ((r = ns_buf_new(outlen, secret, &b)) != 0)
+        goto out;
+    if (outlen > 0 && (r = ns_buf_extend(b, outlen, &w)) != 0)
+        goto out;
+    r = NS_E_FORMAT;
+    for (size_t i = 0, o = 0; i < n; i += 4) {
+        size_t take = n - i >= 4 ? 3 : n - i - 1; /* 2 characters: 1 byte, 3 characters: 2 bytes */
+        size_t chars = take + 1;
+        x = 0;
+        for (size_t k = 0; k < 4; k++) {
+            int v = 0;
+            if (k < chars && (v = b64url_val(s[i + k])) < 0)
+                goto out;
+            x = x << 6 | (uint32_t)v;
+        }
+        /* Canonical form: bits below the last whole byte are zero. */
+        if ((take == 1 && (x & 0xffff)) || (take == 2 && (x & 0xff)))
+            goto out;
+        for (size_t k = 0; k < take; k++)
+            w[o++] = (uint8_t)(x >> (16 - 8 * k));
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_wipe(&x, sizeof(x));
+    ns_buf_free(b);
+    return r;
+}

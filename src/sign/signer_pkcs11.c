@@ -171,6 +171,34 @@ out:
     return r;
 }
 
+/* The URI of the public key that goes with the private key named by uri: the same text with a path
+ * attribute "type=private" (RFC 7512 §2.3, the usual way to name a private key) made "type=public", since
+ * ns_p11_key_find() refuses a URI whose type= names another class. New string in *out (free()). */
+static int public_uri(const char *uri, char **out)
+{
+    size_t n = strlen(uri), path_end = strcspn(uri, "?");
+    char *s = malloc(n + 1), *w;
+    size_t i = 0;
+
+    if (s == NULL)
+        return NS_E_NOMEM;
+    w = s;
+    while (i < n) {
+        /* at the start of a path attribute (after "pkcs11:" or ';') */
+        if (i >= 7 && i < path_end && (i == 7 || uri[i - 1] == ';') && path_end - i >= 12 &&
+            strncmp(uri + i, "type=private", 12) == 0 && (i + 12 == path_end || uri[i + 12] == ';')) {
+            memcpy(w, "type=public", 11);
+            w += 11;
+            i += 12;
+            continue;
+        }
+        *w++ = uri[i++];
+    }
+    *w = '\0';
+    *out = s;
+    return 0;
+}
+
 /* The public key of an EC or Edwards key: from the public key object with the same label/id. */
 static int ecx_public(ns_p11_token *t, const char *uri, CK_KEY_TYPE kt, EVP_PKEY **out)
 {
@@ -178,9 +206,14 @@ static int ecx_public(ns_p11_token *t, const char *uri, CK_KEY_TYPE kt, EVP_PKEY
     unsigned char *params = NULL, *point = NULL;
     const unsigned char *pt = NULL;
     size_t params_len = 0, point_len = 0;
+    char *puri = NULL;
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_p11_key_find(t, uri, CKO_PUBLIC_KEY, &pubk)) != 0) {
+    if (strncmp(uri, "pkcs11:", 7) != 0)
+        return NS_E_INVAL;
+    if ((r = public_uri(uri, &puri)) != 0)
+        return r;
+    if ((r = ns_p11_key_find(t, puri, CKO_PUBLIC_KEY, &pubk)) != 0) {
         ns_log(NS_LOG_ERROR, "the signing key needs its public key object in the token (same label/id)");
         goto out;
     }
@@ -219,6 +252,7 @@ bad_point:
     ns_log(NS_LOG_ERROR, "'%s': CKA_EC_POINT is not a valid public key", ns_p11_key_uri(pubk));
 out:
     ERR_clear_error();
+    free(puri);
     free(params);
     free(point);
     ns_p11_key_free(pubk);
@@ -411,7 +445,7 @@ static CK_RV op_generate(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
     CK_BYTE e65537[] = {1, 0, 1};
     CK_ULONG nid = g->id.type == CKA_ID ? 1 : 0;
     CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
-    CK_ATTRIBUTE alg[2];
+    CK_ATTRIBUTE alg[2] = {{0, NULL, 0}, {0, NULL, 0}}; /* alg[1] is copied into pub[] even when unused */
     CK_ULONG nalg = 1;
 
     (void)unused;
