@@ -188,6 +188,7 @@ main() {
         command -v clang >/dev/null 2>&1 && cc=clang
         export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
         export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+        export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
         run_build sanitize _sanitize no --enable-sanitizers CC="$cc"
     else
         say "sanitizer build skipped (NS_SKIP_SANITIZE=1)"
