@@ -56,6 +56,7 @@ fi
 chmod 600 "$dev/pin" "$dev/so-pin"
 
 uri="pkcs11:token=nstance-dev;object=kek-1?module-path=$module&pin-source=file:$dev/pin"
+ca_uri="pkcs11:token=nstance-dev;object=ca-1?module-path=$module&pin-source=file:$dev/pin"
 cat >"$dev/config.yaml" <<CONF
 # Development config written by contrib/demo.sh: SoftHSM token + local folder store.
 cluster_id: dev
@@ -66,6 +67,10 @@ encryption_key:
   source: pkcs11
   uri: "$uri"
   mechanism: aes-gcm
+cache_dir: cache
+ca:
+  keys: ["$ca_uri"]
+  subject: {cn: "nstance dev CA", o: "nstance dev"}
 CONF
 
 if ! "$cli" -c "$dev/config.yaml" kek list >/dev/null 2>&1; then
@@ -92,6 +97,23 @@ fi
 "$cli" -c "$dev/config.yaml" secret retire demo-signing.key >/dev/null 2>&1 || true # refuses the only key
 "$cli" -c "$dev/config.yaml" secret rotate demo-signing.key
 "$cli" -c "$dev/config.yaml" secret show demo-signing.key
+echo "==> the cluster CA: its key is made in the token (P-256) once; issue an agent certificate with it"
+if ! "$cli" -c "$dev/config.yaml" ca list >/dev/null 2>&1; then
+    "$cli" -c "$dev/config.yaml" ca init
+fi
+"$cli" -c "$dev/config.yaml" ca list
+openssl genpkey -algorithm ed25519 -out "$dev/agent.key" 2>/dev/null
+openssl pkey -in "$dev/agent.key" -pubout -out "$dev/agent.pub"
+"$cli" -c "$dev/config.yaml" ca issue --public-key "$dev/agent.pub" --cn vm-1 --tenant demo --role agent \
+    --ttl 1h -o "$dev/agent.crt"
+"$cli" -c "$dev/config.yaml" ca bundle -o "$dev/ca.crt"
+openssl verify -CAfile "$dev/ca.crt" "$dev/agent.crt"
+echo "==> a registration nonce (software Ed25519 key in the registration-nonce.key secret), verified"
+if ! "$cli" -c "$dev/config.yaml" secret show registration-nonce.key >/dev/null 2>&1; then
+    "$cli" -c "$dev/config.yaml" secret create registration-nonce.key --type ed25519
+fi
+"$cli" -c "$dev/config.yaml" nonce issue --kind agent --sub vm-2 --tenant demo --group cp >"$dev/nonce.jwt"
+"$cli" -c "$dev/config.yaml" nonce verify --file "$dev/nonce.jwt" --kind agent
 echo "==> verify"
 "$cli" -c "$dev/config.yaml" verify
 echo

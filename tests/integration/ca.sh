@@ -81,9 +81,18 @@ assert len(e["issuer_key_id"]) == 43, e
 PY
 }
 
+SAVED_ASAN_OPTIONS=${ASAN_OPTIONS-}
 for place in software token; do
     for type in ed25519 ecdsa-p256 rsa-3072; do
         echo "# CA: $type key in $place"
+        # SoftHSM 2.6.1 leaks an ASN.1 object in every EdDSA C_Sign (fixed upstream after 2.6.1). The
+        # sanitizer build cannot unwind through libcrypto to see that the allocation is SoftHSM's, so leak
+        # checking is off for the commands that sign with a token Ed25519 key only; ASan and UBSan stay on.
+        if [ "$place/$type" = token/ed25519 ] && [ -n "$SAVED_ASAN_OPTIONS" ]; then
+            export ASAN_OPTIONS="$SAVED_ASAN_OPTIONS:detect_leaks=0"
+        elif [ -n "$SAVED_ASAN_OPTIONS" ]; then
+            export ASAN_OPTIONS="$SAVED_ASAN_OPTIONS"
+        fi
         config "$place" "$type"
         B=$T/bucket-$place-$type
         expect_rc 0 ca init --type "$type"
