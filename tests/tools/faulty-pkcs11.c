@@ -414,6 +414,7 @@ static CK_RV w_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n
     gone = removed_now();
     pthread_mutex_unlock(&lock);
     if (gone && present) {
+        log_line("C_GetSlotList token removed");
         *n = 0;
         return CKR_OK;
     }
