@@ -190,18 +190,17 @@ static void newkey_clear(newkey *nk)
 static int token_key(const ns_config *cfg, const ns_ca_keyspec *ks, newkey *nk)
 {
     const char *type = ks->type != NULL ? ks->type : "ecdsa-p256";
-    int found = 0, eddsa = 0, r;
+    int found = 0, r;
 
     if ((r = ns_signer_pkcs11_exists(ks->key_uri, cfg->ca.pin_env, cfg->token_sessions, &found)) != 0)
         return r;
     if (found == 0) {
         if (strcmp(type, "ed25519") == 0) {
-            if ((r = ns_signer_pkcs11_has_eddsa(ks->key_uri, cfg->ca.pin_env, cfg->token_sessions, &eddsa)) !=
-                0)
+            if ((r = ns_signer_pkcs11_require_eddsa(ks->key_uri, cfg->ca.pin_env, cfg->token_sessions)) !=
+                0) {
+                if (r == NS_E_MECHANISM)
+                    ns_log(NS_LOG_ERROR, "use --type ecdsa-p256 for a CA key in this token");
                 return r;
-            if (!eddsa) {
-                ns_log(NS_LOG_ERROR, "the token has no CKM_EDDSA: use --type ecdsa-p256 for a CA key in it");
-                return NS_E_MECHANISM;
             }
         }
         if ((r = ns_signer_pkcs11_generate(ks->key_uri, type, cfg->ca.pin_env, cfg->token_sessions)) != 0)

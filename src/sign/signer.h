@@ -66,8 +66,9 @@ int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char
 /* How many private keys match the URI's object=/id= (*found = 0, 1, or more). Quiet when there are none. */
 int ns_signer_pkcs11_exists(const char *uri, const char *pin_env, unsigned sessions, int *found) NS_WUR;
 
-/* Does the token named by uri have CKM_EDDSA for signing? (*yes = 0 or 1) */
-int ns_signer_pkcs11_has_eddsa(const char *uri, const char *pin_env, unsigned sessions, int *yes) NS_WUR;
+/* 0 if the token named by uri has CKM_EDDSA for signing; otherwise NS_E_MECHANISM, logged with the token's
+ * label, its module and the mechanism (a TPM, for one, has no EdDSA). */
+int ns_signer_pkcs11_require_eddsa(const char *uri, const char *pin_env, unsigned sessions) NS_WUR;
 
 /* Sign msg[0..n) into a new buffer, ECDSA encoded as enc asks. */
 int ns_signer_sign(ns_signer *s, enum ns_sig_enc enc, const uint8_t *msg, size_t n, ns_buf **sig) NS_WUR;

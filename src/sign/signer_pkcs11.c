@@ -332,17 +332,16 @@ out:
     return r;
 }
 
-int ns_signer_pkcs11_has_eddsa(const char *uri, const char *pin_env, unsigned sessions, int *yes)
+int ns_signer_pkcs11_require_eddsa(const char *uri, const char *pin_env, unsigned sessions)
 {
     ns_p11_token *t = NULL;
     int r;
 
     if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
         return r;
-    /* require_mech logs when the mechanism is missing; this is a question, so ask quietly. */
-    *yes = ns_p11_token_has_mech(t, CKM_EDDSA, CKF_SIGN);
+    r = ns_p11_token_require_mech(t, CKM_EDDSA, CKF_SIGN, "CKM_EDDSA (Ed25519)");
     ns_p11_token_close(t);
-    return 0;
+    return r;
 }
 
 struct exists_ctx {

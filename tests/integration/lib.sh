@@ -282,3 +282,222 @@ ns_s3rver_start() {
     export S3_PORT S3_ENDPOINT S3_PID
     echo "# s3rver on $S3_ENDPOINT (pid $S3_PID)"
 }
+
+# ---- the fault-injecting PKCS#11 module (tests/tools/faulty-pkcs11.c; rules in its header comment) ----
+
+# ns_faulty_module [REAL_MODULE]: use the fault module around REAL_MODULE (default SoftHSM). Sets
+# FAULTY_MODULE (the path to put in a URI's module-path=) and exports the module's settings: the real
+# module, the control file $T/faults (no faults until ns_fault writes it), the log of injected faults
+# $T/faults.log and the session report $T/sessions. Any process started afterwards that loads
+# $FAULTY_MODULE (the CLI, a server, p11-kit server) follows the rules in $T/faults, re-read on every call.
+ns_faulty_module() {
+    FAULTY_MODULE=$top_builddir/tests/tools/.libs/faulty-pkcs11.so
+    if [ ! -f "$FAULTY_MODULE" ]; then
+        echo "$FAULTY_MODULE not built (make check builds it; by hand: make tests/tools/faulty-pkcs11.la)"
+        exit 99
+    fi
+    FAULTY_PKCS11_MODULE=${1:-$SOFTHSM_MODULE}
+    FAULTY_PKCS11_CONTROL=$T/faults
+    FAULTY_PKCS11_LOG=$T/faults.log
+    FAULTY_PKCS11_SESSIONS=$T/sessions
+    export FAULTY_MODULE FAULTY_PKCS11_MODULE FAULTY_PKCS11_CONTROL FAULTY_PKCS11_LOG FAULTY_PKCS11_SESSIONS
+    rm -f "$FAULTY_PKCS11_CONTROL" "$FAULTY_PKCS11_SESSIONS"
+    : >"$FAULTY_PKCS11_LOG"
+}
+
+# ns_fault RULE...: replace the fault rules with these (one rule per argument), atomically; the log of
+# injected faults starts empty. E.g. ns_fault "fail C_Decrypt CKR_DEVICE_ERROR count=1"; ns_fault "remove 5".
+ns_fault() {
+    printf '%s\n' "$@" >"$FAULTY_PKCS11_CONTROL.tmp"
+    mv -f "$FAULTY_PKCS11_CONTROL.tmp" "$FAULTY_PKCS11_CONTROL"
+    : >"$FAULTY_PKCS11_LOG"
+    echo "# faults: $*"
+}
+
+# ns_fault_clear: no faults any more.
+ns_fault_clear() {
+    ns_fault
+}
+
+# ns_fault_fired STRING: fail unless the module logged an injected fault containing STRING
+# ("C_Decrypt CKR_DEVICE_ERROR", "C_Sign corrupt", "token removed"): a fault test must prove it ran.
+ns_fault_fired() {
+    assert_contains "$FAULTY_PKCS11_LOG" "$1" "the fault '$1' was injected"
+}
+
+# ns_sessions FIELD: a number from the session report of the last process that used the module (open,
+# max, opened, closed, finalized).
+ns_sessions() {
+    sed -n "s/^$1 //p" "$FAULTY_PKCS11_SESSIONS"
+}
+
+# ns_assert_no_session_leak: the last process finalised the module with no session left open.
+ns_assert_no_session_leak() {
+    [ -f "$FAULTY_PKCS11_SESSIONS" ] || fail "no session report in $FAULTY_PKCS11_SESSIONS"
+    [ "$(ns_sessions finalized)" = 1 ] || fail "the module was not finalised: $(tr '\n' ' ' <"$FAULTY_PKCS11_SESSIONS")"
+    [ "$(ns_sessions open)" = 0 ] || fail "sessions left open: $(tr '\n' ' ' <"$FAULTY_PKCS11_SESSIONS")"
+}
+
+# ---- TPM: swtpm + tpm2-abrmd on a private D-Bus session bus + tpm2-pkcs11 ----
+
+# _ns_free_port_pair: a free TCP port P on 127.0.0.1 such that P+1 is free too.
+_ns_free_port_pair() {
+    python3 -c '
+import socket
+for _ in range(100):
+    a = socket.socket()
+    a.bind(("127.0.0.1", 0))
+    p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        continue
+    print(p)
+    break'
+}
+
+# ns_tpm_start: a software TPM of the test's own. swtpm listens on 127.0.0.1 (two free ports: commands on
+# P, its control channel on P+1, where the swtpm TCTI looks for it), a private dbus-daemon --session on a unix socket in $T/tpm carries
+# tpm2-abrmd (the resource manager), and tpm2-pkcs11 keeps its store in $T/tpm/store. Exports
+# TPM2_PKCS11_MODULE, TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI, TPM2TOOLS_TCTI, DBUS_SESSION_BUS_ADDRESS. All
+# three daemons are stopped by PID when the script exits. Missing tools: exit 99.
+ns_tpm_start() {
+    local tool d=$T/tpm port i
+    for tool in swtpm tpm2_ptool tpm2_getrandom dbus-daemon python3; do
+        command -v "$tool" >/dev/null 2>&1 || {
+            echo "$tool not installed (contrib/deps.sh installs it)"
+            exit 99
+        }
+    done
+    [ -x /usr/sbin/tpm2-abrmd ] || {
+        echo "tpm2-abrmd not installed"
+        exit 99
+    }
+    TPM2_PKCS11_MODULE=
+    for m in /usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so /usr/lib/*/pkcs11/libtpm2_pkcs11.so \
+        /usr/lib/*/libtpm2_pkcs11.so.1; do
+        if [ -f "$m" ]; then
+            TPM2_PKCS11_MODULE=$m
+            break
+        fi
+    done
+    [ -n "$TPM2_PKCS11_MODULE" ] || {
+        echo "tpm2-pkcs11 (libtpm2_pkcs11.so) not installed"
+        exit 99
+    }
+    ls /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 || {
+        echo "libtss2-tcti-tabrmd0 not installed"
+        exit 99
+    }
+    mkdir -p "$d/state" "$d/store"
+    port=$(_ns_free_port_pair)
+    swtpm socket --tpm2 --tpmstate dir="$d/state" --server type=tcp,port="$port",bindaddr=127.0.0.1 \
+        --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear >"$d/swtpm.log" 2>&1 &
+    ns_bg_pid $!
+    for i in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.05
+    done
+    cat >"$d/bus.conf" <<EOC
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$d/bus</listen>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+EOC
+    dbus-daemon --config-file="$d/bus.conf" --nofork >"$d/dbus.log" 2>&1 &
+    ns_bg_pid $!
+    for i in $(seq 1 100); do
+        [ -S "$d/bus" ] && break
+        sleep 0.05
+    done
+    [ -S "$d/bus" ] || fail "dbus-daemon did not start: $(cat "$d/dbus.log")"
+    DBUS_SESSION_BUS_ADDRESS=unix:path=$d/bus
+    export DBUS_SESSION_BUS_ADDRESS
+    /usr/sbin/tpm2-abrmd --session --tcti="swtpm:host=127.0.0.1,port=$port" --allow-root \
+        >"$d/abrmd.log" 2>&1 &
+    ns_bg_pid $!
+    TPM2_PKCS11_TCTI=tabrmd:bus_type=session
+    TPM2TOOLS_TCTI=$TPM2_PKCS11_TCTI
+    TPM2_PKCS11_STORE=$d/store
+    export TPM2_PKCS11_MODULE TPM2_PKCS11_TCTI TPM2TOOLS_TCTI TPM2_PKCS11_STORE
+    for i in $(seq 1 100); do
+        tpm2_getrandom 4 >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    tpm2_getrandom 4 >/dev/null 2>&1 || {
+        cat "$d/swtpm.log" "$d/abrmd.log" >&2
+        fail "the software TPM did not answer through tpm2-abrmd"
+    }
+    echo "# swtpm on 127.0.0.1:$port, tpm2-abrmd on $DBUS_SESSION_BUS_ADDRESS, store $TPM2_PKCS11_STORE"
+}
+
+# ns_tpm_token LABEL PIN: a tpm2-pkcs11 token (tpm2_ptool init + addtoken); the PIN also in $T/pin-LABEL.
+ns_tpm_token() {
+    local label=$1 pin=$2
+    tpm2_ptool init --path="$TPM2_PKCS11_STORE" >"$T/ptool.out" 2>&1 || {
+        cat "$T/ptool.out" >&2
+        fail "tpm2_ptool init failed"
+    }
+    tpm2_ptool addtoken --pid=1 --label="$label" --userpin="$pin" --sopin="so-$pin" \
+        --path="$TPM2_PKCS11_STORE" >"$T/ptool.out" 2>&1 || {
+        cat "$T/ptool.out" >&2
+        fail "tpm2_ptool addtoken $label failed"
+    }
+    (
+        umask 077
+        printf '%s' "$pin" >"$T/pin-$label"
+    )
+}
+
+# ns_tpm_key TOKEN PIN KEY-LABEL ALGORITHM: a key pair in the TPM token (tpm2_ptool addkey; ALGORITHM
+# rsa2048, rsa3072, ecc256, ...).
+ns_tpm_key() {
+    tpm2_ptool addkey --label="$1" --userpin="$2" --key-label="$3" --algorithm="$4" \
+        --path="$TPM2_PKCS11_STORE" >"$T/ptool.out" 2>&1 || {
+        cat "$T/ptool.out" >&2
+        fail "tpm2_ptool addkey $3 ($4) failed"
+    }
+}
+
+# ---- remote tokens: p11-kit server ----
+
+# ns_p11kit_server MODULE TOKEN-URI: forward the token through `p11-kit server` on a unix socket in $T.
+# Sets P11KIT_CLIENT_MODULE (p11-kit-client.so, the module-path for the client side) and exports
+# P11_KIT_SERVER_ADDRESS; the server is stopped by PID when the script exits.
+ns_p11kit_server() {
+    local i
+    command -v p11-kit >/dev/null 2>&1 || {
+        echo "p11-kit not installed"
+        exit 99
+    }
+    P11KIT_CLIENT_MODULE=
+    for m in /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so /usr/lib/*/pkcs11/p11-kit-client.so; do
+        if [ -f "$m" ]; then
+            P11KIT_CLIENT_MODULE=$m
+            break
+        fi
+    done
+    [ -n "$P11KIT_CLIENT_MODULE" ] || {
+        echo "p11-kit-client.so not installed"
+        exit 99
+    }
+    rm -f "$T/p11kit.sock"
+    p11-kit server -f --provider "$1" -n "$T/p11kit.sock" "$2" >"$T/p11kit-server.out" 2>&1 &
+    ns_bg_pid $!
+    for i in $(seq 1 100); do
+        [ -S "$T/p11kit.sock" ] && break
+        sleep 0.05
+    done
+    [ -S "$T/p11kit.sock" ] || fail "p11-kit server did not start: $(cat "$T/p11kit-server.out")"
+    P11_KIT_SERVER_ADDRESS=unix:path=$T/p11kit.sock
+    export P11KIT_CLIENT_MODULE P11_KIT_SERVER_ADDRESS
+    echo "# p11-kit server for $2 on $P11_KIT_SERVER_ADDRESS"
+}

@@ -1,0 +1,669 @@
+/* A fault-injecting PKCS#11 module for tests: it wraps a real module and, on a schedule, makes calls fail,
+ * slow down, see the token removed, or return garbage.
+ *
+ * Environment (read when the module is loaded, i.e. at C_GetFunctionList):
+ *   FAULTY_PKCS11_MODULE    path of the real module (required), e.g. SoftHSM's libsofthsm2.so
+ *   FAULTY_PKCS11_CONTROL   path of a control file holding the rules; re-read on every intercepted call
+ *                           (when its size, mtime or content changed), so a test can change the faults
+ *                           while a process runs. Missing file = no faults.
+ *   FAULTY_PKCS11_RULES     rules used when FAULTY_PKCS11_CONTROL is not set (';' separates rules)
+ *   FAULTY_PKCS11_LOG       if set, one line is appended per injected fault ("C_Decrypt CKR_DEVICE_ERROR")
+ *   FAULTY_PKCS11_SESSIONS  if set, rewritten (atomically) after every session change:
+ *                           "open N\nmax N\nopened N\nclosed N\nfinalized 0|1\n" for this process
+ *
+ * Rules, one per line ('#' starts a comment), words separated by blanks:
+ *   fail FUNC CKR_NAME [count=N] [after=M]   calls of FUNC ('*' = every intercepted call that reaches the
+ *                                           token: not C_Initialize, C_Finalize, C_GetSlotList,
+ *                                           C_CloseSession) return CKR_NAME instead of reaching the real
+ *                                           module: the M calls after the rule appeared pass, then N fail
+ *                                           (no count: all of them)
+ *   delay FUNC MS [count=N] [after=M]       calls of FUNC sleep MS milliseconds first
+ *   corrupt FUNC [count=N] [after=M]        FUNC (C_Sign, C_Decrypt, C_Encrypt, C_UnwrapKey) succeeds but
+ *                                           its output is replaced with garbage (for C_UnwrapKey: the new
+ *                                           key's CKA_VALUE, as read back with C_GetAttributeValue)
+ *   remove SECONDS                          the token is gone for SECONDS from the moment the control file
+ *                                           was written (from the first call, with FAULTY_PKCS11_RULES):
+ *                                           C_GetSlotList(CK_TRUE) lists no slot, C_GetSlotInfo has no
+ *                                           CKF_TOKEN_PRESENT, C_GetTokenInfo and C_OpenSession return
+ *                                           CKR_TOKEN_NOT_PRESENT, session calls CKR_DEVICE_REMOVED; every
+ *                                           session open at the removal is closed in the real module (as a
+ *                                           real removal does), so it is invalid afterwards too
+ * Counters (count=, after=) are per process and start again whenever the rules change.
+ *
+ * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
+ * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
+
+#define MAX_RULES    32
+#define MAX_SESSIONS 1024
+#define CONTROL_MAX  8192
+
+enum kind { K_FAIL, K_DELAY, K_CORRUPT, K_REMOVE };
+
+struct rule {
+    enum kind kind;
+    char fn[40];
+    CK_RV rv;
+    long ms;      /* delay */
+    long seconds; /* remove */
+    long count;   /* -1: unlimited */
+    long after;
+    long seen; /* matching calls so far */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static void *real_dl;
+static CK_FUNCTION_LIST *real;
+static CK_FUNCTION_LIST wrapped;
+
+static struct rule rules[MAX_RULES];
+static int nrules;
+static char control_text[CONTROL_MAX];
+static struct timespec control_mtime;
+static int control_loaded;
+static double remove_from; /* wall-clock start of the removal period */
+static int removal_done;   /* sessions were closed for the current removal */
+
+static CK_SESSION_HANDLE sess[MAX_SESSIONS];
+static CK_SLOT_ID sess_slot[MAX_SESSIONS];
+static int nsess, max_open;
+static long opened, closed;
+
+static CK_OBJECT_HANDLE garble_obj = CK_INVALID_HANDLE;
+
+static const struct {
+    const char *name;
+    CK_RV rv;
+} rv_names[] = {
+    {"CKR_OK", CKR_OK},
+    {"CKR_HOST_MEMORY", CKR_HOST_MEMORY},
+    {"CKR_GENERAL_ERROR", CKR_GENERAL_ERROR},
+    {"CKR_FUNCTION_FAILED", CKR_FUNCTION_FAILED},
+    {"CKR_DEVICE_ERROR", CKR_DEVICE_ERROR},
+    {"CKR_DEVICE_MEMORY", CKR_DEVICE_MEMORY},
+    {"CKR_DEVICE_REMOVED", CKR_DEVICE_REMOVED},
+    {"CKR_SESSION_CLOSED", CKR_SESSION_CLOSED},
+    {"CKR_SESSION_HANDLE_INVALID", CKR_SESSION_HANDLE_INVALID},
+    {"CKR_TOKEN_NOT_PRESENT", CKR_TOKEN_NOT_PRESENT},
+    {"CKR_USER_NOT_LOGGED_IN", CKR_USER_NOT_LOGGED_IN},
+    {"CKR_OBJECT_HANDLE_INVALID", CKR_OBJECT_HANDLE_INVALID},
+    {"CKR_KEY_HANDLE_INVALID", CKR_KEY_HANDLE_INVALID},
+    {"CKR_PIN_INCORRECT", CKR_PIN_INCORRECT},
+    {"CKR_MECHANISM_INVALID", CKR_MECHANISM_INVALID},
+    {"CKR_ENCRYPTED_DATA_INVALID", CKR_ENCRYPTED_DATA_INVALID},
+};
+
+static const char *rv_name(CK_RV rv)
+{
+    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+        if (rv_names[i].rv == rv)
+            return rv_names[i].name;
+    return "CKR_(other)";
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_line(const char *fmt, ...)
+{
+    const char *path = getenv("FAULTY_PKCS11_LOG");
+    va_list ap;
+    FILE *f;
+    if (path == NULL || (f = fopen(path, "a")) == NULL)
+        return;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fclose(f);
+}
+
+/* Rewrite the session report; caller holds lock. */
+static void report_sessions(int finalized)
+{
+    const char *path = getenv("FAULTY_PKCS11_SESSIONS");
+    char tmp[4096];
+    FILE *f;
+
+    if (path == NULL || snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid()) >= (int)sizeof(tmp))
+        return;
+    if ((f = fopen(tmp, "w")) == NULL)
+        return;
+    fprintf(f, "open %d\nmax %d\nopened %ld\nclosed %ld\nfinalized %d\n", nsess, max_open, opened, closed,
+            finalized);
+    if (fclose(f) == 0)
+        (void)rename(tmp, path);
+    else
+        (void)unlink(tmp);
+}
+
+static void sess_add(CK_SESSION_HANDLE h, CK_SLOT_ID slot)
+{
+    if (nsess < MAX_SESSIONS) {
+        sess[nsess] = h;
+        sess_slot[nsess] = slot;
+        nsess++;
+    }
+    opened++;
+    if (nsess > max_open)
+        max_open = nsess;
+    report_sessions(0);
+}
+
+static void sess_del(CK_SESSION_HANDLE h)
+{
+    for (int i = 0; i < nsess; i++)
+        if (sess[i] == h) {
+            sess[i] = sess[nsess - 1];
+            sess_slot[i] = sess_slot[nsess - 1];
+            nsess--;
+            closed++;
+            report_sessions(0);
+            return;
+        }
+}
+
+static int parse_rule(char *line, struct rule *r)
+{
+    char *w[8], *save = NULL, *tok;
+    int n = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->count = -1;
+    for (tok = strtok_r(line, " \t\r", &save); tok != NULL && n < 8; tok = strtok_r(NULL, " \t\r", &save))
+        w[n++] = tok;
+    if (n == 0)
+        return 0;
+    if (strcmp(w[0], "remove") == 0 && n == 2) {
+        r->kind = K_REMOVE;
+        r->seconds = strtol(w[1], NULL, 10);
+        return 1;
+    }
+    if (n < 2 || strlen(w[1]) >= sizeof(r->fn))
+        return -1;
+    strcpy(r->fn, w[1]);
+    int first_opt;
+    if (strcmp(w[0], "fail") == 0 && n >= 3) {
+        r->kind = K_FAIL;
+        r->rv = (CK_RV)-1;
+        for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+            if (strcmp(rv_names[i].name, w[2]) == 0)
+                r->rv = rv_names[i].rv;
+        if (r->rv == (CK_RV)-1 && strncmp(w[2], "0x", 2) == 0)
+            r->rv = strtoul(w[2], NULL, 16);
+        if (r->rv == (CK_RV)-1)
+            return -1;
+        first_opt = 3;
+    } else if (strcmp(w[0], "delay") == 0 && n >= 3) {
+        r->kind = K_DELAY;
+        r->ms = strtol(w[2], NULL, 10);
+        first_opt = 3;
+    } else if (strcmp(w[0], "corrupt") == 0) {
+        r->kind = K_CORRUPT;
+        first_opt = 2;
+    } else {
+        return -1;
+    }
+    for (int i = first_opt; i < n; i++) {
+        if (strncmp(w[i], "count=", 6) == 0)
+            r->count = strtol(w[i] + 6, NULL, 10);
+        else if (strncmp(w[i], "after=", 6) == 0)
+            r->after = strtol(w[i] + 6, NULL, 10);
+        else
+            return -1;
+    }
+    return 1;
+}
+
+static void parse_rules(const char *text, int sep_semicolon)
+{
+    char buf[CONTROL_MAX], *line, *save = NULL;
+
+    nrules = 0;
+    removal_done = 0;
+    garble_obj = CK_INVALID_HANDLE;
+    snprintf(buf, sizeof(buf), "%s", text);
+    for (line = strtok_r(buf, sep_semicolon ? ";\n" : "\n", &save); line != NULL;
+         line = strtok_r(NULL, sep_semicolon ? ";\n" : "\n", &save)) {
+        char *hash = strchr(line, '#');
+        int r;
+        if (hash != NULL)
+            *hash = '\0';
+        if (nrules == MAX_RULES)
+            break;
+        if ((r = parse_rule(line, &rules[nrules])) < 0)
+            log_line("faulty-pkcs11: bad rule '%s'", line);
+        else if (r > 0)
+            nrules++;
+    }
+}
+
+/* Re-read the control file if it changed; caller holds lock. */
+static void reload(void)
+{
+    const char *path = getenv("FAULTY_PKCS11_CONTROL");
+    char text[CONTROL_MAX];
+    struct stat st;
+    ssize_t n = 0;
+    int fd;
+
+    if (path == NULL) {
+        if (!control_loaded) {
+            const char *env = getenv("FAULTY_PKCS11_RULES");
+            parse_rules(env ? env : "", 1);
+            remove_from = now();
+            control_loaded = 1;
+        }
+        return;
+    }
+    text[0] = '\0';
+    memset(&st, 0, sizeof(st));
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+        if (fstat(fd, &st) == 0 && (n = read(fd, text, sizeof(text) - 1)) > 0)
+            text[n] = '\0';
+        else
+            text[0] = '\0';
+        close(fd);
+    }
+    if (control_loaded && strcmp(text, control_text) == 0 && st.st_mtim.tv_sec == control_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == control_mtime.tv_nsec)
+        return;
+    memcpy(control_text, text, strlen(text) + 1);
+    control_mtime = st.st_mtim;
+    control_loaded = 1;
+    remove_from = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+    parse_rules(text, 0);
+}
+
+/* Caller holds lock. */
+static int removed_now(void)
+{
+    for (int i = 0; i < nrules; i++)
+        if (rules[i].kind == K_REMOVE && now() < remove_from + (double)rules[i].seconds)
+            return 1;
+    return 0;
+}
+
+/* The token goes away: every session of this process is closed in the real module. Caller holds lock. */
+static void remove_sessions(void)
+{
+    if (removal_done)
+        return;
+    removal_done = 1;
+    for (int i = 0; i < nsess; i++)
+        (void)real->C_CloseSession(sess[i]);
+    closed += nsess;
+    nsess = 0;
+    report_sessions(0);
+    log_line("token removed");
+}
+
+struct verdict {
+    CK_RV rv; /* CKR_OK: go on to the real module */
+    long delay_ms;
+    int corrupt;
+};
+
+static int rule_fires(struct rule *r, const char *fn, int any_ok)
+{
+    if (strcmp(r->fn, fn) != 0 && !(any_ok && strcmp(r->fn, "*") == 0))
+        return 0;
+    r->seen++;
+    if (r->seen <= r->after)
+        return 0;
+    return r->count < 0 || r->seen - r->after <= r->count;
+}
+
+/* Decide what happens to one call. session: the call works on an open session (removal closes them). */
+static struct verdict decide(const char *fn, int any_ok, int session)
+{
+    struct verdict v = {CKR_OK, 0, 0};
+
+    pthread_mutex_lock(&lock);
+    reload();
+    if (removed_now()) {
+        if (session) {
+            remove_sessions();
+            v.rv = CKR_DEVICE_REMOVED;
+        }
+        pthread_mutex_unlock(&lock);
+        return v;
+    }
+    for (int i = 0; i < nrules; i++) {
+        struct rule *r = &rules[i];
+        if (r->kind == K_REMOVE || !rule_fires(r, fn, any_ok))
+            continue;
+        if (r->kind == K_FAIL && v.rv == CKR_OK) {
+            v.rv = r->rv;
+            log_line("%s %s", fn, rv_name(r->rv));
+        } else if (r->kind == K_DELAY) {
+            v.delay_ms += r->ms;
+            log_line("%s delay", fn);
+        } else if (r->kind == K_CORRUPT) {
+            v.corrupt = 1;
+            log_line("%s corrupt", fn);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (v.delay_ms > 0) {
+        struct timespec ts = {v.delay_ms / 1000, (v.delay_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+    return v;
+}
+
+static void garble(CK_BYTE_PTR p, CK_ULONG n)
+{
+    static unsigned x = 0x9e3779b9u;
+    for (CK_ULONG i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] ^= (CK_BYTE)((x >> 16) | 1); /* never 0: every byte changes */
+    }
+}
+
+/* ---- wrappers ---- */
+
+#define GATE(name, any, session)                                                                             \
+    struct verdict v = decide(#name, any, session);                                                          \
+    if (v.rv != CKR_OK)                                                                                      \
+    return v.rv
+
+static CK_RV w_Initialize(CK_VOID_PTR args)
+{
+    return real->C_Initialize(args);
+}
+
+static CK_RV w_Finalize(CK_VOID_PTR reserved)
+{
+    CK_RV rv = real->C_Finalize(reserved);
+    pthread_mutex_lock(&lock);
+    report_sessions(1);
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR n)
+{
+    struct verdict v = decide("C_GetSlotList", 0, 0);
+    int gone;
+    if (v.rv != CKR_OK)
+        return v.rv;
+    pthread_mutex_lock(&lock);
+    gone = removed_now();
+    pthread_mutex_unlock(&lock);
+    if (gone && present) {
+        log_line("C_GetSlotList token removed");
+        *n = 0;
+        return CKR_OK;
+    }
+    return real->C_GetSlotList(present, list, n);
+}
+
+static CK_RV w_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
+{
+    CK_RV rv;
+    int gone;
+    GATE(C_GetSlotInfo, 1, 0);
+    rv = real->C_GetSlotInfo(slot, info);
+    pthread_mutex_lock(&lock);
+    gone = removed_now();
+    pthread_mutex_unlock(&lock);
+    if (rv == CKR_OK && gone)
+        info->flags &= ~(CK_FLAGS)CKF_TOKEN_PRESENT;
+    return rv;
+}
+
+static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+    int gone;
+    GATE(C_GetTokenInfo, 1, 0);
+    pthread_mutex_lock(&lock);
+    gone = removed_now();
+    pthread_mutex_unlock(&lock);
+    if (gone)
+        return CKR_TOKEN_NOT_PRESENT;
+    return real->C_GetTokenInfo(slot, info);
+}
+
+static CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO_PTR info)
+{
+    int gone;
+    GATE(C_GetMechanismInfo, 1, 0);
+    pthread_mutex_lock(&lock);
+    gone = removed_now();
+    pthread_mutex_unlock(&lock);
+    if (gone)
+        return CKR_TOKEN_NOT_PRESENT;
+    return real->C_GetMechanismInfo(slot, t, info);
+}
+
+static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
+                           CK_SESSION_HANDLE_PTR s)
+{
+    CK_RV rv;
+    int gone;
+    GATE(C_OpenSession, 1, 0);
+    pthread_mutex_lock(&lock);
+    gone = removed_now();
+    pthread_mutex_unlock(&lock);
+    if (gone)
+        return CKR_TOKEN_NOT_PRESENT;
+    rv = real->C_OpenSession(slot, flags, app, notify, s);
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&lock);
+        sess_add(*s, slot);
+        pthread_mutex_unlock(&lock);
+    }
+    return rv;
+}
+
+static CK_RV w_CloseSession(CK_SESSION_HANDLE s)
+{
+    CK_RV rv = real->C_CloseSession(s);
+    pthread_mutex_lock(&lock);
+    sess_del(s);
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_CloseAllSessions(CK_SLOT_ID slot)
+{
+    CK_RV rv = real->C_CloseAllSessions(slot);
+    pthread_mutex_lock(&lock);
+    for (int i = nsess - 1; i >= 0; i--)
+        if (sess_slot[i] == slot)
+            sess_del(sess[i]);
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_GetSessionInfo(CK_SESSION_HANDLE s, CK_SESSION_INFO_PTR info)
+{
+    GATE(C_GetSessionInfo, 1, 1);
+    return real->C_GetSessionInfo(s, info);
+}
+
+static CK_RV w_Login(CK_SESSION_HANDLE s, CK_USER_TYPE u, CK_UTF8CHAR_PTR pin, CK_ULONG n)
+{
+    GATE(C_Login, 1, 1);
+    return real->C_Login(s, u, pin, n);
+}
+
+static CK_RV w_FindObjectsInit(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n)
+{
+    GATE(C_FindObjectsInit, 1, 1);
+    return real->C_FindObjectsInit(s, t, n);
+}
+
+static CK_RV w_FindObjects(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE_PTR h, CK_ULONG max, CK_ULONG_PTR n)
+{
+    GATE(C_FindObjects, 1, 1);
+    return real->C_FindObjects(s, h, max, n);
+}
+
+static CK_RV w_GetAttributeValue(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t, CK_ULONG n)
+{
+    CK_RV rv;
+    GATE(C_GetAttributeValue, 1, 1);
+    rv = real->C_GetAttributeValue(s, o, t, n);
+    pthread_mutex_lock(&lock);
+    if (rv == CKR_OK && o == garble_obj)
+        for (CK_ULONG i = 0; i < n; i++)
+            if (t[i].type == CKA_VALUE && t[i].pValue != NULL)
+                garble(t[i].pValue, t[i].ulValueLen);
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    GATE(C_EncryptInit, 1, 1);
+    return real->C_EncryptInit(s, m, k);
+}
+
+static CK_RV w_Encrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_RV rv;
+    GATE(C_Encrypt, 1, 1);
+    rv = real->C_Encrypt(s, in, n, out, on);
+    if (rv == CKR_OK && v.corrupt && out != NULL)
+        garble(out, *on);
+    return rv;
+}
+
+static CK_RV w_DecryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    GATE(C_DecryptInit, 1, 1);
+    return real->C_DecryptInit(s, m, k);
+}
+
+static CK_RV w_Decrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_RV rv;
+    GATE(C_Decrypt, 1, 1);
+    rv = real->C_Decrypt(s, in, n, out, on);
+    if (rv == CKR_OK && v.corrupt && out != NULL)
+        garble(out, *on);
+    return rv;
+}
+
+static CK_RV w_SignInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    GATE(C_SignInit, 1, 1);
+    return real->C_SignInit(s, m, k);
+}
+
+static CK_RV w_Sign(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_RV rv;
+    GATE(C_Sign, 1, 1);
+    rv = real->C_Sign(s, in, n, out, on);
+    if (rv == CKR_OK && v.corrupt && out != NULL)
+        garble(out, *on);
+    return rv;
+}
+
+static CK_RV w_WrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE wk, CK_OBJECT_HANDLE k,
+                       CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_RV rv;
+    GATE(C_WrapKey, 1, 1);
+    rv = real->C_WrapKey(s, m, wk, k, out, on);
+    if (rv == CKR_OK && v.corrupt && out != NULL)
+        garble(out, *on);
+    return rv;
+}
+
+static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE uk, CK_BYTE_PTR in,
+                         CK_ULONG n, CK_ATTRIBUTE_PTR t, CK_ULONG nt, CK_OBJECT_HANDLE_PTR h)
+{
+    CK_RV rv;
+    GATE(C_UnwrapKey, 1, 1);
+    rv = real->C_UnwrapKey(s, m, uk, in, n, t, nt, h);
+    if (rv == CKR_OK && v.corrupt) {
+        pthread_mutex_lock(&lock);
+        garble_obj = *h;
+        pthread_mutex_unlock(&lock);
+    }
+    return rv;
+}
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+    CK_C_GetFunctionList get = NULL;
+    const char *path = getenv("FAULTY_PKCS11_MODULE");
+    CK_RV rv = CKR_OK;
+
+    if (list == NULL)
+        return CKR_ARGUMENTS_BAD;
+    pthread_mutex_lock(&lock);
+    if (real == NULL) {
+        if (path == NULL) {
+            fprintf(stderr, "faulty-pkcs11: FAULTY_PKCS11_MODULE is not set\n");
+            rv = CKR_GENERAL_ERROR;
+            goto out;
+        }
+        if ((real_dl = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+            fprintf(stderr, "faulty-pkcs11: cannot load %s: %s\n", path, dlerror());
+            rv = CKR_GENERAL_ERROR;
+            goto out;
+        }
+        *(void **)&get = dlsym(real_dl, "C_GetFunctionList");
+        if (get == NULL || (rv = get(&real)) != CKR_OK || real == NULL) {
+            fprintf(stderr, "faulty-pkcs11: %s is not a PKCS#11 module\n", path);
+            real = NULL;
+            rv = CKR_GENERAL_ERROR;
+            goto out;
+        }
+        wrapped = *real;
+        wrapped.C_GetFunctionList = C_GetFunctionList;
+        wrapped.C_Initialize = w_Initialize;
+        wrapped.C_Finalize = w_Finalize;
+        wrapped.C_GetSlotList = w_GetSlotList;
+        wrapped.C_GetSlotInfo = w_GetSlotInfo;
+        wrapped.C_GetTokenInfo = w_GetTokenInfo;
+        wrapped.C_GetMechanismInfo = w_GetMechanismInfo;
+        wrapped.C_OpenSession = w_OpenSession;
+        wrapped.C_CloseSession = w_CloseSession;
+        wrapped.C_CloseAllSessions = w_CloseAllSessions;
+        wrapped.C_GetSessionInfo = w_GetSessionInfo;
+        wrapped.C_Login = w_Login;
+        wrapped.C_FindObjectsInit = w_FindObjectsInit;
+        wrapped.C_FindObjects = w_FindObjects;
+        wrapped.C_GetAttributeValue = w_GetAttributeValue;
+        wrapped.C_EncryptInit = w_EncryptInit;
+        wrapped.C_Encrypt = w_Encrypt;
+        wrapped.C_DecryptInit = w_DecryptInit;
+        wrapped.C_Decrypt = w_Decrypt;
+        wrapped.C_SignInit = w_SignInit;
+        wrapped.C_Sign = w_Sign;
+        wrapped.C_WrapKey = w_WrapKey;
+        wrapped.C_UnwrapKey = w_UnwrapKey;
+    }
+    *list = &wrapped;
+out:
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
