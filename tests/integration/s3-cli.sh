@@ -9,7 +9,9 @@
 # ns-fill through the library (two threads sharing the store) are listed across ListObjectsV2 pages and
 # read back; verify counts per KEK; rewrap to a new primary KEK and verify again; secret create / rotate /
 # promote / retire / show / list / export; a wrong access key id and a missing bucket are storage errors
-# (6) naming the bucket and S3's error Code; credentials from the environment when the config has none.
+# (6) naming the bucket and S3's error Code; credentials from the environment when the config has none;
+# ca init/issue/bundle/rotate/list/retire (the log entry in the bucket) and nonce issue/verify/consume (the
+# single-use marker in the bucket, a replay refused with 11).
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 ns_s3rver_start nstance-test other-bucket
@@ -177,6 +179,30 @@ openssl pkey -in "$T/out" -noout || fail "secret export: not a private key"
 expect_rc 0 secret create tok --type random --bytes 32
 expect_rc 0 secret export tok --format raw
 assert_eq "$(stat -c %s "$T/out")" 32 "random secret: 32 bytes"
+
+# ---- the CA and registration nonces on S3 ----
+s3cfg "$KB"
+printf 'cache_dir: %s\nca: {subject: {cn: "S3 CA"}}\n' "$T/cache" >>"$T/config.yaml"
+expect_rc 0 ca init --type ecdsa-p256
+expect_rc 0 ca bundle -o "$T/s3-ca.pem"
+openssl genpkey -algorithm ed25519 -out "$T/leaf.key" 2>/dev/null
+openssl pkey -in "$T/leaf.key" -pubout -out "$T/leaf.pub"
+expect_rc 0 ca issue --public-key "$T/leaf.pub" --cn vm-s3 --tenant acme --role agent -o "$T/s3-leaf.pem"
+openssl verify -CAfile "$T/s3-ca.pem" "$T/s3-leaf.pem" >/dev/null 2>&1 || fail "a certificate issued on S3 verifies"
+boto keys nstance-test clusters/one/shard/default/certlog/ >"$T/keys"
+grep -q "acme\.[0-9]*\.vm-s3\.json" "$T/keys" || fail "the certificate log entry is in the bucket"
+expect_rc 0 ca rotate
+expect_rc 0 ca list
+[ "$(grep -c . "$T/out")" = 2 ] || fail "two CA certificates after a rotation on S3"
+expect_rc 0 ca retire
+expect_rc 0 secret create registration-nonce.key --type ed25519
+expect_rc 0 nonce issue --kind agent --sub vm-s3 --tenant acme
+cp "$T/out" "$T/s3.jwt"
+expect_rc 0 nonce verify --file "$T/s3.jwt" --kind agent
+expect_rc 0 nonce consume --file "$T/s3.jwt"
+boto keys nstance-test clusters/one/cluster/nonce-used/ >"$T/keys"
+[ "$(grep -c . "$T/keys")" = 1 ] || fail "one single-use marker in the bucket"
+expect_rc 11 nonce consume --file "$T/s3.jwt"
 
 # ---- storage errors name the bucket and S3's code ----
 sed 's/access_key_id: S3RVER/access_key_id: NOBODY/' "$T/config.yaml" >"$T/c2" && mv "$T/c2" "$T/config.yaml"
