@@ -116,6 +116,14 @@ expect_rc 4 get new
 [ ! -s "$T/out" ] || fail "a tampered blob printed something"
 cp "$T/new.bak" "$B/cluster/secret/new"
 
+# tpm2-pkcs11 1.9.0 leaks an ASN.1 string inside every C_Sign (seen with the sanitizer build's full
+# unwinder: the allocation is under op_sign -> C_Sign in the module). The fast unwinder cannot see past
+# libcrypto to tell it is the module's, so leak checking is off from here on, for the signing commands;
+# ASan and UBSan stay on, and the same code paths are leak-checked with SoftHSM keys in ca.sh and nonce.sh.
+if [ -n "${ASAN_OPTIONS-}" ]; then
+    export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
+fi
+
 # 3. The CA: adopt the TPM P-256 key, issue, verify with openssl.
 expect_rc 0 ca init --key "$CA_URI"
 assert_contains "$T/out" "(ecdsa-p256)"
