@@ -334,3 +334,50 @@ ns_https() {
     shift
     curl -s --cacert "$T/ca.pem" -o "$out" -w '%{http_code}' "$@" || true
 }
+
+# ns_server_config FILE CACHE_DIR [CLUSTER]: a server config with a file KEK ($T/kek.key, made if missing),
+# the store $T/bucket, shard s1, listen 127.0.0.1:0, cache_check 1s, 2 threads, and two templates: group cp →
+# control-plane (secret k8s-sa.key as pem-bundle, the CA bundle), group web → worker (secret web.key as pem).
+# Extra top-level YAML can follow on stdin-less calls through $NS_SERVER_EXTRA (appended to the server section).
+ns_server_config() {
+    local file=$1 cache=$2 cluster=${3:-srv-test}
+    if [ ! -f "$T/kek.key" ]; then
+        head -c 32 /dev/urandom >"$T/kek.key"
+        chmod 0600 "$T/kek.key"
+    fi
+    cat >"$file" <<EOF2
+cluster_id: $cluster
+storage: {backend: file, path: $T/bucket}
+encryption_key: {source: file, path: $T/kek.key}
+cache_dir: $cache
+shard: s1
+server:
+  listen: "127.0.0.1:0"
+  cache_check: 1s
+  threads: 2
+${NS_SERVER_EXTRA:-}
+groups: {cp: control-plane, web: worker}
+templates:
+  control-plane:
+    files:
+      - {path: /etc/kubernetes/pki/sa.key, secret: k8s-sa.key, format: pem-bundle, mode: "0600"}
+      - {path: /etc/nstance/ca.crt, ca_bundle: true, mode: "0644"}
+  worker:
+    files:
+      - {path: /etc/web/tls.key, secret: web.key, format: pem, mode: "0640", group: www}
+EOF2
+}
+
+# ns_server_register PORT NAME NONCE: register with a fresh Ed25519 key ($T/NAME.key); the answer in
+# $T/NAME.json, the certificate in $T/NAME.crt; prints the HTTP status.
+ns_server_register() {
+    local port=$1 name=$2 nonce=$3 code
+    openssl genpkey -algorithm ed25519 -out "$T/$name.key" 2>/dev/null
+    openssl pkey -in "$T/$name.key" -pubout -out "$T/$name.pub"
+    python3 "$top_srcdir/tests/tools/srvclient.py" regbody "$nonce" "$T/$name.pub" >"$T/$name.req"
+    code=$(ns_https "$T/$name.json" --data-binary @"$T/$name.req" "https://127.0.0.1:$port/v1/register")
+    if [ "$code" = 200 ]; then
+        python3 "$top_srcdir/tests/tools/srvclient.py" field "$T/$name.json" certificate >"$T/$name.crt"
+    fi
+    echo "$code"
+}

@@ -6,6 +6,9 @@
   srvclient.py certcheck CERT CA_BUNDLE CN O ROLE ROLE_OID [DNS] [IP]  check an issued certificate
   srvclient.py files JSONFILE OUTDIR                       check a files answer; write each file's content
   srvclient.py servercert PORT CA_BUNDLE NAME...           check the server's TLS certificate
+  srvclient.py mkcert OUTKEY OUTCRT CN O[,O2] ROLE OID NB NA [CA_CERT CA_KEY]
+      a client certificate (Ed25519 key) valid from now+NB to now+NA seconds, issued by CA_KEY (PEM) or, without
+      it, by a fresh self-signed CA of its own (another CA); ROLE "-" leaves the role extension out
 """
 import base64, datetime, hashlib, json, os, socket, ssl, sys
 
@@ -107,6 +110,33 @@ def main():
             die("server EKU %r" % list(eku))
         if cert.public_key().curve.name != "secp256r1":
             die("server key is not P-256")
+    elif cmd == "mkcert":
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+        outkey, outcrt, cn, orgs, role, oid, nb, na = sys.argv[2:10]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if len(sys.argv) > 11:
+            ca_cert = x509.load_pem_x509_certificate(open(sys.argv[10], "rb").read())
+            ca_key = serialization.load_pem_private_key(open(sys.argv[11], "rb").read(), None)
+            issuer = ca_cert.subject
+        else:
+            ca_key = ed25519.Ed25519PrivateKey.generate()
+            issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA")])
+        key = ed25519.Ed25519PrivateKey.generate()
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs.split(",")]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(issuer)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now + datetime.timedelta(seconds=int(nb)))
+             .not_valid_after(now + datetime.timedelta(seconds=int(na)))
+             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        if role != "-":
+            b = b.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid),
+                                                           b"\x0c" + bytes([len(role)]) + role.encode()), critical=False)
+        cert = b.sign(ca_key, None)
+        open(outkey, "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+        open(outcrt, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
     else:
         die("unknown command " + cmd)
 
