@@ -277,6 +277,9 @@ static void handle(struct evhttp_request *req, void *arg)
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
     }
     send_reply(req, &rp);
+    /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
+    if (evcon != NULL)
+        evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     us = (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
     ns_metrics_request(&svc->metrics, rt != NULL ? rt->ep : NS_EP_OTHER, rp.status, us);
@@ -347,8 +350,9 @@ int ns_http_start(ns_server *srv)
             return NS_E_NOMEM;
         evhttp_set_bevcb(w->http, new_bev, w);
         evhttp_set_gencb(w->http, handle, w);
-        /* libevent 2.1 has one timeout per connection, for reading a request (the TLS handshake and the
-         * headers included) and for waiting for the next one: header_timeout (doc/server.md). */
+        /* libevent 2.1 has one timeout per connection, for reading and for waiting alike: header_timeout
+         * until the first request is answered (the TLS handshake and the headers included), idle_timeout
+         * after that (set in handle()). doc/server.md, "Limits". */
         evhttp_set_timeout(w->http, (int)sc->header_timeout);
         evhttp_set_max_body_size(w->http, NS_REQ_BODY_MAX);
         evhttp_set_max_headers_size(w->http, 16 * 1024);

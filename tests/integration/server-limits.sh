@@ -51,6 +51,7 @@ server:
   listen: "127.0.0.1:0"
   cache_check: 1s
   header_timeout: 2s
+  idle_timeout: 4s
   max_connections: 6
   threads: 2
 groups: {cp: control-plane}
@@ -110,6 +111,9 @@ secs=$(cat "$T/idle.out")
 python3 -c "import sys; s=float('$secs'); sys.exit(0 if 1.0 <= s <= 6.0 else 1)" ||
     fail "the slow client was cut off after $secs s (header_timeout 2s)"
 assert_eq "$($SLOW trickle "$PORT" "$T/ca.pem" 1)" "HTTP/1.1 200 OK" "headers within header_timeout are answered"
+secs=$($SLOW keepalive "$PORT")
+python3 -c "import sys; s=float('$secs'); sys.exit(0 if 3.0 <= s <= 8.0 else 1)" ||
+    fail "an idle keep-alive connection was closed after $secs s (idle_timeout 4s)"
 $SLOW cap "$PORT" 6 >"$T/cap.out"
 assert_eq "$(cat "$T/cap.out")" "refused
 recovered" "max_connections 6: the 7th is closed, later ones work"

@@ -6,6 +6,8 @@
   slowclient.py cap PORT N                N idle TLS connections, then one more: prints "refused" or
                                           "accepted" for the extra one, then closes all and checks that a new
                                           connection works again ("recovered")
+  slowclient.py keepalive PORT            one request on a keep-alive connection, then nothing: prints the
+                                          seconds until the server closes it
   slowclient.py trickle PORT CA DELAY     a /health request whose headers arrive DELAY seconds after the
                                           request line; prints the status line
 """
@@ -57,6 +59,22 @@ def main():
         t.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = t.recv(4096)
         print("recovered" if data.startswith(b"HTTP/1.1 200") else "not recovered: %r" % data[:40])
+    elif cmd == "keepalive":
+        t = connect(port)
+        t.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"ok\n" not in data:
+            d = t.recv(4096)
+            if not d:
+                sys.exit("closed before the answer")
+            data += d
+        t0 = time.time()
+        try:
+            while t.recv(4096):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+        print("%.1f" % (time.time() - t0))
     elif cmd == "trickle":
         t = connect(port, sys.argv[3])
         t.sendall(b"GET /health HTTP/1.1\r\n")
