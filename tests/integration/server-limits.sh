@@ -6,7 +6,7 @@
 # ones work); the token failing during requests (a fault-injecting PKCS#11 module around SoftHSM) (registration 503, /health still answers, the nonce
 # is not used up) and the server serving again once it is back, without restart; `secret rotate` reaching
 # /v1/agent/files within server.cache_check (new version, new content), `ca rotate` picked up (new certificates
-# from the new CA, certificates of the old CA still accepted); SIGHUP reloading templates (a new file appears),
+# from the new CA, certificates of the old CA still accepted, the server's own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears),
 # a broken config on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
@@ -175,6 +175,8 @@ printf '%s\n' "$newest" >"$T/newest.pem"
 openssl verify -CAfile "$T/newest.pem" "$T/vm3.crt" >/dev/null 2>&1 || fail "new certificates come from the new CA"
 code=$(ns_https "$T/f3" "${AG[@]}" "$URL/v1/agent/files")
 assert_eq "$code" 200 "a certificate of the old CA is still accepted"
+$CL servercert "$PORT" "$T/newest.pem" localhost 127.0.0.1 || fail "the server's own certificate is not from the new CA"
+assert_contains "$T/s.log" "the CA changed: new TLS certificate" "server certificate reissued"
 
 # ---- SIGHUP ----
 cp "$T/config.yaml" "$T/config.good"
