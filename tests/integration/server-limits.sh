@@ -7,7 +7,7 @@
 # is not used up) and the server serving again once it is back, without restart; `secret rotate` reaching
 # /v1/agent/files within server.cache_check (new version, new content), `ca rotate` picked up (new certificates
 # from the new CA, certificates of the old CA still accepted, the server's own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears),
-# a broken config on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
+# a broken config or an unreadable KEK on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
@@ -186,6 +186,17 @@ sleep 0.5
 code=$(ns_https "$T/f4" "${AG[@]}" "$URL/v1/agent/files")
 assert_eq "$code" 200 "a broken config on SIGHUP changes nothing"
 assert_eq "$($CL field "$T/f4" version)" "$($CL field "$T/f2" version)" "same files after a failed reload"
+cp "$T/config.good" "$T/config.yaml"
+mv "$T/kek.key" "$T/kek.key.away" # the KEKs are reloaded too: one that cannot be read fails the reload
+kill -HUP "$PID"
+for i in $(seq 1 20); do
+    grep -q "reload: the encryption keys cannot be loaded" "$T/s.log" && break
+    sleep 0.25
+done
+assert_contains "$T/s.log" "reload: the encryption keys cannot be loaded" "a KEK that fails on SIGHUP is reported"
+mv "$T/kek.key.away" "$T/kek.key"
+code=$(ns_https "$T/f4" "${AG[@]}" "$URL/v1/agent/files")
+assert_eq "$code" 200 "a failed KEK reload changes nothing"
 write_config "      - {path: /etc/extra.key, secret: extra.key, format: raw, mode: \"0400\"}"
 kill -HUP "$PID"
 ok=
