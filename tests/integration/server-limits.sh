@@ -4,7 +4,8 @@
 # line is cut off after server.header_timeout while other clients are served, and headers that arrive within it
 # are answered; server.max_connections (the extra connection is closed at once; after the others close, new
 # ones work); the token failing during requests (a fault-injecting PKCS#11 module around SoftHSM) (registration 503, /health still answers, the nonce
-# is not used up) and the server serving again once it is back, without restart; `secret rotate` reaching
+# is not used up) and the server serving again once it is back, without restart; storage refusing the nonce
+# marker (503, and the same nonce registers once the store is back, exactly once); `secret rotate` reaching
 # /v1/agent/files within server.cache_check (new version, new content), `ca rotate` picked up (new certificates
 # from the new CA, certificates of the old CA still accepted, the server's own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears),
 # a broken config or an unreadable KEK on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
@@ -143,6 +144,19 @@ code=$(ns_https "$T/m" "$URL/metrics")
 assert_eq "$code" 200 "metrics"
 grep -q '^nstance_token_errors_total [1-9]' "$T/m" || fail "token errors not counted"
 assert_contains "$T/m" 'nstance_requests_total{endpoint="register",status="503"}' "503 counted"
+
+# ---- storage fails during a registration (the ledger's marker cannot be written), then recovers ----
+[ -d "$T/bucket/cluster/nonce-used" ] || fail "no nonce markers in the store"
+mv "$T/bucket/cluster/nonce-used" "$T/nonce-used.away"
+printf 'not a folder' >"$T/bucket/cluster/nonce-used"
+N5=$(nonce vm-5)
+code=$(ns_server_register "$PORT" vm5 "$N5")
+assert_eq "$code" 503 "registration while the store cannot take the marker"
+assert_eq "$($CL field "$T/vm5.json" error)" unavailable "503 error code (storage)"
+rm "$T/bucket/cluster/nonce-used"
+mv "$T/nonce-used.away" "$T/bucket/cluster/nonce-used"
+assert_eq "$(ns_server_register "$PORT" vm5 "$N5")" 200 "the same nonce works once the store is back (not half-used)"
+assert_eq "$(ns_server_register "$PORT" vm5b "$N5")" 409 "and only once"
 
 # ---- secret rotation reaches the agent without restart ----
 code=$(ns_https "$T/f1" "${AG[@]}" "$URL/v1/agent/files")
