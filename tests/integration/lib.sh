@@ -500,6 +500,8 @@ ns_p11kit_server() {
     P11_KIT_SERVER_ADDRESS=unix:path=$T/p11kit.sock
     export P11KIT_CLIENT_MODULE P11_KIT_SERVER_ADDRESS
     echo "# p11-kit server for $2 on $P11_KIT_SERVER_ADDRESS"
+}
+
 # ---- the server (nstance-secretsd) ----
 
 # ns_server_start NAME CONFIG: start nstance-secretsd -c CONFIG in the background, stderr (its log) in

@@ -31,7 +31,7 @@ head -c 32 /dev/urandom >"$T/kek.key"
 chmod 0600 "$T/kek.key"
 # The CA keys are used through a fault-injecting module around SoftHSM: while $T/fault exists, signing and
 # object lookups fail with CKR_DEVICE_ERROR (a token that stops answering), and work again once it is gone.
-FAULT_MODULE=$top_builddir/tests/tools/p11fault.so
+FAULT_MODULE=$top_builddir/tests/tools/.libs/p11fault.so
 [ -f "$FAULT_MODULE" ] || {
     echo "missing $FAULT_MODULE (built by make check)"
     exit 99
