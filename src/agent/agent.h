@@ -115,8 +115,8 @@ typedef struct ns_agent_files {
  * and distinct; mode a string of 1-4 octal digits <= 0777; owner and group names that getpwnam/getgrnam
  * resolve; content canonical base64 whose SHA-256 is `sha256`; `version` the SHA-256 over the files as the
  * protocol defines it. The first failure is logged (path and reason, never content) and returned:
- * NS_E_FORMAT (shape), NS_E_INVAL (a value), NS_E_INTEGRITY (a digest), NS_E_NOT_FOUND (unknown user or
- * group), NS_E_TOO_LARGE. Nothing is written. */
+ * NS_E_FORMAT (shape), NS_E_INVAL (a value, an unknown user or group), NS_E_INTEGRITY (a digest),
+ * NS_E_TOO_LARGE. Nothing is written. */
 int ns_agent_files_parse(const uint8_t *body, size_t len, const char *root, ns_agent_files **out) NS_WUR;
 void ns_agent_files_free(ns_agent_files *f);
 

@@ -137,9 +137,9 @@ static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_ag
     if (parse_mode(mode, &f->mode) != 0)
         return bad(path, "mode is not 1-4 octal digits at most 0777", NS_E_INVAL);
     if (!name_ok(owner) || resolve_user(owner, &f->uid) != 0)
-        return bad(path, "owner is not a user of this machine", NS_E_NOT_FOUND);
+        return bad(path, "owner is not a user of this machine", NS_E_INVAL);
     if (!name_ok(group) || resolve_group(group, &f->gid) != 0)
-        return bad(path, "group is not a group of this machine", NS_E_NOT_FOUND);
+        return bad(path, "group is not a group of this machine", NS_E_INVAL);
     if (!is_lower_hex(sha, 64))
         return bad(path, "sha256 is not 64 lower-case hex digits", NS_E_FORMAT);
     if (strlen(content) > (NS_AGENT_MAX_FILE / 3 + 1) * 4)

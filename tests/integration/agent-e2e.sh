@@ -67,7 +67,7 @@ expect_rc 0 secret export app.key --format pem-bundle -o "$T/exp2.pem"
 cmp -s "$T/exp.pem" "$T/exp2.pem" && fail "rotation did not change the export"
 for i in $(seq 1 30); do
     agent_rc 0 sync --server "$SRV_URL" --dir "$T/a1" --root "$ROOT" --on-change "$HOOK"
-    grep -q "changed" "$T/aout" && break
+    grep -q "file(s)" "$T/aout" && break
     sleep 0.5 # the server re-reads secrets every cache_check (1s)
 done
 assert_contains "$T/aout" "4 file(s), 2 changed"

@@ -2,17 +2,14 @@
 # Helpers for the agent's end-to-end tests (agent-e2e.sh, agent-run.sh); source after lib.sh and ns_setup.
 #
 # agent_setup: a SoftHSM token "ca" whose P-256 key is the cluster CA, a file KEK and store, the secrets
-# the templates use, and $T/config.yaml with a server section on a free port of 127.0.0.1. Extra config
-# lines (YAML under `server:`) come from $AGENT_SERVER_EXTRA. Sets SRV_URL, SRV_PORT, AGENT.
-# agent_server_start: starts nstance-secretsd (by PID, stopped at exit) and waits for /health.
+# the templates use, and $T/config.yaml with a server section listening on 127.0.0.1:0. Extra config
+# lines (YAML under `server:`) come from $AGENT_SERVER_EXTRA. Sets AGENT.
+# agent_server_start: starts nstance-secretsd with lib.sh's ns_server_start (log in $T/server.log), then
+# waits until /health answers 200. Sets SRV_URL, SRV_PORT, SRV_PID.
 # A missing nstance-secretsd is a hard error (exit 99), never a skip.
 
 AGENT=$top_builddir/nstance-secrets-agent
 SRV_BIN=$top_builddir/nstance-secretsd
-
-agent_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 agent_setup() {
     if [ ! -x "$SRV_BIN" ]; then
@@ -22,8 +19,6 @@ agent_setup() {
     ns_token ca 2468
     head -c 32 /dev/urandom >"$T/kek"
     chmod 600 "$T/kek"
-    SRV_PORT=$(agent_free_port)
-    SRV_URL=https://127.0.0.1:$SRV_PORT
     CA_URI="pkcs11:token=ca;object=ca-p256?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-ca"
     ns_config <<EOF
 cluster_id: e2e
@@ -36,7 +31,7 @@ ca:
 registration_nonce:
   issuer: nstance-e2e
 server:
-  listen: 127.0.0.1:$SRV_PORT
+  listen: 127.0.0.1:0
   names: [localhost, 127.0.0.1]
   cache_check: 1s
 ${AGENT_SERVER_EXTRA:-}
@@ -60,15 +55,14 @@ EOF
     expect_rc 0 secret create app.key --type ecdsa-p256
     expect_rc 0 secret create app.tok --type random --bytes 24
     expect_rc 0 ca bundle -o "$T/ca.crt"
-    export AGENT SRV_URL SRV_PORT
+    export AGENT
 }
 
 agent_server_start() {
     local i
-    : >"$T/server.log"
-    "$SRV_BIN" -c "$T/config.yaml" >"$T/server.log" 2>&1 &
-    SRV_PID=$!
-    ns_bg_pid "$SRV_PID"
+    ns_server_start server "$T/config.yaml"
+    SRV_URL=https://127.0.0.1:$SRV_PORT
+    export SRV_URL SRV_PORT
     for i in $(seq 1 150); do
         if curl -sf --cacert "$T/ca.crt" "$SRV_URL/health" >/dev/null 2>&1; then
             echo "# nstance-secretsd on $SRV_URL (pid $SRV_PID)"

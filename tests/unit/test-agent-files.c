@@ -226,9 +226,9 @@ static void test_bad_values(void **state)
     refused((spec){"/etc/m", "\"0689\"", NULL, NULL, "x"}, false, NS_E_INVAL);
     refused((spec){"/etc/m", "\"\"", NULL, NULL, "x"}, false, NS_E_INVAL);
     refused((spec){"/etc/m", "384", NULL, NULL, "x"}, false, NS_E_FORMAT);
-    refused((spec){"/etc/m", "\"0600\"", "no-such-user-ns", NULL, "x"}, false, NS_E_NOT_FOUND);
-    refused((spec){"/etc/m", "\"0600\"", NULL, "no-such-group-ns", "x"}, false, NS_E_NOT_FOUND);
-    refused((spec){"/etc/m", "\"0600\"", "../root", NULL, "x"}, false, NS_E_NOT_FOUND);
+    refused((spec){"/etc/m", "\"0600\"", "no-such-user-ns", NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0600\"", NULL, "no-such-group-ns", "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0600\"", "../root", NULL, "x"}, false, NS_E_INVAL);
     refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "abc", "YWJj\\n"}, false, NS_E_FORMAT);
     refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "ab", "YWI"}, false, NS_E_FORMAT);
     refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "ab", "YWJ="}, false, NS_E_FORMAT);
