@@ -43,6 +43,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) of a process in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # ---- token, store, CA (token P-256 key), secrets ----
 MODULE=
@@ -186,13 +188,20 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 echo "# run-load.sh on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# body: $(wc -c <"$T/files.json") bytes; $ROUNDS rounds of ${RUN_SECONDS}s per point, medians"
 [ "$HAVE_SERVER" = 1 ] || echo "# nstance-secretsd is not built: server rows are missing"
-printf '%-8s %6s %12s %9s %9s %12s %9s %9s %10s\n' conns "" "ours req/s" "p50 ms" "p99 ms" "nginx req/s" "p50 ms" "p99 ms" ours/nginx
+printf '%-8s %12s %9s %9s %11s %12s %9s %9s %10s\n' conns "ours req/s" "p50 ms" "p99 ms" "cpu ms/req" "nginx req/s" "p50 ms" "p99 ms" ours/nginx
 [ -n "$SRV_PID" ] && RSS0=$(rss_kb "$SRV_PID")
 for c in $CONNS; do
     : >"$T/ours.txt"
     : >"$T/ngx.txt"
     for _ in $(seq 1 "$ROUNDS"); do
-        [ -n "$SRV_PID" ] && load "$SPORT" ours "$c" "$RUN_SECONDS" >>"$T/ours.txt"
+        if [ -n "$SRV_PID" ]; then
+            c0=$(cpu_ticks "$SRV_PID")
+            line=$(load "$SPORT" ours "$c" "$RUN_SECONDS")
+            c1=$(cpu_ticks "$SRV_PID")
+            reqs=$(echo "$line" | field requests)
+            echo "$line cpu_ms_per_req=$(awk -v a="$c0" -v b="$c1" -v n="${reqs:-0}" -v hz="$(getconf CLK_TCK)" \
+                'BEGIN {printf "%.3f", (n > 0 ? (b - a) * 1000 / hz / n : 0)}')" >>"$T/ours.txt"
+        fi
         load "$NPORT" nginx "$c" "$RUN_SECONDS" >>"$T/ngx.txt"
     done
     nr=$(field 'req/s' <"$T/ngx.txt" | median)
@@ -202,12 +211,13 @@ for c in $CONNS; do
         or=$(field 'req/s' <"$T/ours.txt" | median)
         op50=$(field p50_ms <"$T/ours.txt" | median)
         op99=$(field p99_ms <"$T/ours.txt" | median)
+        ocpu=$(field cpu_ms_per_req <"$T/ours.txt" | median)
         ratio=$(awk -v a="$or" -v b="$nr" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
         grep -h 'errors=[1-9]' "$T/ours.txt" >&2 || true
     else
-        or=- op50=- op99=- ratio=-
+        or=- op50=- op99=- ocpu=- ratio=-
     fi
-    printf '%-8s %6s %12s %9s %9s %12s %9s %9s %10s\n' "$c" "" "$or" "$op50" "$op99" "$nr" "$np50" "$np99" "$ratio"
+    printf '%-8s %12s %9s %9s %11s %12s %9s %9s %10s\n' "$c" "$or" "$op50" "$op99" "$ocpu" "$nr" "$np50" "$np99" "$ratio"
 done
 
 if [ -n "$SRV_PID" ]; then
