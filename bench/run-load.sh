@@ -8,6 +8,7 @@
 #   RUN_SECONDS=5   seconds per load point        CONNS="1 16 64"   connection counts
 #   SOAK_SECONDS=60 length of the soak (16 conns) REGS=50           agents enrolling for registrations/s
 #   ROUNDS=3        load points are run ROUNDS times, alternating servers; the median is reported
+#   REG_SECONDS=1 REG_ROUNDS=3  bench-reg's measurement time and rounds (the registration breakdown)
 # Without a built nstance-secretsd the server rows say so and the client certificate comes from
 # `nstance-secrets ca issue` instead of an enrolled agent.
 set -euo pipefail
@@ -20,7 +21,7 @@ REGS=${REGS:-50}
 ROUNDS=${ROUNDS:-3}
 
 if [ -f "$build/Makefile" ]; then
-    make -s -C "$build" nstance-secrets nstance-secrets-agent bench-load >/dev/null
+    make -s -C "$build" nstance-secrets nstance-secrets-agent bench-load bench-reg >/dev/null
     make -s -C "$build" nstance-secretsd >/dev/null 2>&1 || true
 fi
 HAVE_SERVER=0
@@ -245,4 +246,8 @@ if [ -n "$SRV_PID" ]; then
         grep -E '^nstance_request_duration_seconds_(sum|count)\{.*register' "$T/metrics.txt" | sed 's/^/#   /' || true
         grep -E '^nstance_token_operations_total' "$T/metrics.txt" | sed 's/^/#   /' || true
     fi
+fi
+# The pieces of a registration, measured with the library (bench/bench-reg.c), on the same machine.
+if [ -x "$build/bench-reg" ]; then
+    TMPDIR=$T "$build/bench-reg" -d "${REG_SECONDS:-1}" -r "${REG_ROUNDS:-3}" | sed 's/^/# /'
 fi
