@@ -13,6 +13,7 @@ packages=(
     clang clang-format libclang-rt-14-dev
     python3 python3-cryptography python3-jwt openssl
     libcurl4-openssl-dev python3-botocore nodejs npm
+    libevent-dev curl
 )
 
 missing=()

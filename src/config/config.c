@@ -992,6 +992,147 @@ static const field nonce_fields[] = {
 };
 static const map_spec nonce_spec = {NULL, NULL, nonce_fields, sizeof(nonce_fields) / sizeof(nonce_fields[0])};
 
+/* server.listen: "HOST:PORT" with HOST an IPv4 dotted quad, "[IPv6]" or "localhost", PORT 0..65535. */
+static bool valid_listen(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    size_t hn, pn;
+    unsigned long port = 0;
+
+    if (colon == NULL || strlen(s) > 64)
+        return false;
+    hn = (size_t)(colon - s);
+    pn = strlen(colon + 1);
+    if (hn == 0 || pn == 0 || pn > 5)
+        return false;
+    for (size_t i = 0; i < pn; i++) {
+        if (colon[1 + i] < '0' || colon[1 + i] > '9')
+            return false;
+        port = port * 10 + (unsigned long)(colon[1 + i] - '0');
+    }
+    if (port > 65535)
+        return false;
+    if (hn == 9 && strncmp(s, "localhost", 9) == 0)
+        return true;
+    if (s[0] == '[')
+        return s[hn - 1] == ']' && hn > 2 && strspn(s + 1, "0123456789abcdefABCDEF:.") == hn - 2;
+    return strspn(s, "0123456789.") == hn;
+}
+
+/* server.names: a DNS name or an IP literal, checked again (strictly) when the certificate is made. */
+static bool valid_server_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 253)
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:*") == n;
+}
+
+static const field server_fields[] = {
+    {"listen", F_STR, offsetof(ns_server_config, listen), 1u, 0, NULL, valid_listen,
+     "must be HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost", false, 0, 0, NULL},
+    {"names", F_STRV, offsetof(ns_server_config, names), 1u, 0, NULL, valid_server_name,
+     "must be a DNS name or an IP address", false, 0, 0, NULL},
+    {"agent_cert_ttl", F_DURATION, offsetof(ns_server_config, agent_cert_ttl), 1u, 0, NULL, NULL, NULL, false,
+     60, 5 * YEAR, NULL},
+    {"operator_cert_ttl", F_DURATION, offsetof(ns_server_config, operator_cert_ttl), 1u, 0, NULL, NULL, NULL,
+     false, 60, 5 * YEAR, NULL},
+    {"max_connections", F_UINT, offsetof(ns_server_config, max_connections), 1u, 0, NULL, NULL, NULL, false,
+     1, 65536, NULL},
+    {"header_timeout", F_DURATION, offsetof(ns_server_config, header_timeout), 1u, 0, NULL, NULL, NULL, false,
+     1, 3600, NULL},
+    {"idle_timeout", F_DURATION, offsetof(ns_server_config, idle_timeout), 1u, 0, NULL, NULL, NULL, false, 1,
+     DAY, NULL},
+    {"cache_check", F_DURATION, offsetof(ns_server_config, cache_check), 1u, 0, NULL, NULL, NULL, false, 1,
+     DAY, NULL},
+    {"threads", F_UINT, offsetof(ns_server_config, threads), 1u, 0, NULL, NULL, NULL, false, 1, 64, NULL},
+};
+static const map_spec server_spec = {NULL, NULL, server_fields,
+                                     sizeof(server_fields) / sizeof(server_fields[0])};
+
+/* The export formats of secrets/export.h (a layer above this one, so listed here; test-config checks the
+ * server accepts each). */
+static const char *const tmpl_formats[] = {"pem-bundle", "pem", "public-pem-bundle", "jwks", "raw", NULL};
+
+/* A file path on the agent: absolute and normalised — no empty, "." or ".." segment, no trailing '/',
+ * segments of [A-Za-z0-9._@+-], at most 1024 bytes. */
+static bool valid_abs_path(const char *s)
+{
+    size_t n = strlen(s), seg = 0;
+
+    if (n < 2 || n > 1024 || s[0] != '/' || s[n - 1] == '/')
+        return false;
+    for (size_t i = 1; i <= n; i++) {
+        if (i == n || s[i] == '/') {
+            const char *start = s + i - seg;
+            if (seg == 0 || (seg == 1 && start[0] == '.') || (seg == 2 && start[0] == '.' && start[1] == '.'))
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-", s[i]) == NULL)
+            return false;
+        seg++;
+    }
+    return true;
+}
+
+/* A secret name as the CLI takes it: object-name segments ([A-Za-z0-9._-], not starting with '.'). */
+static bool valid_secret_name(const char *s)
+{
+    size_t n = strlen(s), seg = 0;
+
+    if (n < 1 || n > 256)
+        return false;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || s[i] == '/') {
+            if (seg == 0)
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (seg == 0 && s[i] == '.')
+            return false;
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]) == NULL)
+            return false;
+        seg++;
+    }
+    return true;
+}
+
+/* A user or group name (or a numeric id): [A-Za-z0-9_][A-Za-z0-9._-]{0,31}. */
+static bool valid_owner(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 32 || s[0] == '-' || s[0] == '.')
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static const field tmpl_file_fields[] = {
+    {"path", F_STR, offsetof(ns_tmpl_file, path), 1u, 1u, NULL, valid_abs_path,
+     "must be an absolute, normalised path (no '..', '.', '//' or trailing '/'; [A-Za-z0-9._@+-])", false, 0,
+     0, NULL},
+    {"secret", F_STR, offsetof(ns_tmpl_file, secret), 1u, 0, NULL, valid_secret_name,
+     "must be a secret name (segments of [A-Za-z0-9._-] separated by '/')", false, 0, 0, NULL},
+    {"format", F_STR, offsetof(ns_tmpl_file, format), 1u, 0, tmpl_formats, NULL, NULL, false, 0, 0, NULL},
+    {"ca_bundle", F_BOOL, offsetof(ns_tmpl_file, ca_bundle), 1u, 0, NULL, NULL, NULL, false, 0, 0, NULL},
+    {"mode", F_OWN, 0, 1u, 0, NULL, NULL, NULL, false, 0, 0, NULL},
+    {"owner", F_STR, offsetof(ns_tmpl_file, owner), 1u, 0, NULL, valid_owner,
+     "must be a user name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)", false, 0, 0, NULL},
+    {"group", F_STR, offsetof(ns_tmpl_file, group), 1u, 0, NULL, valid_owner,
+     "must be a group name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)", false, 0, 0, NULL},
+};
+static const map_spec tmpl_file_spec = {NULL, NULL, tmpl_file_fields,
+                                        sizeof(tmpl_file_fields) / sizeof(tmpl_file_fields[0])};
+
+static const field tmpl_fields[] = {
+    {"files", F_OWN, 0, 1u, 1u, NULL, NULL, NULL, false, 0, 0, NULL},
+};
+static const map_spec tmpl_spec = {NULL, NULL, tmpl_fields, sizeof(tmpl_fields) / sizeof(tmpl_fields[0])};
+
 /* "a, b or c" */
 static void list_choices(const char *const *choices, char *out, size_t n)
 {
@@ -1666,6 +1807,193 @@ static int sec_nonce(ctx *c, const node *v, ns_config *cfg)
     return 0;
 }
 
+static int sec_server(ctx *c, const node *v, ns_config *cfg)
+{
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, "server", &server_spec, &cfg->server, &var, lines)) != 0)
+        return r;
+    cfg->server.line = v->line;
+    return 0;
+}
+
+static void tmpl_file_clear(ns_tmpl_file *f)
+{
+    spec_clear(&tmpl_file_spec, f);
+}
+
+/* mode: a quoted octal string "0000".."0777" (quoted, so that YAML cannot read it as a number). */
+static int parse_mode(ctx *c, const node *v, const char *what, char out[5])
+{
+    char q[QUOTE_MAX + 4];
+
+    if (v->kind != NODE_SCALAR || node_is_null(v))
+        return fail(c, v->line, "%s: expected a quoted octal string such as \"0600\", got %s", what,
+                    node_type_name(v));
+    if (v->plain)
+        return fail(c, v->line, "%s: quote the mode (\"%s\"), so that YAML does not read it as a number",
+                    what, v->value);
+    if (v->len != 4 || v->value[0] != '0' || strspn(v->value + 1, "01234567") != 3) {
+        quote(v->value, q);
+        return fail(c, v->line, "%s: '%s' is not a mode \"0000\"..\"0777\"", what, q);
+    }
+    memcpy(out, v->value, 5);
+    return 0;
+}
+
+static int parse_tmpl_file(ctx *c, const node *v, const char *path, ns_tmpl_file *f)
+{
+    char what[320];
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    const node *mode = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, path, &tmpl_file_spec, f, &var, lines)) != 0)
+        return r;
+    f->line = v->line;
+    for (size_t i = 0; i < v->n; i += 2)
+        if (strcmp(v->items[i]->value, "mode") == 0)
+            mode = v->items[i + 1];
+    if ((f->secret != NULL) == f->ca_bundle)
+        return fail(c, v->line, "%s: give either 'secret' (with 'format') or 'ca_bundle: true'", path);
+    if (f->secret != NULL && f->format == NULL)
+        return fail(c, v->line,
+                    "%s: 'secret' needs 'format' (pem-bundle, pem, public-pem-bundle, jwks or raw)", path);
+    if (f->ca_bundle && f->format != NULL)
+        return fail(c, v->line, "%s: 'format' is not valid with 'ca_bundle'", path);
+    snprintf(what, sizeof(what), "%s.mode", path);
+    if (mode != NULL) {
+        if ((r = parse_mode(c, mode, what, f->mode)) != 0)
+            return r;
+    } else {
+        memcpy(f->mode, "0600", 5);
+    }
+    if ((r = set_default(&f->owner, "root")) != 0 || (r = set_default(&f->group, "root")) != 0)
+        return r;
+    return 0;
+}
+
+static int parse_template(ctx *c, const node *v, const char *path, ns_template *t)
+{
+    char what[256];
+    int lines[MAX_FIELDS];
+    size_t var = 0;
+    const node *files = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = parse_map(c, v, path, &tmpl_spec, t, &var, lines)) != 0)
+        return r;
+    for (size_t i = 0; i < v->n; i += 2)
+        if (strcmp(v->items[i]->value, "files") == 0)
+            files = v->items[i + 1];
+    snprintf(what, sizeof(what), "%s.files", path);
+    if ((r = expect_kind(c, files, NODE_SEQ, what)) != 0)
+        return r;
+    if (files->n == 0)
+        return fail(c, files->line, "%s: a template needs at least one file", what);
+    if ((t->files = calloc(files->n, sizeof(*t->files))) == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < files->n; i++) {
+        snprintf(what, sizeof(what), "%s.files[%zu]", path, i);
+        t->n = i + 1;
+        if ((r = parse_tmpl_file(c, files->items[i], what, &t->files[i])) != 0)
+            return r;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(t->files[j].path, t->files[i].path) == 0)
+                return fail(c, files->items[i]->line, "%s: path %s is listed twice (first on line %d)", what,
+                            t->files[i].path, t->files[j].line);
+    }
+    return 0;
+}
+
+static int sec_templates(ctx *c, const node *v, ns_config *cfg)
+{
+    char what[128];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_kind(c, v, NODE_MAP, "templates")) != 0)
+        return r;
+    if (v->n == 0)
+        return 0;
+    if ((cfg->templates = calloc(v->n / 2, sizeof(*cfg->templates))) == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < v->n; i += 2) {
+        const node *k = v->items[i];
+        ns_template *t = &cfg->templates[i / 2];
+        if ((r = expect_string(c, k, "templates: a template name")) != 0)
+            return r;
+        if (!valid_cluster_id(k->value))
+            return fail(c, k->line,
+                        "templates: a name must be [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters");
+        for (size_t j = 0; j < i / 2; j++)
+            if (strcmp(cfg->templates[j].name, k->value) == 0)
+                return fail(c, k->line, "duplicate key 'templates.%s' (first on line %d)", k->value,
+                            cfg->templates[j].line);
+        cfg->n_templates = i / 2 + 1;
+        if ((t->name = strdup(k->value)) == NULL)
+            return NS_E_NOMEM;
+        t->line = k->line;
+        snprintf(what, sizeof(what), "templates.%s", k->value);
+        if ((r = parse_template(c, v->items[i + 1], what, t)) != 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Parsed after templates (sections run in table order), so every target can be checked. */
+static int sec_groups(ctx *c, const node *v, ns_config *cfg)
+{
+    char what[128];
+    int r = NS_E_INTERNAL;
+
+    if ((r = expect_kind(c, v, NODE_MAP, "groups")) != 0)
+        return r;
+    if (v->n == 0)
+        return 0;
+    if ((cfg->groups = calloc(v->n / 2, sizeof(*cfg->groups))) == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < v->n; i += 2) {
+        const node *k = v->items[i], *t = v->items[i + 1];
+        ns_group_map *g = &cfg->groups[i / 2];
+        if ((r = expect_string(c, k, "groups: a group name")) != 0)
+            return r;
+        if (!valid_cluster_id(k->value))
+            return fail(c, k->line,
+                        "groups: a name must be [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters");
+        for (size_t j = 0; j < i / 2; j++)
+            if (strcmp(cfg->groups[j].group, k->value) == 0)
+                return fail(c, k->line, "duplicate key 'groups.%s'", k->value);
+        snprintf(what, sizeof(what), "groups.%s", k->value);
+        if ((r = expect_string(c, t, what)) != 0)
+            return r;
+        cfg->n_groups = i / 2 + 1;
+        if ((g->group = strdup(k->value)) == NULL || (g->tmpl = strdup(t->value)) == NULL)
+            return NS_E_NOMEM;
+        if (ns_config_template_for(cfg, g->group) == NULL) {
+            char q[QUOTE_MAX + 4];
+            quote(t->value, q);
+            return fail(c, t->line, "%s: there is no template '%s'", what, q);
+        }
+    }
+    return 0;
+}
+
+const ns_template *ns_config_template_for(const ns_config *cfg, const char *group)
+{
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        if (strcmp(cfg->groups[i].group, group) != 0)
+            continue;
+        for (size_t j = 0; j < cfg->n_templates; j++)
+            if (strcmp(cfg->templates[j].name, cfg->groups[i].tmpl) == 0)
+                return &cfg->templates[j];
+        return NULL;
+    }
+    return NULL;
+}
+
 /* Defaults that depend on other sections, once every section is read. */
 static int apply_defaults(ns_config *cfg)
 {
@@ -1697,6 +2025,25 @@ static int apply_defaults(ns_config *cfg)
         cfg->nonce.agent_ttl = 5 * 60;
     if (cfg->nonce.operator_ttl == 0)
         cfg->nonce.operator_ttl = 3 * 3600;
+    if (cfg->server.listen == NULL && (cfg->server.listen = strdup("127.0.0.1:8443")) == NULL)
+        return NS_E_NOMEM;
+    if (cfg->server.names.n == 0 && (ns_strv_push(&cfg->server.names, "localhost") != 0 ||
+                                     ns_strv_push(&cfg->server.names, "127.0.0.1") != 0))
+        return NS_E_NOMEM;
+    if (cfg->server.agent_cert_ttl == 0)
+        cfg->server.agent_cert_ttl = 24 * 3600;
+    if (cfg->server.operator_cert_ttl == 0)
+        cfg->server.operator_cert_ttl = 8 * 3600;
+    if (cfg->server.max_connections == 0)
+        cfg->server.max_connections = 1024;
+    if (cfg->server.header_timeout == 0)
+        cfg->server.header_timeout = 10;
+    if (cfg->server.idle_timeout == 0)
+        cfg->server.idle_timeout = 60;
+    if (cfg->server.cache_check == 0)
+        cfg->server.cache_check = 5;
+    if (cfg->server.threads == 0)
+        cfg->server.threads = 4;
     return 0;
 }
 
@@ -1710,6 +2057,9 @@ static const section sections[] = {
     {"cache_dir", false, sec_cache_dir},
     {"ca", false, sec_ca},
     {"registration_nonce", false, sec_nonce},
+    {"server", false, sec_server},
+    {"templates", false, sec_templates},
+    {"groups", false, sec_groups},
 };
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -1803,6 +2153,20 @@ void ns_config_free(ns_config *cfg)
     ns_strv_clear(&cfg->nonce.keys);
     free(cfg->nonce.pin_env);
     free(cfg->nonce.issuer);
+    free(cfg->server.listen);
+    ns_strv_clear(&cfg->server.names);
+    for (size_t i = 0; i < cfg->n_groups; i++) {
+        free(cfg->groups[i].group);
+        free(cfg->groups[i].tmpl);
+    }
+    free(cfg->groups);
+    for (size_t i = 0; i < cfg->n_templates; i++) {
+        for (size_t j = 0; j < cfg->templates[i].n; j++)
+            tmpl_file_clear(&cfg->templates[i].files[j]);
+        free(cfg->templates[i].files);
+        free(cfg->templates[i].name);
+    }
+    free(cfg->templates);
     free(cfg);
 }
 

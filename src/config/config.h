@@ -147,6 +147,44 @@ typedef struct ns_nonce_config {
     int line;
 } ns_nonce_config;
 
+/* server: nstance-secretsd (doc/server.md). Defaults are filled in by the parser. */
+typedef struct ns_server_config {
+    char *listen;  /* "HOST:PORT": an IPv4 literal, [IPv6] or localhost (default 127.0.0.1:8443) */
+    ns_strv names; /* DNS names and IPs of the server's TLS certificate (default localhost, 127.0.0.1) */
+    int64_t agent_cert_ttl;    /* default 24h */
+    int64_t operator_cert_ttl; /* default 8h */
+    unsigned max_connections;  /* default 1024 */
+    int64_t header_timeout;    /* default 10s */
+    int64_t idle_timeout;      /* default 60s */
+    int64_t cache_check;       /* default 5s */
+    unsigned threads;          /* event-loop threads, default 4 */
+    int line;
+} ns_server_config;
+
+/* One file of a template: a secret in an export format (secrets/export.h), or the CA bundle. */
+typedef struct ns_tmpl_file {
+    char *path;   /* absolute, normalised */
+    char *secret; /* secret name (cluster/secret/<name>), or NULL for the CA bundle */
+    char *format; /* pem-bundle | pem | public-pem-bundle | jwks | raw; NULL for the CA bundle */
+    bool ca_bundle;
+    char mode[5];        /* "0000".."0777" */
+    char *owner, *group; /* default "root" */
+    int line;
+} ns_tmpl_file;
+
+typedef struct ns_template {
+    char *name;
+    ns_tmpl_file *files;
+    size_t n;
+    int line;
+} ns_template;
+
+/* groups: an instance group (the nonce's `group` claim) → a template name. */
+typedef struct ns_group_map {
+    char *group;
+    char *tmpl;
+} ns_group_map;
+
 typedef struct ns_config {
     char *origin;     /* the file the config came from, or "<string>" */
     char *cluster_id; /* required: [A-Za-z0-9][A-Za-z0-9._-]{0,62} */
@@ -161,7 +199,15 @@ typedef struct ns_config {
                                 /var/cache/nstance-secrets) */
     ns_ca_config ca;
     ns_nonce_config nonce;
+    ns_server_config server;
+    ns_group_map *groups; /* in file order; each names an existing template */
+    size_t n_groups;
+    ns_template *templates; /* in file order */
+    size_t n_templates;
 } ns_config;
+
+/* The template of group `group`, or NULL. */
+const ns_template *ns_config_template_for(const ns_config *cfg, const char *group);
 
 /* The URL rule of every KEK source endpoint: "https://host[:port][/path]", or "http://" to 127.0.0.1,
  * localhost, [::1] or 169.254.169.254; no user info, query, fragment, spaces or characters that need

@@ -13,7 +13,7 @@ fi
 top_builddir=${top_builddir:-$top_srcdir}
 
 # One entry per fuzz target (tests/fuzz/fuzz-T.c).
-targets=(envelope config document jws)
+targets=(envelope config document jws register)
 
 for t in "${targets[@]}"; do
     replay=$top_builddir/tests/fuzz/replay-$t

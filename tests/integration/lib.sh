@@ -282,3 +282,102 @@ ns_s3rver_start() {
     export S3_PORT S3_ENDPOINT S3_PID
     echo "# s3rver on $S3_ENDPOINT (pid $S3_PID)"
 }
+
+# ---- the server (nstance-secretsd) ----
+
+# ns_server_start NAME CONFIG: start nstance-secretsd -c CONFIG in the background, stderr (its log) in
+# $T/NAME.log, and wait until it listens. Sets SRV_PORT and SRV_PID (the process is also stopped by its PID
+# when the script exits). The config's server.listen should be 127.0.0.1:0 (a free port).
+ns_server_start() {
+    local name=$1 cfg=$2 i
+    : >"$T/$name.log"
+    "$top_builddir/nstance-secretsd" -c "$cfg" 2>"$T/$name.log" &
+    SRV_PID=$!
+    ns_bg_pid "$SRV_PID"
+    SRV_PORT=
+    for i in $(seq 1 100); do
+        SRV_PORT=$(sed -n 's/^nstance-secretsd: listening on .* (port \([0-9][0-9]*\)).*$/\1/p' "$T/$name.log" || true)
+        [ -n "$SRV_PORT" ] && break
+        if ! kill -0 "$SRV_PID" 2>/dev/null; then
+            cat "$T/$name.log" >&2
+            fail "nstance-secretsd ($name) exited at start"
+        fi
+        sleep 0.1
+    done
+    [ -n "$SRV_PORT" ] || fail "nstance-secretsd ($name) did not listen within 10 s"
+    echo "# nstance-secretsd $name on 127.0.0.1:$SRV_PORT (pid $SRV_PID)"
+}
+
+# ns_server_ready PORT [SECONDS]: wait until /health answers 200 (not checking the certificate: the server
+# uses a throw-away one until it is loaded).
+ns_server_ready() {
+    local port=$1 max=${2:-30} i code
+    for i in $(seq 1 $((max * 10))); do
+        code=$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/health" 2>/dev/null || true)
+        [ "$code" = 200 ] && return 0
+        sleep 0.1
+    done
+    fail "the server on port $port did not become ready within $max s (last /health status: $code)"
+}
+
+# ns_server_stop PID: SIGTERM, then wait; sets NS_RC to its exit status.
+ns_server_stop() {
+    NS_RC=0
+    kill -TERM "$1"
+    wait "$1" || NS_RC=$?
+}
+
+# ns_https OUT ARGS...: curl against the server, trusting only $T/ca.pem; the body goes to OUT and the
+# status is printed.
+ns_https() {
+    local out=$1
+    shift
+    curl -s --cacert "$T/ca.pem" -o "$out" -w '%{http_code}' "$@" || true
+}
+
+# ns_server_config FILE CACHE_DIR [CLUSTER]: a server config with a file KEK ($T/kek.key, made if missing),
+# the store $T/bucket, shard s1, listen 127.0.0.1:0, cache_check 1s, 2 threads, and two templates: group cp →
+# control-plane (secret k8s-sa.key as pem-bundle, the CA bundle), group web → worker (secret web.key as pem).
+# Extra top-level YAML can follow on stdin-less calls through $NS_SERVER_EXTRA (appended to the server section).
+ns_server_config() {
+    local file=$1 cache=$2 cluster=${3:-srv-test}
+    if [ ! -f "$T/kek.key" ]; then
+        head -c 32 /dev/urandom >"$T/kek.key"
+        chmod 0600 "$T/kek.key"
+    fi
+    cat >"$file" <<EOF2
+cluster_id: $cluster
+storage: {backend: file, path: $T/bucket}
+encryption_key: {source: file, path: $T/kek.key}
+cache_dir: $cache
+shard: s1
+server:
+  listen: "127.0.0.1:0"
+  cache_check: 1s
+  threads: 2
+${NS_SERVER_EXTRA:-}
+groups: {cp: control-plane, web: worker}
+templates:
+  control-plane:
+    files:
+      - {path: /etc/kubernetes/pki/sa.key, secret: k8s-sa.key, format: pem-bundle, mode: "0600"}
+      - {path: /etc/nstance/ca.crt, ca_bundle: true, mode: "0644"}
+  worker:
+    files:
+      - {path: /etc/web/tls.key, secret: web.key, format: pem, mode: "0640", group: www}
+EOF2
+}
+
+# ns_server_register PORT NAME NONCE: register with a fresh Ed25519 key ($T/NAME.key); the answer in
+# $T/NAME.json, the certificate in $T/NAME.crt; prints the HTTP status.
+ns_server_register() {
+    local port=$1 name=$2 nonce=$3 code
+    openssl genpkey -algorithm ed25519 -out "$T/$name.key" 2>/dev/null
+    openssl pkey -in "$T/$name.key" -pubout -out "$T/$name.pub"
+    python3 "$top_srcdir/tests/tools/srvclient.py" regbody "$nonce" "$T/$name.pub" >"$T/$name.req"
+    code=$(ns_https "$T/$name.json" --data-binary @"$T/$name.req" "https://127.0.0.1:$port/v1/register")
+    if [ "$code" = 200 ]; then
+        python3 "$top_srcdir/tests/tools/srvclient.py" field "$T/$name.json" certificate >"$T/$name.crt"
+    fi
+    echo "$code"
+}

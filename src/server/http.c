@@ -1,0 +1,390 @@
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "server/http.h"
+#include "service/request.h"
+
+typedef struct ns_worker {
+    ns_server *srv;
+    pthread_t th;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *drain;
+    int started;
+} ns_worker;
+
+static int conn_idx = -1;
+
+/* Called by OpenSSL when a connection's SSL object is freed: one connection fewer. */
+static void conn_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (ptr != NULL)
+        atomic_fetch_sub(&((ns_server *)ptr)->conns, 1);
+}
+
+int ns_http_listen(const char *listen_addr, evutil_socket_t *fd, unsigned *port)
+{
+    char host[80];
+    const char *colon = strrchr(listen_addr, ':');
+    struct addrinfo hints, *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    evutil_socket_t s = -1;
+    size_t hn;
+    int one = 1, r = NS_E_CONFIG;
+
+    if (colon == NULL || (hn = (size_t)(colon - listen_addr)) >= sizeof(host))
+        return NS_E_CONFIG;
+    memcpy(host, listen_addr, hn);
+    host[hn] = '\0';
+    if (host[0] == '[' && hn > 2) {
+        memmove(host, host + 1, hn - 2);
+        host[hn - 2] = '\0';
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | (strcmp(host, "localhost") == 0 ? 0 : AI_NUMERICHOST);
+    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || ai == NULL) {
+        ns_log(NS_LOG_ERROR, "server.listen %s: not an address", listen_addr);
+        goto out;
+    }
+    if ((s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, 1024) != 0 ||
+        evutil_make_socket_nonblocking(s) != 0 || getsockname(s, (struct sockaddr *)&ss, &sl) != 0) {
+        ns_log(NS_LOG_ERROR, "server.listen %s: %s", listen_addr, strerror(errno));
+        goto out;
+    }
+    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                           : ((struct sockaddr_in *)&ss)->sin_port);
+    *fd = s;
+    s = -1;
+    r = 0;
+out:
+    if (s >= 0)
+        close(s);
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    return r;
+}
+
+void ns_http_set_ctx(ns_server *srv, SSL_CTX *ctx)
+{
+    SSL_CTX *old;
+
+    pthread_mutex_lock(&srv->ctx_mu);
+    old = srv->ctx;
+    srv->ctx = ctx;
+    pthread_mutex_unlock(&srv->ctx_mu);
+    SSL_CTX_free(old); /* connections hold their own reference */
+}
+
+/* A new connection's bufferevent. Over the connection cap the connection is accepted and closed at once:
+ * its TLS handshake is made to fail (no protocol version left), which closes it. */
+static struct bufferevent *new_bev(struct event_base *base, void *arg)
+{
+    ns_worker *w = arg;
+    ns_server *srv = w->srv;
+    struct bufferevent *bev;
+    SSL *ssl;
+    int n;
+
+    pthread_mutex_lock(&srv->ctx_mu);
+    ssl = SSL_new(srv->ctx);
+    pthread_mutex_unlock(&srv->ctx_mu);
+    if (ssl == NULL)
+        return NULL;
+    n = atomic_fetch_add(&srv->conns, 1) + 1;
+    SSL_set_ex_data(ssl, conn_idx, srv);
+    if ((unsigned)n > srv->svc->cfg->server.max_connections || atomic_load(&srv->stopping)) {
+        ns_log(NS_LOG_WARN, "connection refused: %d connections open (server.max_connections %u)", n - 1,
+               srv->svc->cfg->server.max_connections);
+        SSL_set_max_proto_version(ssl, TLS1_2_VERSION);
+    }
+    bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                         BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+static const struct route {
+    const char *path;
+    enum evhttp_cmd_type method;
+    enum ns_endpoint ep;
+} routes[] = {
+    {"/health", EVHTTP_REQ_GET, NS_EP_HEALTH},
+    {"/v1/register", EVHTTP_REQ_POST, NS_EP_REGISTER},
+    {"/v1/agent/files", EVHTTP_REQ_GET, NS_EP_FILES},
+    {"/v1/agent/renew", EVHTTP_REQ_POST, NS_EP_AGENT_RENEW},
+    {"/v1/operator/renew", EVHTTP_REQ_POST, NS_EP_OPERATOR_RENEW},
+    {"/metrics", EVHTTP_REQ_GET, NS_EP_METRICS},
+};
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    default:
+        return "OTHER";
+    }
+}
+
+static void wipe_ref(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    ns_buf_free(arg);
+}
+
+/* A printable copy of s for the log: at most n-1 bytes, blanks and control bytes as '_'. */
+static void log_safe(const char *s, char *out, size_t n)
+{
+    size_t i;
+
+    for (i = 0; s != NULL && s[i] != '\0' && i + 1 < n; i++)
+        out[i] = ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f) ? '_' : s[i];
+    if (i == 0 && n > 1)
+        out[i++] = '-';
+    out[i] = '\0';
+}
+
+static void send_reply(struct evhttp_request *req, ns_reply *rp)
+{
+    struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+
+    evhttp_add_header(oh, "Cache-Control", "no-store");
+    if (rp->etag[0] != '\0')
+        evhttp_add_header(oh, "ETag", rp->etag);
+    if (rp->status == 304) {
+        evhttp_send_reply(req, 304, "Not Modified", NULL);
+        return;
+    }
+    if (rp->error != NULL) {
+        evhttp_add_header(oh, "Content-Type", "application/json");
+        evbuffer_add_printf(out, "{\"error\":\"%s\",\"message\":\"%s\"}\n", rp->error, rp->message);
+    } else if (rp->body != NULL) {
+        ns_buf *b = rp->body;
+        evhttp_add_header(oh, "Content-Type", rp->content_type != NULL ? rp->content_type : "text/plain");
+        rp->body = NULL;
+        /* The body may hold secrets: libevent sends it from our buffer, which is wiped when released. */
+        if (evbuffer_add_reference(out, b->data, b->len, wipe_ref, b) != 0)
+            ns_buf_free(b);
+    }
+    evhttp_send_reply(req, rp->status, NULL, NULL);
+}
+
+static void text_reply(ns_reply *rp, int status, const char *text, const char *type)
+{
+    rp->status = status;
+    rp->content_type = type;
+    if (ns_buf_from(text, strlen(text), strlen(text), false, &rp->body) != 0)
+        ns_reply_error(rp, 503);
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    ns_worker *w = arg;
+    ns_svc *svc = w->srv->svc;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+    X509 *cert = ssl != NULL ? SSL_get0_peer_certificate(ssl) : NULL;
+    STACK_OF(X509) *chain = ssl != NULL ? SSL_get_peer_cert_chain(ssl) : NULL;
+    const struct route *rt = NULL;
+    ns_reply rp;
+    size_t len = evbuffer_get_length(in);
+    const uint8_t *body = NULL;
+    char *peer_addr = NULL, lpath[96], subj[300], who[300];
+    ev_uint16_t peer_port = 0;
+    struct timespec t0, t1;
+    unsigned long us;
+    int known = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    memset(&rp, 0, sizeof(rp));
+    for (size_t i = 0; path != NULL && i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (strcmp(path, routes[i].path) == 0) {
+            known = 1;
+            if (routes[i].method == m)
+                rt = &routes[i];
+        }
+    if (!known) {
+        ns_reply_error(&rp, 404);
+    } else if (rt == NULL) {
+        ns_reply_error(&rp, 405);
+    } else if (len > NS_REQ_BODY_MAX) {
+        ns_reply_error(&rp, 413);
+    } else {
+        if (len > 0 && (body = evbuffer_pullup(in, -1)) == NULL)
+            ns_reply_error(&rp, 503);
+        else if (rt->ep == NS_EP_HEALTH)
+            text_reply(&rp, atomic_load(&svc->ready) ? 200 : 503,
+                       atomic_load(&svc->ready) ? "ok\n" : "starting\n", "text/plain");
+        else if (rt->ep == NS_EP_METRICS) {
+            rp.status = 200;
+            rp.content_type = "text/plain; version=0.0.4";
+            if (ns_metrics_render(&svc->metrics, &rp.body) != 0)
+                ns_reply_error(&rp, 503);
+        } else if (rt->ep == NS_EP_REGISTER)
+            ns_svc_register(svc, body, len, &rp);
+        else if (rt->ep == NS_EP_AGENT_RENEW)
+            ns_svc_renew(svc, cert, chain, "agent", body, len, &rp);
+        else if (rt->ep == NS_EP_OPERATOR_RENEW)
+            ns_svc_renew(svc, cert, chain, "operator", body, len, &rp);
+        else if (rt->ep == NS_EP_FILES)
+            ns_svc_files(svc, cert, chain,
+                         evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
+    }
+    send_reply(req, &rp);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    us = (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    ns_metrics_request(&svc->metrics, rt != NULL ? rt->ep : NS_EP_OTHER, rp.status, us);
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &peer_addr, &peer_port);
+    log_safe(path, lpath, sizeof(lpath));
+    if (rp.peer.cn[0] != '\0') {
+        snprintf(who, sizeof(who), "CN=%s,O=%s", rp.peer.cn, rp.peer.tenant);
+        log_safe(who, subj, sizeof(subj));
+    } else {
+        strcpy(subj, "-");
+    }
+    /* method path status duration_ms peer role subject: never a body, a nonce or a header value. */
+    fprintf(stderr, "nstance-secretsd: request %s %s %d %.1f %s:%u %s %s\n", method_name(m), lpath, rp.status,
+            (double)us / 1000.0, peer_addr != NULL ? peer_addr : "-", (unsigned)peer_port,
+            rp.peer.role[0] != '\0' ? rp.peer.role : "-", subj);
+    ns_reply_clear(&rp);
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    ns_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (atomic_load(&w->srv->conns) == 0 || ns_now_ms() >= atomic_load(&w->srv->drain_deadline_ms))
+        event_base_loopexit(w->base, NULL);
+}
+
+/* Runs in the worker's thread (event_base_once from ns_http_stop). */
+static void stop_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    ns_worker *w = arg;
+    struct timeval tv = {0, 100000};
+    (void)fd;
+    (void)what;
+    if (w->bound != NULL) {
+        evhttp_del_accept_socket(w->http, w->bound);
+        w->bound = NULL;
+    }
+    if ((w->drain = event_new(w->base, -1, EV_PERSIST, drain_check, w)) != NULL)
+        event_add(w->drain, &tv);
+    else
+        event_base_loopexit(w->base, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    ns_worker *w = arg;
+
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int ns_http_start(ns_server *srv)
+{
+    const ns_server_config *sc = &srv->svc->cfg->server;
+
+    if (conn_idx < 0 && (conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_gone)) < 0)
+        return NS_E_CRYPTO;
+    srv->n_workers = sc->threads;
+    if ((srv->workers = calloc(srv->n_workers, sizeof(*srv->workers))) == NULL)
+        return NS_E_NOMEM;
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        ns_worker *w = &srv->workers[i];
+        evutil_socket_t fd;
+        w->srv = srv;
+        if ((w->base = event_base_new()) == NULL || (w->http = evhttp_new(w->base)) == NULL)
+            return NS_E_NOMEM;
+        evhttp_set_bevcb(w->http, new_bev, w);
+        evhttp_set_gencb(w->http, handle, w);
+        /* libevent 2.1 has one timeout per connection, for reading a request (the TLS handshake and the
+         * headers included) and for waiting for the next one: header_timeout (doc/server.md). */
+        evhttp_set_timeout(w->http, (int)sc->header_timeout);
+        evhttp_set_max_body_size(w->http, NS_REQ_BODY_MAX);
+        evhttp_set_max_headers_size(w->http, 16 * 1024);
+        evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                                EVHTTP_REQ_PATCH);
+        if ((fd = dup(srv->fd)) < 0 || (w->bound = evhttp_accept_socket_with_handle(w->http, fd)) == NULL) {
+            ns_log(NS_LOG_ERROR, "cannot accept on the listening socket");
+            return NS_E_INTERNAL;
+        }
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0)
+            return NS_E_INTERNAL;
+        w->started = 1;
+    }
+    return 0;
+}
+
+void ns_http_stop(ns_server *srv, long grace_ms)
+{
+    atomic_store(&srv->stopping, 1);
+    atomic_store(&srv->drain_deadline_ms, ns_now_ms() + grace_ms);
+    for (unsigned i = 0; i < srv->n_workers; i++)
+        if (srv->workers[i].started)
+            event_base_once(srv->workers[i].base, -1, EV_TIMEOUT, stop_accepting, &srv->workers[i], NULL);
+    for (unsigned i = 0; i < srv->n_workers; i++) {
+        ns_worker *w = &srv->workers[i];
+        if (w->started)
+            pthread_join(w->th, NULL);
+        if (w->drain != NULL)
+            event_free(w->drain);
+        if (w->http != NULL)
+            evhttp_free(w->http);
+        if (w->base != NULL)
+            event_base_free(w->base);
+    }
+    free(srv->workers);
+    srv->workers = NULL;
+    srv->n_workers = 0;
+}

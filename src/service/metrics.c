@@ -1,0 +1,119 @@
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "service/metrics.h"
+
+static const char *const ep_names[NS_EP_N] = {"health",         "register", "agent_files", "agent_renew",
+                                              "operator_renew", "metrics",  "other"};
+static const int statuses[NS_METRICS_STATUSES - 1] = {200, 304, 400, 401, 403, 404, 405, 409, 413, 500, 503};
+/* Upper bounds in seconds (and microseconds for the comparison). */
+static const char *const bucket_le[NS_METRICS_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025",
+                                                          "0.05",  "0.1",    "0.25",  "1",    "5"};
+static const unsigned long bucket_us[NS_METRICS_BUCKETS] = {1000,  2500,   5000,   10000,   25000,
+                                                            50000, 100000, 250000, 1000000, 5000000};
+static const char *const tok_names[NS_TOK_N] = {"sign", "decrypt"};
+
+const char *ns_endpoint_name(enum ns_endpoint e)
+{
+    return (unsigned)e < NS_EP_N ? ep_names[e] : "other";
+}
+
+void ns_metrics_request(ns_metrics *m, enum ns_endpoint e, int status, unsigned long us)
+{
+    size_t s;
+
+    if ((unsigned)e >= NS_EP_N)
+        e = NS_EP_OTHER;
+    for (s = 0; s < NS_METRICS_STATUSES - 1 && statuses[s] != status; s++)
+        ;
+    atomic_fetch_add(&m->requests[e][s], 1);
+    for (size_t b = 0; b < NS_METRICS_BUCKETS; b++)
+        if (us <= bucket_us[b])
+            atomic_fetch_add(&m->dur_bucket[e][b], 1);
+    atomic_fetch_add(&m->dur_bucket[e][NS_METRICS_BUCKETS], 1);
+    atomic_fetch_add(&m->dur_count[e], 1);
+    atomic_fetch_add(&m->dur_sum_us[e], us);
+}
+
+static int line(ns_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int line(ns_buf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return NS_E_INTERNAL;
+    return ns_buf_append(b, tmp, (size_t)n);
+}
+
+int ns_metrics_render(ns_metrics *m, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(256 * 1024, false, &b)) != 0)
+        return r;
+#define L(...)                                                                                               \
+    do {                                                                                                     \
+        if ((r = line(b, __VA_ARGS__)) != 0)                                                                 \
+            goto out;                                                                                        \
+    } while (0)
+    L("# HELP nstance_requests_total HTTP requests by endpoint and status.\n");
+    L("# TYPE nstance_requests_total counter\n");
+    for (size_t e = 0; e < NS_EP_N; e++)
+        for (size_t s = 0; s < NS_METRICS_STATUSES; s++) {
+            unsigned long v = atomic_load(&m->requests[e][s]);
+            if (v == 0)
+                continue;
+            if (s < NS_METRICS_STATUSES - 1)
+                L("nstance_requests_total{endpoint=\"%s\",status=\"%d\"} %lu\n", ep_names[e], statuses[s], v);
+            else
+                L("nstance_requests_total{endpoint=\"%s\",status=\"other\"} %lu\n", ep_names[e], v);
+        }
+    L("# HELP nstance_request_duration_seconds Time from request received to response queued.\n");
+    L("# TYPE nstance_request_duration_seconds histogram\n");
+    for (size_t e = 0; e < NS_EP_N; e++) {
+        unsigned long count = atomic_load(&m->dur_count[e]);
+        for (size_t k = 0; k < NS_METRICS_BUCKETS; k++)
+            L("nstance_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%s\"} %lu\n", ep_names[e],
+              bucket_le[k], atomic_load(&m->dur_bucket[e][k]));
+        L("nstance_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n", ep_names[e],
+          atomic_load(&m->dur_bucket[e][NS_METRICS_BUCKETS]));
+        L("nstance_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", ep_names[e],
+          (double)atomic_load(&m->dur_sum_us[e]) / 1e6);
+        L("nstance_request_duration_seconds_count{endpoint=\"%s\"} %lu\n", ep_names[e], count);
+    }
+    L("# HELP nstance_token_operations_total Operations that go to the key holder (token or KEK source).\n");
+    L("# TYPE nstance_token_operations_total counter\n");
+    for (size_t t = 0; t < NS_TOK_N; t++)
+        L("nstance_token_operations_total{op=\"%s\"} %lu\n", tok_names[t], atomic_load(&m->token_ops[t]));
+    L("# HELP nstance_token_errors_total Token or key-source failures seen by requests and refreshes.\n");
+    L("# TYPE nstance_token_errors_total counter\n");
+    L("nstance_token_errors_total %lu\n", atomic_load(&m->token_errors));
+    L("# HELP nstance_cache_hits_total Secret cache hits.\n# TYPE nstance_cache_hits_total counter\n");
+    L("nstance_cache_hits_total %lu\n", atomic_load(&m->cache_hits));
+    L("# HELP nstance_cache_misses_total Secret cache misses.\n# TYPE nstance_cache_misses_total counter\n");
+    L("nstance_cache_misses_total %lu\n", atomic_load(&m->cache_misses));
+    L("# HELP nstance_registrations_total Successful registrations by kind.\n");
+    L("# TYPE nstance_registrations_total counter\n");
+    L("nstance_registrations_total{kind=\"agent\"} %lu\n", atomic_load(&m->registrations_agent));
+    L("nstance_registrations_total{kind=\"operator\"} %lu\n", atomic_load(&m->registrations_operator));
+    L("# HELP nstance_certificates_issued_total Client certificates issued (registrations and renewals).\n");
+    L("# TYPE nstance_certificates_issued_total counter\n");
+    L("nstance_certificates_issued_total %lu\n", atomic_load(&m->certificates_issued));
+#undef L
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    return r;
+}

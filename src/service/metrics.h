@@ -1,0 +1,47 @@
+/* Counters of the server, rendered in the Prometheus text format 0.0.4 (doc/server.md lists them).
+ * Every counter is a C11 atomic: threads update them without a lock; a scrape reads each one once. */
+#ifndef NS_SERVICE_METRICS_H
+#define NS_SERVICE_METRICS_H
+
+#include <stdatomic.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+
+enum ns_endpoint {
+    NS_EP_HEALTH = 0,
+    NS_EP_REGISTER,
+    NS_EP_FILES,
+    NS_EP_AGENT_RENEW,
+    NS_EP_OPERATOR_RENEW,
+    NS_EP_METRICS,
+    NS_EP_OTHER,
+    NS_EP_N
+};
+
+#define NS_METRICS_STATUSES 12 /* 200 304 400 401 403 404 405 409 413 500 503, and "other" */
+#define NS_METRICS_BUCKETS  10 /* duration histogram buckets, plus +Inf */
+
+enum ns_token_op { NS_TOK_SIGN = 0, NS_TOK_DECRYPT, NS_TOK_N };
+
+typedef struct ns_metrics {
+    atomic_ulong requests[NS_EP_N][NS_METRICS_STATUSES];
+    atomic_ulong dur_bucket[NS_EP_N][NS_METRICS_BUCKETS + 1];
+    atomic_ulong dur_count[NS_EP_N];
+    atomic_ulong dur_sum_us[NS_EP_N];
+    atomic_ulong token_ops[NS_TOK_N];
+    atomic_ulong token_errors;
+    atomic_ulong cache_hits, cache_misses;
+    atomic_ulong registrations_agent, registrations_operator;
+    atomic_ulong certificates_issued;
+} ns_metrics;
+
+const char *ns_endpoint_name(enum ns_endpoint e);
+
+/* One finished request: its endpoint, HTTP status and duration in microseconds. */
+void ns_metrics_request(ns_metrics *m, enum ns_endpoint e, int status, unsigned long us);
+
+/* The text exposition into a new buffer. */
+int ns_metrics_render(ns_metrics *m, ns_buf **out) NS_WUR;
+
+#endif

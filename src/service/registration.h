@@ -1,0 +1,22 @@
+/* Registration records (doc/protocol.md): where they live and how they read.
+ *   agents:    shard/<shard>/instance/<tenant>.<sub>.json
+ *   operators: cluster/operator/<tenant>.<sub>.json
+ * The endpoints themselves are ns_svc_register / ns_svc_renew (service.h), in registration.c. */
+#ifndef NS_SERVICE_REGISTRATION_H
+#define NS_SERVICE_REGISTRATION_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "common/err.h"
+#include "service/service.h"
+
+/* The record's object name into out (n bytes). NS_E_NAME if it is not a valid object name. */
+int ns_record_name(const char *kind, const char *shard, const char *tenant, const char *sub, char *out,
+                   size_t n) NS_WUR;
+
+/* The agent record of peer in this server's shard, parsed. NS_E_NOT_FOUND if there is none. */
+int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out) NS_WUR;
+
+#endif
