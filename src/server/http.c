@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,9 @@ int ns_http_listen(const char *listen_addr, evutil_socket_t *fd, unsigned *port)
     }
     if ((s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        /* Inherited by accepted sockets on Linux: libevent writes a TLS record for the headers and one for
+         * the body, and Nagle's algorithm with delayed ACKs would hold the second for 40 ms. */
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, 1024) != 0 ||
         evutil_make_socket_nonblocking(s) != 0 || getsockname(s, (struct sockaddr *)&ss, &sl) != 0) {
         ns_log(NS_LOG_ERROR, "server.listen %s: %s", listen_addr, strerror(errno));
@@ -277,6 +282,9 @@ static void handle(struct evhttp_request *req, void *arg)
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
     }
     send_reply(req, &rp);
+    /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
+    if (evcon != NULL)
+        evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     us = (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
     ns_metrics_request(&svc->metrics, rt != NULL ? rt->ep : NS_EP_OTHER, rp.status, us);
@@ -347,8 +355,9 @@ int ns_http_start(ns_server *srv)
             return NS_E_NOMEM;
         evhttp_set_bevcb(w->http, new_bev, w);
         evhttp_set_gencb(w->http, handle, w);
-        /* libevent 2.1 has one timeout per connection, for reading a request (the TLS handshake and the
-         * headers included) and for waiting for the next one: header_timeout (doc/server.md). */
+        /* libevent 2.1 has one timeout per connection, for reading and for waiting alike: header_timeout
+         * until the first request is answered (the TLS handshake and the headers included), idle_timeout
+         * after that (set in handle()). doc/server.md, "Limits". */
         evhttp_set_timeout(w->http, (int)sc->header_timeout);
         evhttp_set_max_body_size(w->http, NS_REQ_BODY_MAX);
         evhttp_set_max_headers_size(w->http, 16 * 1024);

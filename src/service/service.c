@@ -206,15 +206,20 @@ void ns_svc_refresh(ns_svc *svc)
                  (nver != NULL && strcmp(nver, cur->nonce_version) != 0))
             changed = 1;
     }
+    if (atomic_exchange(&svc->snap_stale, 0))
+        changed = 1;
     if (changed) {
         if ((r = snap_build(svc, &s)) != 0) {
             ns_log(NS_LOG_WARN,
-                   "refresh: the CA or nonce keys changed but cannot be loaded: %s (keeping the old)",
+                   "refresh: the CA or nonce keys changed (or failed) but cannot be reopened: %s (keeping "
+                   "the old)",
                    ns_strerror(r));
-            if (ns_err_category(r) == NS_CAT_TOKEN)
+            if (ns_err_category(r) == NS_CAT_TOKEN) {
                 atomic_fetch_add(&svc->metrics.token_errors, 1);
+                atomic_store(&svc->snap_stale, 1);
+            }
         } else {
-            ns_log(NS_LOG_INFO, "refresh: CA bundle or nonce keys changed; reloaded");
+            ns_log(NS_LOG_INFO, "refresh: CA bundle or nonce keys reopened");
             snap_set(svc, s);
         }
     }
@@ -290,7 +295,9 @@ void ns_reply_error(ns_reply *rp, int status)
 
 int ns_svc_fault_status(ns_svc *svc, int err)
 {
-    if (ns_err_category(err) == NS_CAT_TOKEN)
+    if (ns_err_category(err) == NS_CAT_TOKEN) {
         atomic_fetch_add(&svc->metrics.token_errors, 1);
+        atomic_store(&svc->snap_stale, 1);
+    }
     return 503;
 }

@@ -53,6 +53,7 @@ typedef struct ns_svc {
     pthread_mutex_t snap_mu;
     ns_ca_snap *snap;
     atomic_int ready;
+    atomic_int snap_stale; /* a request saw the CA or nonce keys fail: reopen them at the next refresh */
 } ns_svc;
 
 typedef struct ns_reply {
@@ -85,7 +86,8 @@ void ns_svc_snap_put(ns_ca_snap *s);
 void ns_reply_clear(ns_reply *rp);
 /* Set rp to the error for status (the code and message of doc/protocol.md). */
 void ns_reply_error(ns_reply *rp, int status);
-/* The status for an error of a token/store/internal operation: 503 for token and storage, else 500. */
+/* The status for a failed token, store or internal operation: 503 (doc/protocol.md). A token error also
+ * counts in the metrics and marks the CA snapshot stale, so that its keys are reopened (token recovery). */
 int ns_svc_fault_status(ns_svc *svc, int err);
 
 /* The endpoints. cert/chain: the client certificate (may be NULL) and its chain as sent. */

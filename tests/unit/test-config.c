@@ -453,6 +453,7 @@ static void test_role_id_never_logged(void **state)
 /* ---- errors ---- */
 
 #define HEAD "cluster_id: demo\nstorage: {backend: file, path: /b}\n"
+#define TPL  "templates:\n  t1:\n    files:\n"
 
 struct bad_case {
     const char *name;
@@ -763,7 +764,135 @@ static const struct bad_case bad_cases[] = {
      "key 'timeout' is not valid for source file"},
     {"env name is a parameter path", HEAD "encryption_key: {source: env, name: /nstance/kek}\n", 3,
      "encryption_key.name: must be an environment variable name"},
+    /* server, groups, templates */
+    {"server unknown key", HEAD "server:\n  port: 1\n", 4, "unknown key 'port' in server"},
+    {"server listen without port", HEAD "server: {listen: \"127.0.0.1\"}\n", 3,
+     "server.listen: must be HOST:PORT"},
+    {"server listen port too big", HEAD "server: {listen: \"127.0.0.1:65536\"}\n", 3,
+     "server.listen: must be"},
+    {"server listen host name", HEAD "server: {listen: \"example.com:443\"}\n", 3, "server.listen: must be"},
+    {"server names not a list", HEAD "server: {names: localhost}\n", 3, "server.names: expected a sequence"},
+    {"server name with a space", HEAD "server: {names: [\"a b\"]}\n", 3,
+     "must be a DNS name or an IP address"},
+    {"server threads 0", HEAD "server: {threads: 0}\n", 3, "server.threads: 0 is out of range (1..64)"},
+    {"server max_connections 0", HEAD "server: {max_connections: 0}\n", 3, "out of range (1..65536)"},
+    {"server ttl not a duration", HEAD "server: {agent_cert_ttl: 1day}\n", 3, "is not a duration"},
+    {"server ttl too short", HEAD "server: {operator_cert_ttl: 30s}\n", 3, "is out of range (1m..1830d)"},
+    {"group to a missing template", HEAD "groups: {cp: nothing}\n", 3,
+     "groups.cp: there is no template 'nothing'"},
+    {"group without templates", HEAD "groups:\n  cp: control-plane\n", 4,
+     "there is no template 'control-plane'"},
+    {"group not a mapping", HEAD "groups: [cp]\n", 3, "groups: expected a mapping"},
+    {"template without files", HEAD "templates:\n  t1: {}\n", 4, "missing required key 'templates.t1.files'"},
+    {"template empty files", HEAD "templates:\n  t1: {files: []}\n", 4, "a template needs at least one file"},
+    {"relative path", HEAD TPL "      - {path: etc/x, secret: s, format: pem}\n", 6,
+     "must be an absolute, normalised path"},
+    {"path with ..", HEAD TPL "      - {path: /etc/../x, secret: s, format: pem}\n", 6,
+     "must be an absolute, normalised path"},
+    {"path with .", HEAD TPL "      - {path: /etc/./x, secret: s, format: pem}\n", 6,
+     "must be an absolute, normalised path"},
+    {"path with //", HEAD TPL "      - {path: /etc//x, secret: s, format: pem}\n", 6,
+     "must be an absolute, normalised path"},
+    {"path with trailing /", HEAD TPL "      - {path: /etc/x/, secret: s, format: pem}\n", 6,
+     "must be an absolute"},
+    {"duplicate path",
+     HEAD TPL "      - {path: /etc/x, secret: s, format: pem}\n      - {path: /etc/x, ca_bundle: true}\n", 7,
+     "path /etc/x is listed twice (first on line 6)"},
+    {"unknown format", HEAD TPL "      - {path: /etc/x, secret: s, format: der}\n", 6,
+     "unknown value 'der' (expected pem-bundle, pem, public-pem-bundle, jwks or raw)"},
+    {"secret without format", HEAD TPL "      - {path: /etc/x, secret: s}\n", 6, "'secret' needs 'format'"},
+    {"neither secret nor ca_bundle", HEAD TPL "      - {path: /etc/x, mode: \"0600\"}\n", 6,
+     "give either 'secret'"},
+    {"both secret and ca_bundle",
+     HEAD TPL "      - {path: /etc/x, secret: s, format: pem, ca_bundle: true}\n", 6, "give either 'secret'"},
+    {"format with ca_bundle", HEAD TPL "      - {path: /etc/x, ca_bundle: true, format: pem}\n", 6,
+     "'format' is not valid with 'ca_bundle'"},
+    {"unquoted mode", HEAD TPL "      - {path: /etc/x, ca_bundle: true, mode: 0600}\n", 6, "quote the mode"},
+    {"mode 0800", HEAD TPL "      - {path: /etc/x, ca_bundle: true, mode: \"0800\"}\n", 6, "is not a mode"},
+    {"mode 1777", HEAD TPL "      - {path: /etc/x, ca_bundle: true, mode: \"1777\"}\n", 6, "is not a mode"},
+    {"mode 600", HEAD TPL "      - {path: /etc/x, ca_bundle: true, mode: \"600\"}\n", 6, "is not a mode"},
+    {"bad secret name", HEAD TPL "      - {path: /etc/x, secret: ../s, format: pem}\n", 6,
+     "must be a secret name"},
+    {"bad owner", HEAD TPL "      - {path: /etc/x, ca_bundle: true, owner: \"ro ot\"}\n", 6,
+     "must be a user name"},
+    {"unknown file key", HEAD TPL "      - {path: /etc/x, ca_bundle: true, size: 3}\n", 6,
+     "unknown key 'size'"},
 };
+
+static void test_server_templates(void **state)
+{
+    static const char text[] =
+        HEAD "server:\n"
+             "  listen: \"[::1]:9443\"\n"
+             "  names: [secrets.example, 10.0.0.1]\n"
+             "  agent_cert_ttl: 12h\n"
+             "  max_connections: 10\n"
+             "  threads: 8\n"
+             "groups: {cp: control-plane, web: web}\n"
+             "templates:\n"
+             "  control-plane:\n"
+             "    files:\n"
+             "      - {path: /etc/kubernetes/pki/sa.key, secret: k8s-sa.key, format: pem-bundle,"
+             " mode: \"0600\"}\n"
+             "      - {path: /etc/nstance/ca.crt, ca_bundle: true, mode: \"0644\", owner: kube,"
+             " group: kube}\n"
+             "  web:\n"
+             "    files:\n"
+             "      - {path: /etc/web/a.jwks, secret: tenants/acme/web.key, format: jwks}\n"
+             "      - {path: /etc/web/a.pub, secret: w, format: public-pem-bundle}\n"
+             "      - {path: /etc/web/a.raw, secret: w, format: raw, mode: \"0000\"}\n"
+             "      - {path: /etc/web/a.pem, secret: w, format: pem, mode: \"0777\"}\n";
+    ns_config *cfg = parse_ok(text, "/etc/nstance");
+    const ns_template *t;
+
+    assert_string_equal(cfg->server.listen, "[::1]:9443");
+    assert_int_equal(cfg->server.names.n, 2);
+    assert_string_equal(cfg->server.names.v[1], "10.0.0.1");
+    assert_int_equal(cfg->server.agent_cert_ttl, 12 * 3600);
+    assert_int_equal(cfg->server.operator_cert_ttl, 8 * 3600);
+    assert_int_equal(cfg->server.max_connections, 10);
+    assert_int_equal(cfg->server.header_timeout, 10);
+    assert_int_equal(cfg->server.idle_timeout, 60);
+    assert_int_equal(cfg->server.cache_check, 5);
+    assert_int_equal(cfg->server.threads, 8);
+    assert_int_equal(cfg->n_groups, 2);
+    assert_int_equal(cfg->n_templates, 2);
+    t = ns_config_template_for(cfg, "cp");
+    assert_non_null(t);
+    assert_string_equal(t->name, "control-plane");
+    assert_int_equal(t->n, 2);
+    assert_string_equal(t->files[0].path, "/etc/kubernetes/pki/sa.key");
+    assert_string_equal(t->files[0].secret, "k8s-sa.key");
+    assert_string_equal(t->files[0].format, "pem-bundle");
+    assert_string_equal(t->files[0].mode, "0600");
+    assert_string_equal(t->files[0].owner, "root");
+    assert_string_equal(t->files[0].group, "root");
+    assert_false(t->files[0].ca_bundle);
+    assert_true(t->files[1].ca_bundle);
+    assert_null(t->files[1].secret);
+    assert_null(t->files[1].format);
+    assert_string_equal(t->files[1].owner, "kube");
+    t = ns_config_template_for(cfg, "web");
+    assert_non_null(t);
+    assert_int_equal(t->n, 4);
+    assert_string_equal(t->files[0].mode, "0600"); /* default */
+    assert_string_equal(t->files[0].secret, "tenants/acme/web.key");
+    assert_string_equal(t->files[2].mode, "0000");
+    assert_null(ns_config_template_for(cfg, "other"));
+    ns_config_free(cfg);
+
+    /* Defaults without a server section. */
+    cfg = parse_ok(HEAD, NULL);
+    assert_string_equal(cfg->server.listen, "127.0.0.1:8443");
+    assert_int_equal(cfg->server.names.n, 2);
+    assert_string_equal(cfg->server.names.v[0], "localhost");
+    assert_string_equal(cfg->server.names.v[1], "127.0.0.1");
+    assert_int_equal(cfg->server.agent_cert_ttl, 24 * 3600);
+    assert_int_equal(cfg->server.max_connections, 1024);
+    assert_int_equal(cfg->server.threads, 4);
+    assert_int_equal(cfg->n_templates, 0);
+    ns_config_free(cfg);
+}
 
 static void test_errors(void **state)
 {
@@ -1121,6 +1250,7 @@ int main(void)
         cmocka_unit_test(test_s3_secrets_never_logged),
         cmocka_unit_test(test_remote_sources),
         cmocka_unit_test(test_url_rule),
+        cmocka_unit_test(test_server_templates),
         cmocka_unit_test(test_role_id_never_logged),
     };
     int r;
