@@ -6,7 +6,7 @@
 # `secret export` / the CA bundle, modes and groups as the template says, --on-change runs once, a second
 # sync is a 304 ("unchanged") and runs nothing; `secret rotate` reaches the files on the next sync and
 # --on-change runs once more. Refusals with their exit codes, each leaving DIR without an identity: the same
-# nonce again (11), a nonce of another cluster (10), a server that does not verify with --ca (4); sync
+# nonce again (11), a nonce of another cluster (10), an expired nonce (10), a server that does not verify with --ca (4); sync
 # without enrolling (3). A template whose path goes through a symbolic link below --root: exit 8, nothing
 # written. 50 agents enrolling at once: all succeed, 50 distinct certificates, 50 registration records.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
@@ -96,6 +96,13 @@ agent_rc 10 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-f
 assert_contains "$T/aerr" "refused the nonce"
 [ -e "$T/nonce-foreign" ] || fail "a refused nonce file was deleted"
 [ ! -e "$T/a-foreign/identity.crt" ] || fail "a refused enroll stored a certificate"
+
+# An expired nonce (TTL 1s, leeway 1s): 401 nonce_invalid → exit 10, nonce file kept.
+agent_nonce vm-old web "$T/nonce-old" --ttl 1s
+sleep 3
+agent_rc 10 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-old" --dir "$T/a-old"
+[ -e "$T/nonce-old" ] || fail "an expired nonce file was deleted"
+[ ! -e "$T/a-old/identity.crt" ] || fail "an expired nonce stored a certificate"
 
 # A server that does not verify with --ca: exit 4, and the nonce is neither sent nor deleted.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/o.key" -subj /CN=other \

@@ -30,6 +30,7 @@ ca:
   keys: ["$CA_URI"]
 registration_nonce:
   issuer: nstance-e2e
+  leeway: 1s
 server:
   listen: 127.0.0.1:0
   names: [localhost, 127.0.0.1]
