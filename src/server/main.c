@@ -33,7 +33,28 @@ typedef struct app {
     struct event_base *base;
     struct event *tick;
     int tls_ready;
+    char *tls_ca_version; /* the CA bundle version the TLS certificate was issued under */
 } app;
+
+/* After a CA rotation the server's certificate is issued again by the new CA (so that agents whose bundle
+ * no longer holds the old CA after `ca retire` still trust the server). */
+static int ca_changed(app *a)
+{
+    ns_ca_snap *s = ns_svc_snap_get(a->srv.svc);
+    int changed = s != NULL && (a->tls_ca_version == NULL || strcmp(s->version, a->tls_ca_version) != 0);
+
+    ns_svc_snap_put(s);
+    return changed;
+}
+
+static void remember_ca(app *a)
+{
+    ns_ca_snap *s = ns_svc_snap_get(a->srv.svc);
+
+    free(a->tls_ca_version);
+    a->tls_ca_version = s != NULL ? strdup(s->version) : NULL;
+    ns_svc_snap_put(s);
+}
 
 /* Load (retrying until it works), then get the real certificate, then refresh every server.cache_check. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -55,10 +76,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (atomic_load(&svc->ready) && !a->tls_ready) {
         if ((r = ns_tls_ctx_issued(svc, &ctx)) == 0) {
             ns_http_set_ctx(&a->srv, ctx);
+            remember_ca(a);
             a->tls_ready = 1;
             ns_log(NS_LOG_WARN, "ready");
         } else {
             atomic_store(&svc->ready, 0);
+        }
+    } else if (a->tls_ready && ca_changed(a)) {
+        if ((r = ns_tls_ctx_issued(svc, &ctx)) == 0) {
+            ns_http_set_ctx(&a->srv, ctx);
+            remember_ca(a);
+            ns_log(NS_LOG_WARN, "the CA changed: new TLS certificate");
         }
     }
     if (a->tls_ready)
@@ -173,6 +201,7 @@ out:
     if (a.srv.fd >= 0)
         close(a.srv.fd);
     ns_svc_free(a.srv.svc);
+    free(a.tls_ca_version);
     pthread_mutex_destroy(&a.srv.ctx_mu);
     return rc;
 }

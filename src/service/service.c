@@ -278,19 +278,16 @@ void ns_reply_error(ns_reply *rp, int status)
         {413, "too_large", "the body is too large"},
         {503, "unavailable", "the service is unavailable; try again"},
     };
+    size_t i;
+
     ns_buf_free(rp->body);
     rp->body = NULL;
-    rp->status = status;
-    rp->error = "unavailable";
-    rp->message = "the service is unavailable; try again";
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (t[i].status == status) {
-            rp->error = t[i].code;
-            rp->message = t[i].message;
-        }
-    if (status == 503 || status == 500) {
-        rp->status = 503;
-    }
+    /* A status without a row (a caller's mistake) becomes the last row, 503: never a 500 with detail. */
+    for (i = 0; i + 1 < sizeof(t) / sizeof(t[0]) && t[i].status != status; i++)
+        ;
+    rp->status = t[i].status;
+    rp->error = t[i].code;
+    rp->message = t[i].message;
 }
 
 int ns_svc_fault_status(ns_svc *svc, int err)

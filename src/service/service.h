@@ -84,7 +84,7 @@ ns_ca_snap *ns_svc_snap_get(ns_svc *svc);
 void ns_svc_snap_put(ns_ca_snap *s);
 
 void ns_reply_clear(ns_reply *rp);
-/* Set rp to the error for status (the code and message of doc/protocol.md). */
+/* Set rp to the error for status (the code and message of doc/protocol.md; 503 for a status not there). */
 void ns_reply_error(ns_reply *rp, int status);
 /* The status for a failed token, store or internal operation: 503 (doc/protocol.md). A token error also
  * counts in the metrics and marks the CA snapshot stale, so that its keys are reopened (token recovery). */

@@ -5,7 +5,8 @@
 # certificate checked with openssl and python3-cryptography (CN, single O, role extension, clientAuth, SANs
 # from hostname/ipv4/ipv6, lifetime agent_cert_ttl); the registration record and certificate log entry;
 # GET /v1/agent/files for the agent's template (contents equal to `secret export` and the CA bundle, sha256,
-# version = hash of the files, ETag, 304 with If-None-Match); POST /v1/agent/renew with the old key and with a
+# version = hash of the files, ETag, 304 with If-None-Match); a template secret missing at start (a warning; 503
+# for its agents until it is created, then served); POST /v1/agent/renew with the old key and with a
 # new one (record updated); an operator registration and /v1/operator/renew; /metrics content; one log line
 # per request that carries no nonce; SIGTERM exits 0.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
@@ -39,8 +40,11 @@ server:
   operator_cert_ttl: 1h
   cache_check: 1s
   threads: 2
-groups: {cp: control-plane}
+groups: {cp: control-plane, late: late}
 templates:
+  late:
+    files:
+      - {path: /etc/late.key, secret: late.key, format: raw}
   control-plane:
     files:
       - {path: /etc/kubernetes/pki/sa.key, secret: k8s-sa.key, format: pem-bundle, mode: "0600"}
@@ -70,6 +74,7 @@ code=$(ns_https "$T/h" "https://127.0.0.1:$PORT/health")
 assert_eq "$code" 200 "/health after load, trusting only the CA bundle"
 assert_contains "$T/h" "ok" "/health body"
 $CL servercert "$PORT" "$T/ca.pem" localhost 127.0.0.1 || fail "server certificate"
+assert_contains "$T/s1.log" "template late: secret late.key (/etc/late.key): not found" "a missing secret is a warning at start"
 code=$(ns_https "$T/h" "https://localhost:$PORT/health")
 assert_eq "$code" 200 "the certificate is valid for localhost"
 
@@ -157,6 +162,20 @@ assert_eq "$($CL field "$rec" public_key)" "$(cat "$T/new.pub")" "record public 
 code=$(ns_https "$T/files3" --cert "$T/renew2.crt" --key "$T/new.key" "https://127.0.0.1:$PORT/v1/agent/files")
 assert_eq "$code" 200 "files with the renewed certificate"
 
+# A secret that does not exist yet: 503 for its agents, served once it is created (a cache miss).
+expect_rc 0 nonce issue --kind agent --sub vm-late --tenant acme --shard s1 --group late
+assert_eq "$(register late "$(cat "$T/out")")" 200 "register in group late"
+code=$(ns_https "$T/late.files" --cert "$T/late.crt" --key "$T/late.key" "https://127.0.0.1:$PORT/v1/agent/files")
+assert_eq "$code" 503 "files whose secret does not exist"
+assert_eq "$($CL field "$T/late.files" error)" unavailable "503 error code"
+expect_rc 0 secret create late.key --type random --bytes 16
+code=$(ns_https "$T/late.files" --cert "$T/late.crt" --key "$T/late.key" "https://127.0.0.1:$PORT/v1/agent/files")
+assert_eq "$code" 200 "files once the secret exists"
+mkdir -p "$T/latef"
+$CL files "$T/late.files" "$T/latef" >/dev/null || fail "late files"
+expect_rc 0 secret export late.key --format raw
+cmp -s "$T/out" "$T/latef/etc_late.key" || fail "late.key content"
+
 # Operators.
 expect_rc 0 nonce issue --kind operator --sub alice --tenant acme
 code=$(register alice "$(cat "$T/out")")
@@ -179,12 +198,12 @@ assert_eq "$($CL field "$T/e" error)" method_not_allowed "405 error code"
 # Metrics.
 code=$(ns_https "$T/metrics" "https://127.0.0.1:$PORT/metrics")
 assert_eq "$code" 200 "metrics"
-assert_contains "$T/metrics" 'nstance_requests_total{endpoint="register",status="200"} 2' "register count"
+assert_contains "$T/metrics" 'nstance_requests_total{endpoint="register",status="200"} 3' "register count"
 assert_contains "$T/metrics" 'nstance_requests_total{endpoint="agent_files",status="304"} 1' "304 count"
-assert_contains "$T/metrics" 'nstance_registrations_total{kind="agent"} 1' "agent registrations"
+assert_contains "$T/metrics" 'nstance_registrations_total{kind="agent"} 2' "agent registrations"
 assert_contains "$T/metrics" 'nstance_registrations_total{kind="operator"} 1' "operator registrations"
-assert_contains "$T/metrics" 'nstance_certificates_issued_total 5' "certificates issued (2 registrations, 3 renewals)"
-assert_contains "$T/metrics" 'nstance_request_duration_seconds_bucket{endpoint="register",le="+Inf"} 2' "histogram"
+assert_contains "$T/metrics" 'nstance_certificates_issued_total 6' "certificates issued (3 registrations, 3 renewals)"
+assert_contains "$T/metrics" 'nstance_request_duration_seconds_bucket{endpoint="register",le="+Inf"} 3' "histogram"
 assert_contains "$T/metrics" 'nstance_cache_hits_total' "cache hits"
 assert_contains "$T/metrics" 'nstance_token_operations_total{op="sign"}' "token operations"
 

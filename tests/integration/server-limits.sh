@@ -4,10 +4,11 @@
 # line is cut off after server.header_timeout while other clients are served, and headers that arrive within it
 # are answered; server.max_connections (the extra connection is closed at once; after the others close, new
 # ones work); the token failing during requests (a fault-injecting PKCS#11 module around SoftHSM) (registration 503, /health still answers, the nonce
-# is not used up) and the server serving again once it is back, without restart; `secret rotate` reaching
+# is not used up) and the server serving again once it is back, without restart; storage refusing the nonce
+# marker (503, and the same nonce registers once the store is back, exactly once); `secret rotate` reaching
 # /v1/agent/files within server.cache_check (new version, new content), `ca rotate` picked up (new certificates
-# from the new CA, certificates of the old CA still accepted); SIGHUP reloading templates (a new file appears),
-# a broken config on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
+# from the new CA, certificates of the old CA still accepted, the server's own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears),
+# a broken config or an unreadable KEK on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
@@ -144,6 +145,19 @@ assert_eq "$code" 200 "metrics"
 grep -q '^nstance_token_errors_total [1-9]' "$T/m" || fail "token errors not counted"
 assert_contains "$T/m" 'nstance_requests_total{endpoint="register",status="503"}' "503 counted"
 
+# ---- storage fails during a registration (the ledger's marker cannot be written), then recovers ----
+[ -d "$T/bucket/cluster/nonce-used" ] || fail "no nonce markers in the store"
+mv "$T/bucket/cluster/nonce-used" "$T/nonce-used.away"
+printf 'not a folder' >"$T/bucket/cluster/nonce-used"
+N5=$(nonce vm-5)
+code=$(ns_server_register "$PORT" vm5 "$N5")
+assert_eq "$code" 503 "registration while the store cannot take the marker"
+assert_eq "$($CL field "$T/vm5.json" error)" unavailable "503 error code (storage)"
+rm "$T/bucket/cluster/nonce-used"
+mv "$T/nonce-used.away" "$T/bucket/cluster/nonce-used"
+assert_eq "$(ns_server_register "$PORT" vm5 "$N5")" 200 "the same nonce works once the store is back (not half-used)"
+assert_eq "$(ns_server_register "$PORT" vm5b "$N5")" 409 "and only once"
+
 # ---- secret rotation reaches the agent without restart ----
 code=$(ns_https "$T/f1" "${AG[@]}" "$URL/v1/agent/files")
 assert_eq "$code" 200 "files before rotation"
@@ -175,6 +189,8 @@ printf '%s\n' "$newest" >"$T/newest.pem"
 openssl verify -CAfile "$T/newest.pem" "$T/vm3.crt" >/dev/null 2>&1 || fail "new certificates come from the new CA"
 code=$(ns_https "$T/f3" "${AG[@]}" "$URL/v1/agent/files")
 assert_eq "$code" 200 "a certificate of the old CA is still accepted"
+$CL servercert "$PORT" "$T/newest.pem" localhost 127.0.0.1 || fail "the server's own certificate is not from the new CA"
+assert_contains "$T/s.log" "the CA changed: new TLS certificate" "server certificate reissued"
 
 # ---- SIGHUP ----
 cp "$T/config.yaml" "$T/config.good"
@@ -184,6 +200,17 @@ sleep 0.5
 code=$(ns_https "$T/f4" "${AG[@]}" "$URL/v1/agent/files")
 assert_eq "$code" 200 "a broken config on SIGHUP changes nothing"
 assert_eq "$($CL field "$T/f4" version)" "$($CL field "$T/f2" version)" "same files after a failed reload"
+cp "$T/config.good" "$T/config.yaml"
+mv "$T/kek.key" "$T/kek.key.away" # the KEKs are reloaded too: one that cannot be read fails the reload
+kill -HUP "$PID"
+for i in $(seq 1 20); do
+    grep -q "reload: the encryption keys cannot be loaded" "$T/s.log" && break
+    sleep 0.25
+done
+assert_contains "$T/s.log" "reload: the encryption keys cannot be loaded" "a KEK that fails on SIGHUP is reported"
+mv "$T/kek.key.away" "$T/kek.key"
+code=$(ns_https "$T/f4" "${AG[@]}" "$URL/v1/agent/files")
+assert_eq "$code" 200 "a failed KEK reload changes nothing"
 write_config "      - {path: /etc/extra.key, secret: extra.key, format: raw, mode: \"0400\"}"
 kill -HUP "$PID"
 ok=
