@@ -14,6 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
+#include "common/timeutil.h"
 #include "config/config.h"
 #include "server/http.h"
 #include "server/tls.h"
@@ -34,6 +35,7 @@ typedef struct app {
     struct event *tick;
     int tls_ready;
     char *tls_ca_version; /* the CA bundle version the TLS certificate was issued under */
+    int64_t tls_renew_at; /* when to issue the next one: two thirds into the current one's lifetime */
 } app;
 
 /* After a CA rotation the server's certificate is issued again by the new CA (so that agents whose bundle
@@ -47,10 +49,12 @@ static int ca_changed(app *a)
     return changed;
 }
 
-static void remember_ca(app *a)
+static void remember_ca(app *a, int64_t not_after)
 {
     ns_ca_snap *s = ns_svc_snap_get(a->srv.svc);
+    int64_t now = ns_now();
 
+    a->tls_renew_at = now + (not_after - now) * 2 / 3;
     free(a->tls_ca_version);
     a->tls_ca_version = s != NULL ? strdup(s->version) : NULL;
     ns_svc_snap_put(s);
@@ -63,6 +67,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     ns_svc *svc = a->srv.svc;
     struct timeval tv = {RETRY_SECONDS, 0};
     SSL_CTX *ctx = NULL;
+    int64_t not_after = 0;
     int r;
     (void)fd;
     (void)what;
@@ -74,19 +79,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         ns_svc_refresh(svc);
     }
     if (atomic_load(&svc->ready) && !a->tls_ready) {
-        if ((r = ns_tls_ctx_issued(svc, &ctx)) == 0) {
+        if ((r = ns_tls_ctx_issued(svc, &ctx, &not_after)) == 0) {
             ns_http_set_ctx(&a->srv, ctx);
-            remember_ca(a);
+            remember_ca(a, not_after);
             a->tls_ready = 1;
             ns_log(NS_LOG_WARN, "ready");
         } else {
             atomic_store(&svc->ready, 0);
         }
-    } else if (a->tls_ready && ca_changed(a)) {
-        if ((r = ns_tls_ctx_issued(svc, &ctx)) == 0) {
+    } else if (a->tls_ready && (ca_changed(a) || ns_now() >= a->tls_renew_at)) {
+        if ((r = ns_tls_ctx_issued(svc, &ctx, &not_after)) == 0) {
             ns_http_set_ctx(&a->srv, ctx);
-            remember_ca(a);
-            ns_log(NS_LOG_WARN, "the CA changed: new TLS certificate");
+            remember_ca(a, not_after);
+            ns_log(NS_LOG_WARN,
+                   "the CA changed or the TLS certificate is two thirds through its life: new TLS "
+                   "certificate");
         }
     }
     if (a->tls_ready)

@@ -76,7 +76,7 @@ static int64_t asn1_time(const ASN1_TIME *t)
     return (int64_t)timegm(&tm);
 }
 
-int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out)
+int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out, int64_t *not_after)
 {
     const ns_strv *names = &svc->cfg->server.names;
     ns_ca_snap *snap = ns_svc_snap_get(svc);
@@ -121,7 +121,8 @@ int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out)
         r = NS_E_CRYPTO;
         goto out;
     }
-    r = ctx_new(key, x, out);
+    if ((r = ctx_new(key, x, out)) == 0)
+        *not_after = is->not_after;
 out:
     X509_free(x);
     ns_issued_free(is);
