@@ -22,6 +22,9 @@ struct ns_http_client {
     CURL *curl;
     ns_http_opts opts;
     char *ca_file;
+    char *client_cert;
+    char *client_key;
+    enum ns_http_fail last_fail;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -64,7 +67,15 @@ int ns_http_client_new(const ns_http_opts *opts, ns_http_client **out)
     }
     c->opts = *opts;
     c->opts.ca_file = NULL;
-    if (opts->ca_file != NULL && (c->ca_file = strdup(opts->ca_file)) == NULL) {
+    c->opts.client_cert = NULL;
+    c->opts.client_key = NULL;
+    if ((opts->client_cert == NULL) != (opts->client_key == NULL)) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if ((opts->ca_file != NULL && (c->ca_file = strdup(opts->ca_file)) == NULL) ||
+        (opts->client_cert != NULL && (c->client_cert = strdup(opts->client_cert)) == NULL) ||
+        (opts->client_key != NULL && (c->client_key = strdup(opts->client_key)) == NULL)) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -87,6 +98,8 @@ void ns_http_client_free(ns_http_client *c)
     if (c->curl != NULL)
         curl_easy_cleanup(c->curl);
     free(c->ca_file);
+    free(c->client_cert);
+    free(c->client_key);
     free(c);
 }
 
@@ -321,6 +334,14 @@ static int attempt_once(ns_http_client *c, const ns_http_req *req, ns_http_resp 
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
     if (c->ca_file != NULL)
         SETOPT(CURLOPT_CAINFO, c->ca_file);
+    if (c->client_cert != NULL) {
+        SETOPT(CURLOPT_SSLCERT, c->client_cert);
+        SETOPT(CURLOPT_SSLCERTTYPE, "PEM");
+        SETOPT(CURLOPT_SSLKEY, c->client_key);
+        SETOPT(CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    if (c->opts.tls13_only)
+        SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_3);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)c->opts.connect_timeout_ms);
     SETOPT(CURLOPT_TIMEOUT_MS, (long)c->opts.timeout_ms);
     SETOPT(CURLOPT_HTTPHEADER, hl);
@@ -414,6 +435,29 @@ static bool retryable_cc(CURLcode cc)
     }
 }
 
+static enum ns_http_fail fail_kind(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_OK:
+        return NS_HTTP_FAIL_NONE;
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return NS_HTTP_FAIL_TLS_PEER;
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+        return NS_HTTP_FAIL_TLS_LOCAL;
+    default:
+        return NS_HTTP_FAIL_NETWORK;
+    }
+}
+
+enum ns_http_fail ns_http_last_fail(const ns_http_client *c)
+{
+    return c == NULL ? NS_HTTP_FAIL_NONE : c->last_fail;
+}
+
 static bool retryable_status(long status)
 {
     return status == 429 || (status >= 500 && status <= 599);
@@ -470,6 +514,7 @@ int ns_http_do(ns_http_client *c, const ns_http_req *req, ns_http_resp **out)
     }
     ns_http_url_for_log(req->url, where, sizeof(where));
     max_attempts = req->no_retry ? 1 : c->opts.retries + 1;
+    c->last_fail = NS_HTTP_FAIL_NETWORK;
     for (;;) {
         n++;
         ns_http_resp_free(resp);
@@ -483,6 +528,7 @@ int ns_http_do(ns_http_client *c, const ns_http_req *req, ns_http_resp **out)
         }
         if (resp != NULL && !retryable_status(resp->status))
             break;
+        c->last_fail = fail_kind(cc);
         if (resp == NULL && !retryable_cc(cc)) {
             ns_log(NS_LOG_ERROR, "http: %s %s: %s", req->method, where,
                    c->errbuf[0] != '\0' ? c->errbuf : curl_easy_strerror(cc));
@@ -506,6 +552,7 @@ int ns_http_do(ns_http_client *c, const ns_http_req *req, ns_http_resp **out)
         backoff(c->opts.retry_base_ms, n);
     }
     resp->attempts = n;
+    c->last_fail = NS_HTTP_FAIL_NONE;
     *out = resp;
     resp = NULL;
     r = 0;

@@ -8,6 +8,7 @@
  * Policy, the same for every caller:
  *   - TLS peer and host verification are always on; ns_http_opts.ca_file may name a CA bundle instead of
  *     the system store. Only http:// and https:// URLs are accepted; redirects are never followed.
+ *   - A client certificate and key (files) may be given for mutual TLS, and TLS 1.3 may be required.
  *   - Each attempt is bounded by connect_timeout_ms and timeout_ms (whole attempt, body included).
  *   - Network errors (connect, send, receive, timeout), 5xx and 429 answers are retried up to `retries`
  *     more times, after a delay drawn uniformly from [0, retry_base_ms * 2^(attempt-1)] ("full jitter"),
@@ -53,9 +54,13 @@ typedef struct ns_http_opts {
     unsigned retries;            /* extra attempts, 0..NS_HTTP_MAX_RETRIES */
     unsigned retry_base_ms;      /* first backoff bound */
     const char *ca_file;         /* CA bundle (PEM) instead of the system store; NULL: system. Copied. */
+    const char *client_cert;     /* client certificate (PEM file) for mutual TLS; NULL: none. Copied. */
+    const char *client_key;      /* its private key (PEM file, any type OpenSSL reads); with client_cert. */
+    bool tls13_only;             /* refuse TLS versions below 1.3 (https:// only) */
 } ns_http_opts;
 
-/* Fill opts with the defaults above (ca_file NULL). */
+/* Fill opts with the defaults above (ca_file, client_cert, client_key NULL; any TLS version >= 1.2 as
+ * libcurl negotiates). */
 void ns_http_opts_init(ns_http_opts *opts);
 
 /* A request header. Names are sent as given; values may be secret and are never logged. */
@@ -100,6 +105,16 @@ void ns_http_client_free(ns_http_client *c);
 
 /* Send req (with retries as above). On success *out is a new response. */
 int ns_http_do(ns_http_client *c, const ns_http_req *req, ns_http_resp **out) NS_WUR;
+
+/* Why the last ns_http_do() on c got no response (NS_E_STORAGE), for callers that report TLS failures
+ * differently from network ones. NS_HTTP_FAIL_NONE after a response. */
+enum ns_http_fail {
+    NS_HTTP_FAIL_NONE = 0,
+    NS_HTTP_FAIL_NETWORK,   /* connect, DNS, timeout, reset, a handshake the peer broke off */
+    NS_HTTP_FAIL_TLS_PEER,  /* the server's certificate did not verify (CA, name, validity) */
+    NS_HTTP_FAIL_TLS_LOCAL, /* our own CA file, client certificate or key could not be used */
+};
+enum ns_http_fail ns_http_last_fail(const ns_http_client *c);
 
 /* Wipes the body if it is secret; NULL is accepted. */
 void ns_http_resp_free(ns_http_resp *resp);

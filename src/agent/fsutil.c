@@ -1,0 +1,231 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "common/log.h"
+#include "common/secmem.h"
+
+int ns_agent_join(const char *dir, const char *name, char **out)
+{
+    size_t dl = strlen(dir), nl = strlen(name);
+    char *s;
+
+    if (dl + nl + 2 > 4096)
+        return NS_E_INVAL;
+    if ((s = malloc(dl + nl + 2)) == NULL)
+        return NS_E_NOMEM;
+    memcpy(s, dir, dl);
+    s[dl] = '/';
+    memcpy(s + dl + 1, name, nl + 1);
+    *out = s;
+    return 0;
+}
+
+/* The folder part of path in a new string ("." when there is none). */
+static char *dir_of(const char *path)
+{
+    char *copy = strdup(path), *d, *res;
+    if (copy == NULL)
+        return NULL;
+    d = dirname(copy);
+    res = strdup(d);
+    free(copy);
+    return res;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int r = 0;
+    if (fd < 0)
+        return -1;
+    if (fsync(fd) != 0)
+        r = -1;
+    close(fd);
+    return r;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                        char **tmp_out)
+{
+    size_t len = strlen(path) + 32;
+    char *tmp = NULL;
+    uint32_t rnd = 0;
+    int fd = -1, r = NS_E_STORAGE;
+    const char *what = "creating";
+
+    if ((tmp = malloc(len)) == NULL)
+        return NS_E_NOMEM;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        rnd = (uint32_t)getpid();
+    /* A dot name beside the target: same folder, so the rename is atomic and stays on one file system. */
+    {
+        char *copy = strdup(path), *slash;
+        if (copy == NULL) {
+            free(tmp);
+            return NS_E_NOMEM;
+        }
+        slash = strrchr(copy, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            snprintf(tmp, len, "%s/.%s.ns-tmp.%08x", copy, slash + 1, rnd);
+        } else {
+            snprintf(tmp, len, ".%s.ns-tmp.%08x", copy, rnd);
+        }
+        free(copy);
+    }
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+        goto fail;
+    what = "writing";
+    if (write_all(fd, p, n) != 0)
+        goto fail;
+    what = "setting the owner of";
+    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0)
+        goto fail;
+    /* After fchown: a chown by root may clear set-id bits, and modes here are <= 0777 anyway. */
+    what = "setting the mode of";
+    if (fchmod(fd, mode) != 0)
+        goto fail;
+    what = "syncing";
+    if (fsync(fd) != 0)
+        goto fail;
+    what = "closing";
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    *tmp_out = tmp;
+    tmp = NULL;
+    r = 0;
+    goto out;
+fail:
+    ns_log(NS_LOG_ERROR, "agent: %s %s: %s", what, tmp, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (fd >= 0 || strcmp(what, "creating") != 0)
+        unlink(tmp);
+out:
+    free(tmp);
+    return r;
+}
+
+int ns_agent_commit(const char *tmp, const char *path)
+{
+    char *dir = NULL;
+    int r = NS_E_STORAGE;
+
+    if (rename(tmp, path) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: renaming into %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return NS_E_STORAGE;
+    }
+    if ((dir = dir_of(path)) == NULL)
+        return NS_E_NOMEM;
+    if (fsync_dir(dir) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: syncing folder %s: %s", dir, strerror(errno));
+        goto out;
+    }
+    r = 0;
+out:
+    free(dir);
+    return r;
+}
+
+int ns_agent_write_atomic(const char *path, const uint8_t *p, size_t n, mode_t mode, uid_t uid, gid_t gid)
+{
+    char *tmp = NULL;
+    int r;
+
+    if ((r = ns_agent_write_temp(path, p, n, mode, uid, gid, &tmp)) != 0)
+        return r;
+    r = ns_agent_commit(tmp, path);
+    free(tmp);
+    return r;
+}
+
+int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    uint8_t chunk[4096];
+    struct stat st;
+    ssize_t got;
+    int fd = -1, r = NS_E_STORAGE;
+
+    if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0) {
+        if (errno == ENOENT)
+            return NS_E_NOT_FOUND;
+        ns_log(NS_LOG_ERROR, "agent: opening %s: %s", path, strerror(errno));
+        return NS_E_STORAGE;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "agent: %s is not a regular file", path);
+        goto out;
+    }
+    if ((r = ns_buf_new(max, secret, &b)) != 0)
+        goto out;
+    for (;;) {
+        got = read(fd, chunk, sizeof(chunk));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            ns_log(NS_LOG_ERROR, "agent: reading %s: %s", path, strerror(errno));
+            r = NS_E_STORAGE;
+            goto out;
+        }
+        if (got == 0)
+            break;
+        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0)
+            goto out;
+    }
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_wipe(chunk, sizeof(chunk));
+    ns_buf_free(b);
+    close(fd);
+    return r;
+}
+
+int ns_agent_state_dir(const char *dir)
+{
+    struct stat st;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        ns_log(NS_LOG_ERROR, "agent: making %s: %s", dir, strerror(errno));
+        return NS_E_STORAGE;
+    }
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "agent: %s is not a folder", dir);
+        return NS_E_STORAGE;
+    }
+    if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: chmod 0700 %s: %s", dir, strerror(errno));
+        return NS_E_STORAGE;
+    }
+    return 0;
+}

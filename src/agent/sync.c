@@ -1,0 +1,144 @@
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent/agent.h"
+#include "common/log.h"
+
+/* Paths of the identity in dir; every one must exist (else: not enrolled). */
+typedef struct identity_paths {
+    char *key, *crt, *ca, *version;
+} identity_paths;
+
+static void paths_free(identity_paths *p)
+{
+    free(p->key);
+    free(p->crt);
+    free(p->ca);
+    free(p->version);
+}
+
+static int paths_get(const char *dir, identity_paths *p)
+{
+    struct stat st;
+    int r;
+
+    memset(p, 0, sizeof(*p));
+    if ((r = ns_agent_join(dir, "identity.key", &p->key)) != 0 ||
+        (r = ns_agent_join(dir, "identity.crt", &p->crt)) != 0 ||
+        (r = ns_agent_join(dir, "ca.crt", &p->ca)) != 0 ||
+        (r = ns_agent_join(dir, "files.version", &p->version)) != 0)
+        return r;
+    if (stat(p->key, &st) != 0 || stat(p->crt, &st) != 0 || stat(p->ca, &st) != 0) {
+        ns_log(NS_LOG_ERROR,
+               "agent: %s holds no identity (identity.key, identity.crt, ca.crt): run enroll first", dir);
+        return NS_E_NOT_FOUND;
+    }
+    return 0;
+}
+
+int ns_agent_mtls_client(const ns_agent_opts *o, ns_agent_client **out)
+{
+    identity_paths p;
+    int r;
+
+    if (o->server == NULL || o->dir == NULL) {
+        ns_log(NS_LOG_ERROR, "agent: --server and --dir are required");
+        return NS_E_USAGE;
+    }
+    if ((r = paths_get(o->dir, &p)) == 0)
+        r = ns_agent_client_new(o->server, p.ca, p.crt, p.key, out);
+    paths_free(&p);
+    return r;
+}
+
+/* The last synced version as a quoted ETag, or NULL when there is none (or it is not 64 hex digits). */
+static char *stored_etag(const char *path)
+{
+    ns_buf *b = NULL;
+    char *etag = NULL;
+
+    if (ns_agent_read_file(path, 128, false, &b) != 0)
+        return NULL;
+    while (b->len > 0 && b->data[b->len - 1] == '\n')
+        ns_buf_truncate(b, b->len - 1);
+    if (b->len == 64 && (etag = malloc(67)) != NULL) {
+        bool ok = true;
+        for (size_t i = 0; i < 64; i++)
+            ok = ok && ((b->data[i] >= '0' && b->data[i] <= '9') || (b->data[i] >= 'a' && b->data[i] <= 'f'));
+        if (ok) {
+            snprintf(etag, 67, "\"%.64s\"", (const char *)b->data);
+        } else {
+            free(etag);
+            etag = NULL;
+        }
+    }
+    ns_buf_free(b);
+    return etag;
+}
+
+int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
+{
+    ns_agent_client *client = NULL;
+    ns_agent_resp *resp = NULL;
+    ns_agent_files *files = NULL;
+    identity_paths p = {0};
+    const char *root = o->root != NULL ? o->root : "/";
+    char *etag = NULL, line[66];
+    struct stat st;
+    size_t changed = 0;
+    int r = NS_E_INTERNAL;
+
+    *hook_failed = false;
+    if (root[0] != '/' || stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        ns_log(NS_LOG_ERROR, "agent: --root %s is not an existing absolute folder", root);
+        return NS_E_USAGE;
+    }
+    if ((r = ns_agent_mtls_client(o, &client)) != 0)
+        goto out;
+    if ((r = paths_get(o->dir, &p)) != 0)
+        goto out;
+    etag = stored_etag(p.version);
+    if ((r = ns_agent_request(client, "GET", "/v1/agent/files", NULL, etag, false, &resp)) != 0)
+        goto out;
+    if (resp->status == 304) {
+        printf("sync: unchanged\n");
+        fflush(stdout);
+        r = 0;
+        goto out;
+    }
+    if (resp->status != 200) {
+        ns_log(NS_LOG_ERROR, "agent: GET /v1/agent/files: unexpected status %ld", resp->status);
+        r = NS_E_FORMAT;
+        goto out;
+    }
+    /* Everything is validated before the first write; an invalid file aborts the whole sync. */
+    if ((r = ns_agent_files_parse(resp->body->data, resp->body->len, root, &files)) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: sync aborted: no file was changed");
+        goto out;
+    }
+    if ((r = ns_agent_files_apply(files, root, &changed)) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: sync failed after %zu file(s) were written", changed);
+        goto out;
+    }
+    if (changed > 0 && o->on_change != NULL && ns_agent_run_hook(o->on_change) != 0)
+        *hook_failed = true;
+    /* Last: a crash before this line makes the next sync fetch (and compare) everything again. */
+    snprintf(line, sizeof(line), "%s\n", files->version);
+    if ((r = ns_agent_write_atomic(p.version, (const uint8_t *)line, strlen(line), 0600, (uid_t)-1,
+                                   (gid_t)-1)) != 0)
+        goto out;
+    printf("sync: %zu file(s), %zu changed, version %s\n", files->n, changed, files->version);
+    fflush(stdout);
+    r = 0;
+out:
+    ns_agent_files_free(files);
+    ns_agent_resp_free(resp);
+    ns_agent_client_free(client);
+    paths_free(&p);
+    free(etag);
+    return r;
+}

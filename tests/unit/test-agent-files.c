@@ -1,0 +1,309 @@
+/* Unit tests for the agent's file validator and writer (src/agent/files.c, paths.c, apply.c; doc/agent.md).
+ *
+ * A valid list is written under a temp --root with its contents and modes, and a second apply changes
+ * nothing. Every invalid list is refused with its exact code and leaves the files on disk byte for byte as
+ * they were, with no temporary file left behind, even when the invalid entry comes after valid ones:
+ * relative paths, "..", ".", "//", a trailing '/', a control character, a symbolic link below root (pointing
+ * out of it), a folder where a file should go, modes above 0777 or not octal or not a string, unknown users
+ * and groups, non-canonical base64, a wrong sha256, a wrong version, a duplicate path, unknown or duplicate
+ * members, a non-object. Absent owner/group mean root. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <openssl/evp.h>
+
+#include "agent/agent.h"
+#include "common/codec.h"
+#include "common/err.h"
+#include "common/log.h"
+
+/* The refusal cases list only the members they need; the rest are zero on purpose. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+static char root[256];
+
+typedef struct spec {
+    const char *path;
+    const char *mode;  /* JSON text of the member, e.g. "\"0600\"" or "384" */
+    const char *owner; /* NULL: member absent */
+    const char *group;
+    const char *content;
+    const char *b64;   /* the content member's text instead of base64(content) */
+    bool bad_sha;      /* send the SHA-256 of something else */
+    const char *extra; /* an extra member's text (",\"x\":1") */
+} spec;
+
+static void sha_hex(const void *p, size_t n, char out[65])
+{
+    uint8_t d[32];
+    assert_int_equal(EVP_Digest(p, n, d, NULL, EVP_sha256(), NULL), 1);
+    ns_hex_encode(d, sizeof(d), out);
+}
+
+/* The body for specs; bad_version: a version of something else. */
+static char *body_for(const spec *s, size_t n, bool bad_version)
+{
+    size_t cap = 65536, len = 0;
+    char *out = malloc(cap), files[32768];
+    EVP_MD_CTX *v = EVP_MD_CTX_new();
+    uint8_t vd[32];
+    char vhex[65];
+    size_t flen = 0;
+
+    assert_non_null(out);
+    assert_int_equal(EVP_DigestInit_ex(v, EVP_sha256(), NULL), 1);
+    files[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char hex[65], *b64 = NULL, mode_plain[16];
+        const char *owner = s[i].owner != NULL ? s[i].owner : "root";
+        const char *group = s[i].group != NULL ? s[i].group : "root";
+        assert_int_equal(ns_b64_encode((const uint8_t *)s[i].content, strlen(s[i].content), &b64), 0);
+        sha_hex(s[i].bad_sha ? "other" : s[i].content, s[i].bad_sha ? 5 : strlen(s[i].content), hex);
+        flen += (size_t)snprintf(files + flen, sizeof(files) - flen, "%s{\"path\":\"%s\",\"mode\":%s",
+                                 i ? "," : "", s[i].path, s[i].mode);
+        if (s[i].owner != NULL)
+            flen += (size_t)snprintf(files + flen, sizeof(files) - flen, ",\"owner\":\"%s\"", s[i].owner);
+        if (s[i].group != NULL)
+            flen += (size_t)snprintf(files + flen, sizeof(files) - flen, ",\"group\":\"%s\"", s[i].group);
+        flen +=
+            (size_t)snprintf(files + flen, sizeof(files) - flen, ",\"sha256\":\"%s\",\"content\":\"%s\"%s}",
+                             hex, s[i].b64 != NULL ? s[i].b64 : b64, s[i].extra != NULL ? s[i].extra : "");
+        /* The version hashes the mode as sent (a string's characters). */
+        snprintf(mode_plain, sizeof(mode_plain), "%.*s", (int)strlen(s[i].mode) - 2, s[i].mode + 1);
+        EVP_DigestUpdate(v, s[i].path, strlen(s[i].path) + 1);
+        EVP_DigestUpdate(v, mode_plain, strlen(mode_plain) + 1);
+        EVP_DigestUpdate(v, owner, strlen(owner) + 1);
+        EVP_DigestUpdate(v, group, strlen(group) + 1);
+        EVP_DigestUpdate(v, hex, strlen(hex) + 1);
+        free(b64);
+    }
+    if (bad_version)
+        EVP_DigestUpdate(v, "x", 1);
+    EVP_DigestFinal_ex(v, vd, NULL);
+    EVP_MD_CTX_free(v);
+    ns_hex_encode(vd, sizeof(vd), vhex);
+    len = (size_t)snprintf(out, cap, "{\"version\":\"%s\",\"files\":[%s]}", vhex, files);
+    assert_true(len < cap);
+    return out;
+}
+
+static int parse(const char *body, ns_agent_files **out)
+{
+    return ns_agent_files_parse((const uint8_t *)body, strlen(body), root, out);
+}
+
+static void put_file(const char *rel, const char *content, mode_t mode)
+{
+    char p[512];
+    FILE *f;
+    snprintf(p, sizeof(p), "%s%s", root, rel);
+    assert_non_null(f = fopen(p, "w"));
+    fputs(content, f);
+    fclose(f);
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void assert_file(const char *rel, const char *content, mode_t mode)
+{
+    char p[512], buf[4096];
+    struct stat st;
+    FILE *f;
+    size_t n;
+    snprintf(p, sizeof(p), "%s%s", root, rel);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, mode);
+    assert_non_null(f = fopen(p, "r"));
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    assert_string_equal(buf, content);
+}
+
+/* No ".*.ns-tmp.*" file anywhere directly in root/etc. */
+static void assert_no_temp(void)
+{
+    char p[512];
+    DIR *d;
+    struct dirent *e;
+    snprintf(p, sizeof(p), "%s/etc", root);
+    assert_non_null(d = opendir(p));
+    while ((e = readdir(d)) != NULL)
+        assert_null(strstr(e->d_name, ".ns-tmp."));
+    closedir(d);
+}
+
+static void test_valid_and_idempotent(void **state)
+{
+    spec s[] = {
+        {"/etc/app/a.key", "\"0600\"", "root", "root", "secret A\n", NULL, false, NULL},
+        {"/etc/b.pem", "\"644\"", NULL, NULL, "public B\n", NULL, false, NULL},
+    };
+    ns_agent_files *f = NULL;
+    size_t changed = 99;
+    char *b = body_for(s, 2, false);
+
+    assert_int_equal(parse(b, &f), 0);
+    assert_int_equal(f->n, 2);
+    assert_int_equal(f->v[0].mode, 0600);
+    assert_int_equal(f->v[1].uid, 0);
+    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(changed, 2);
+    assert_file("/etc/app/a.key", "secret A\n", 0600);
+    assert_file("/etc/b.pem", "public B\n", 0644);
+    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(changed, 0);
+    /* A changed mode alone is a change. */
+    {
+        char p[512];
+        snprintf(p, sizeof(p), "%s/etc/b.pem", root);
+        assert_int_equal(chmod(p, 0600), 0);
+    }
+    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(changed, 1);
+    assert_file("/etc/b.pem", "public B\n", 0644);
+    assert_no_temp();
+    ns_agent_files_free(f);
+    free(b);
+}
+
+/* The list [good file, bad] is refused with want, and the existing good file stays as it was. */
+static void refused(spec bad, bool bad_version, int want)
+{
+    spec s[2] = {{"/etc/keep.pem", "\"0640\"", NULL, NULL, "NEW CONTENT\n", NULL, false, NULL}, bad};
+    ns_agent_files *f = NULL;
+    char *b;
+
+    put_file("/etc/keep.pem", "old content\n", 0600);
+    b = body_for(s, 2, bad_version);
+    assert_int_equal(parse(b, &f), want);
+    assert_null(f);
+    assert_file("/etc/keep.pem", "old content\n", 0600);
+    assert_no_temp();
+    free(b);
+}
+
+static void test_bad_paths(void **state)
+{
+    char p[512], l[512];
+    refused((spec){"etc/rel", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/../etc/x", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/./x", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc//x", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/x/", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/a\\u0001b", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    /* A link below root that leads out of it, as a folder and as the file. */
+    snprintf(p, sizeof(p), "%s/etc/out", root);
+    assert_int_equal(symlink("/tmp", p), 0);
+    refused((spec){"/etc/out/x", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/out", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    assert_int_equal(unlink(p), 0);
+    /* A folder where the file should go; a file where a folder should be. */
+    snprintf(l, sizeof(l), "%s/etc/adir", root);
+    assert_int_equal(mkdir(l, 0755), 0);
+    refused((spec){"/etc/adir", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/keep.pem/x", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    /* Twice the same path. */
+    refused((spec){"/etc/keep.pem", "\"0600\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+}
+
+static void test_bad_values(void **state)
+{
+    refused((spec){"/etc/m", "\"01000\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"4755\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0689\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"\"", NULL, NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "384", NULL, NULL, "x"}, false, NS_E_FORMAT);
+    refused((spec){"/etc/m", "\"0600\"", "no-such-user-ns", NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0600\"", NULL, "no-such-group-ns", "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0600\"", "../root", NULL, "x"}, false, NS_E_INVAL);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "abc", "YWJj\\n"}, false, NS_E_FORMAT);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "ab", "YWI"}, false, NS_E_FORMAT);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "ab", "YWJ="}, false, NS_E_FORMAT);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "x", NULL, true}, false, NS_E_INTEGRITY);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "x", NULL, false, ",\"extra\":1"}, false, NS_E_FORMAT);
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "x", NULL, false, ",\"path\":\"/etc/n\""}, false,
+            NS_E_FORMAT);
+    /* Every file fine, the version is not theirs. */
+    refused((spec){"/etc/m", "\"0600\"", NULL, NULL, "x"}, true, NS_E_INTEGRITY);
+}
+
+/* The SHA-256 of nothing: the version of an empty list. */
+#define EMPTY_V "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+static void test_bad_shape(void **state)
+{
+    static const char *const bodies[] = {
+        "[]",
+        "{}",
+        "{\"version\":\"00\",\"files\":[]}",
+        "{\"version\":\"" EMPTY_V "\"}",
+        "{\"version\":\"" EMPTY_V "\",\"files\":{}}",
+        "{\"version\":\"" EMPTY_V "\",\"files\":[],\"x\":1}",
+        "{\"version\":\"" EMPTY_V "\",\"files\":[1]}",
+        "not json",
+    };
+    ns_agent_files *f = NULL;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        assert_int_equal(parse(bodies[i], &f), NS_E_FORMAT);
+        assert_null(f);
+    }
+    /* The empty list: version = SHA-256 of nothing. */
+    assert_int_equal(parse("{\"version\":\"" EMPTY_V "\",\"files\":[]}", &f), 0);
+    assert_int_equal(f->n, 0);
+    ns_agent_files_free(f);
+}
+
+static void test_exit_codes(void **state)
+{
+    assert_int_equal(ns_agent_exit_code(0), 0);
+    assert_int_equal(ns_agent_exit_code(NS_E_NOT_FOUND), 3);
+    assert_int_equal(ns_agent_exit_code(NS_E_SOURCE_DENIED), 4);
+    assert_int_equal(ns_agent_exit_code(NS_E_SOURCE), 5);
+    assert_int_equal(ns_agent_exit_code(NS_E_STORAGE), 6);
+    assert_int_equal(ns_agent_exit_code(NS_E_FORMAT), 8);
+    assert_int_equal(ns_agent_exit_code(NS_E_INTEGRITY), 8);
+    assert_int_equal(ns_agent_exit_code(NS_E_CLAIMS), 10);
+    assert_int_equal(ns_agent_exit_code(NS_E_REPLAYED), 11);
+}
+
+static int setup(void **state)
+{
+    char p[300];
+    const char *tmp = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+    snprintf(root, sizeof(root), "%s/test-agent-files.XXXXXX", tmp);
+    if (mkdtemp(root) == NULL)
+        return -1;
+    snprintf(p, sizeof(p), "%s/etc", root);
+    return mkdir(p, 0755);
+}
+
+static int teardown(void **state)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_and_idempotent), cmocka_unit_test(test_bad_paths),
+        cmocka_unit_test(test_bad_values),           cmocka_unit_test(test_bad_shape),
+        cmocka_unit_test(test_exit_codes),
+    };
+    ns_log_set_level(NS_LOG_ERROR);
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
