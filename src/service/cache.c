@@ -13,10 +13,19 @@
 #define SECRET_PREFIX "cluster/secret/"
 #define BLOB_MAX      (4u * 1024u * 1024u)
 
+/* The bytes of one export format of an entry's document, made once per document version: exporting
+ * decodes every key and encodes PEM/JWK through OpenSSL, which cost milliseconds per request. */
+typedef struct exported {
+    char *format;
+    ns_buf *bytes; /* secret buffer: wiped when freed */
+    struct exported *next;
+} exported;
+
 typedef struct entry {
     char *name;
     ns_secret_doc *doc;
     char *version;
+    exported *out; /* exports of doc, dropped whenever doc is replaced */
     struct entry *next;
 } entry;
 
@@ -36,10 +45,22 @@ int ns_cache_new(ns_cache **out)
     return 0;
 }
 
+static void exported_free(exported *x)
+{
+    while (x != NULL) {
+        exported *next = x->next;
+        ns_buf_free(x->bytes);
+        free(x->format);
+        free(x);
+        x = next;
+    }
+}
+
 static void entry_free(entry *e)
 {
     if (e == NULL)
         return;
+    exported_free(e->out);
     ns_doc_free(e->doc); /* wipes the key material */
     free(e->version);
     free(e->name);
@@ -105,7 +126,25 @@ int ns_cache_export(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metrics 
         c->head = e = fresh;
         fresh = NULL;
     }
-    r = ns_export(e->doc, format, out);
+    {
+        exported *x;
+        for (x = e->out; x != NULL && strcmp(x->format, format) != 0; x = x->next)
+            ;
+        if (x == NULL) {
+            if ((x = calloc(1, sizeof(*x))) == NULL || (x->format = strdup(format)) == NULL) {
+                free(x);
+                r = NS_E_NOMEM;
+                goto out;
+            }
+            if ((r = ns_export(e->doc, format, &x->bytes)) != 0) {
+                exported_free(x);
+                goto out;
+            }
+            x->next = e->out;
+            e->out = x;
+        }
+        r = ns_buf_from(x->bytes->data, x->bytes->len, x->bytes->len, true, out);
+    }
 out:
     pthread_mutex_unlock(&c->mu);
     entry_free(fresh);
@@ -164,6 +203,8 @@ void ns_cache_refresh(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metric
             continue;
         }
         ns_log(NS_LOG_INFO, "cache: secret %s changed; reloaded", e->name);
+        exported_free(e->out);
+        e->out = NULL;
         ns_doc_free(e->doc);
         free(e->version);
         e->doc = doc;

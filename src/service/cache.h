@@ -3,8 +3,9 @@
  * Each entry is a secret document (secrets/document.h): its key material lives in the secure heap (locked,
  * not dumpable) and is wiped when the entry is replaced or evicted. A miss reads and opens the secret
  * (storage + KEK); ns_cache_refresh() compares every entry's stored version with the cached one and opens
- * the changed ones again, so a `secret rotate` reaches agents without a restart. One mutex guards the
- * table: lookups, exports and loads run under it (a miss holds it for one storage read and one unwrap). */
+ * the changed ones again, so a `secret rotate` reaches agents without a restart. Each export format is made
+ * once per document version and kept beside the document (secure heap, wiped with it). One mutex guards
+ * the table: lookups and copies run under it (a miss holds it for one storage read and one unwrap). */
 #ifndef NS_SERVICE_CACHE_H
 #define NS_SERVICE_CACHE_H
 
