@@ -2,8 +2,8 @@
 # Covers: rewrap of 350 blobs to a new primary survives kill -9, never disturbs readers, and changes only the header.
 #
 # In detail: 300 blobs under token key A (aes-kwp) and 50 under a file key; config primary B (aes-gcm), old
-# [A, file]. Five rounds, each from the pre-rewrap state, of `rewrap` killed with SIGKILL after a random
-# 0.05..0.5 s (capped at 90% of a measured whole run, so the kill lands inside it; the last round at 0.05 s),
+# [A, file]. Five rounds, each from the pre-rewrap state, of `rewrap` killed with SIGKILL a random 0..0.45 s
+# after its first write (capped by a measured whole run, so the kill lands inside it; the last round at 0 s),
 # each followed by a get of every blob compared with its plaintext, and a check that some round really
 # stopped half-way; a reader loop of gets of random names runs through all of it and never fails; the final
 # rewrap resumes the half-done job and reports "0 failed" with the exact re-wrapped/already counts; verify
@@ -190,22 +190,32 @@ full_ms=$(((t1 - t0) / 1000000))
 max_ms=$((full_ms * 9 / 10))
 [ "$max_ms" -le 500 ] || max_ms=500
 [ "$max_ms" -ge 50 ] || max_ms=50
-echo "# a whole rewrap takes ${full_ms} ms; kill delays 50..${max_ms} ms"
-# Each round starts from the state before any rewrap; the last round always kills early, so that the final
-# rewrap resumes a half-done job.
+echo "# a whole rewrap takes ${full_ms} ms; kills 0..$((max_ms - 50)) ms after its first write"
+# Each round starts from the state before any rewrap; the last round always kills right after the first
+# write, so that the final rewrap resumes a half-done job.
 partial=0
 n_b=0
 for round in 1 2 3 4 5; do
     if [ "$round" = 5 ]; then
-        ms=50
+        ms=0
     else
-        ms=$((50 + RANDOM % (max_ms - 50 + 1)))
+        ms=$((RANDOM % (max_ms - 50 + 1)))
     fi
     delay=$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))
     restore
     jobs=$((1 + round % 2)) # alternate --jobs 1 and --jobs 2
+    touch "$T/round-start"
+    sleep 0.01
     "$NS_CLI" -c "$T/config.yaml" rewrap --jobs "$jobs" >"$T/rewrap-$round.out" 2>"$T/rewrap-$round.err" &
     pid=$!
+    # The delay counts from the first blob the rewrap writes, not from its start: SoftHSM rewrites its token
+    # file at every login, not atomically, so a kill during the login can destroy the token itself (a
+    # SoftHSM artefact, DESIGN.md §3; a real HSM keeps its keys) — which is not what this test is about.
+    for _ in $(seq 1 1000); do
+        [ -n "$(find "$SECRETS" -type f -newer "$T/round-start" -print -quit)" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.01
+    done
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
     rc=0
