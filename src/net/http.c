@@ -11,7 +11,17 @@
 #include <curl/curl.h>
 
 #include "common/log.h"
+#include "common/secmem.h"
 #include "net/http.h"
+
+/* Header lines may carry credentials (Authorization, X-Vault-Token, session tokens): wipe libcurl's copies
+ * before the list is freed, since curl_slist_free_all only frees them. */
+static void wipe_headers(struct curl_slist *hl)
+{
+    for (; hl != NULL; hl = hl->next)
+        if (hl->data != NULL)
+            ns_wipe(hl->data, strlen(hl->data));
+}
 
 /* Why an easy handle per client and curl_easy_reset() per request: the easy handle owns the connection
  * cache (and TLS session cache), which curl_easy_reset() keeps; resetting drops every option of the
@@ -302,8 +312,8 @@ static int attempt_once(ns_http_client *c, const ns_http_req *req, ns_http_resp 
         else
             snprintf(line, len, "%s: %s", req->headers[i].name, req->headers[i].value);
         tmp = curl_slist_append(hl, line);
-        /* The line may hold a credential: wipe our copy (libcurl keeps its own until curl_slist_free_all). */
-        memset(line, 0, len);
+        /* The line may hold a credential: wipe our copy (libcurl's own is wiped in wipe_headers). */
+        ns_wipe(line, len);
         free(line);
         line = NULL;
         if (tmp == NULL) {
@@ -407,6 +417,7 @@ out:
     curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt(c->curl, CURLOPT_HEADERDATA, NULL);
     curl_easy_setopt(c->curl, CURLOPT_READDATA, NULL);
+    wipe_headers(hl);
     curl_slist_free_all(hl);
     ns_http_resp_free(resp);
     return r;
