@@ -526,6 +526,47 @@ int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flag
     return t->fn->C_GetMechanismInfo(slot, mech, &info) == CKR_OK && (info.flags & flags) == flags;
 }
 
+struct count_ctx {
+    CK_ATTRIBUTE attr[2];
+    CK_ULONG n;
+};
+
+static CK_RV op_count(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
+{
+    struct count_ctx *c = vctx;
+    CK_OBJECT_HANDLE hs[4];
+    CK_ULONG n = 0;
+    CK_RV rv;
+
+    (void)unused;
+    c->n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (c->attr[pass].type == 0 && pass == 1)
+            break;
+        if ((rv = fn->C_FindObjectsInit(s, &c->attr[pass], 1)) != CKR_OK)
+            return rv;
+        rv = fn->C_FindObjects(s, hs, 4, &n);
+        (void)fn->C_FindObjectsFinal(s);
+        if (rv != CKR_OK)
+            return rv;
+        c->n += n;
+    }
+    return CKR_OK;
+}
+
+int ns_p11_count_label_or_id(ns_p11_token *t, CK_ATTRIBUTE label, CK_ATTRIBUTE id, CK_ULONG *n)
+{
+    struct count_ctx c;
+    int r;
+
+    memset(&c, 0, sizeof(c));
+    c.attr[0] = label;
+    c.attr[1] = id.type == CKA_ID ? id : (CK_ATTRIBUTE){0, NULL, 0};
+    if ((r = ns_p11_run(t, NULL, "C_FindObjects", op_count, &c, NULL)) == 0)
+        *n = c.n;
+    return r;
+}
+
 int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out)
 {
     ns_p11_key *k = NULL;

@@ -42,6 +42,10 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
 /* 1 if the token lists mechanism `mech` with all of `flags`, else 0 (also when the query fails). Quiet. */
 int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags);
 
+/* How many objects carry this label, plus how many carry this id (id.type 0: not asked), into *n: the
+ * check before a key is generated under a label/id. */
+int ns_p11_count_label_or_id(ns_p11_token *t, CK_ATTRIBUTE label, CK_ATTRIBUTE id, CK_ULONG *n) NS_WUR;
+
 /* An operation on one session. `obj` is the key's handle (CK_INVALID_HANDLE for token-level operations).
  * It must leave the session with no operation active. */
 typedef CK_RV (*ns_p11_op)(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, void *ctx);

@@ -404,37 +404,8 @@ struct gen_ctx {
     const ns_keytype *type;
     CK_ATTRIBUTE label;
     CK_ATTRIBUTE id; /* type 0 if the URI has no id= */
-    CK_ULONG existing;
     CK_OBJECT_HANDLE made[2];
 };
-
-static CK_RV op_count(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
-{
-    struct gen_ctx *g = vctx;
-    CK_OBJECT_HANDLE hs[4];
-    CK_ATTRIBUTE t[1];
-    CK_ULONG n = 0;
-    CK_RV rv;
-
-    (void)unused;
-    g->existing = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 0)
-            t[0] = g->label;
-        else if (g->id.type == CKA_ID)
-            t[0] = g->id;
-        else
-            break;
-        if ((rv = fn->C_FindObjectsInit(s, t, 1)) != CKR_OK)
-            return rv;
-        rv = fn->C_FindObjects(s, hs, 4, &n);
-        (void)fn->C_FindObjectsFinal(s);
-        if (rv != CKR_OK)
-            return rv;
-        g->existing += n;
-    }
-    return CKR_OK;
-}
 
 static CK_RV op_generate(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
 {
@@ -505,7 +476,7 @@ int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char
     ns_p11_uri *u = NULL;
     struct gen_ctx g;
     CK_ATTRIBUTE *a;
-    CK_ULONG na = 0;
+    CK_ULONG na = 0, existing = 0;
     CK_MECHANISM_TYPE gen;
     const char *gen_name;
     int r = NS_E_INTERNAL;
@@ -546,9 +517,9 @@ int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char
     }
     if ((r = ns_p11_token_require_mech(t, gen, CKF_GENERATE_KEY_PAIR, gen_name)) != 0)
         goto out;
-    if ((r = ns_p11_run(t, NULL, "C_FindObjects", op_count, &g, NULL)) != 0)
+    if ((r = ns_p11_count_label_or_id(t, g.label, g.id, &existing)) != 0)
         goto out;
-    if (g.existing > 0) {
+    if (existing > 0) {
         ns_log(NS_LOG_ERROR, "token '%s' already has an object with this label or id ('%s'); nothing created",
                ns_p11_token_label(t), ns_p11_uri_safe_text(u));
         r = NS_E_EXISTS;
