@@ -15,6 +15,7 @@
 #ifndef NS_KEYS_SOURCE_H
 #define NS_KEYS_SOURCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -114,5 +115,26 @@ int ns_source_bearer_token(const char *desc, const char *what, const ns_http_res
 
 /* Base64url without padding (RFC 4648 §5, as JWS uses, RFC 7515 §2) of p[0..n), appended to b. */
 int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n) NS_WUR;
+
+/* ---- OAuth 2.0 steps of the cloud sources (source_oauth.c) ---- */
+
+/* The length of url without its trailing slashes (configured base URLs may end in one). */
+size_t ns_source_base_len(const char *url);
+
+/* A bearer token from an instance metadata service: GET url with the one header hdr (e.g. Metadata: true),
+ * 2xx required, the answer an OAuth token answer (ns_source_bearer_token). With echoed, the answer must
+ * carry the same header and value (Google's Metadata-Flavor), else NS_E_FORMAT. */
+int ns_source_metadata_token(ns_http_client *h, const char *desc, const char *what, const char *url,
+                             const ns_http_header *hdr, bool echoed, ns_buf **token) NS_WUR;
+
+/* A bearer token from a grant: POST the form (application/x-www-form-urlencoded) to the token endpoint
+ * url. A 400 is a refused grant (RFC 6749 §5.2): NS_E_SOURCE_DENIED, logged with the error code. */
+int ns_source_grant_token(ns_http_client *h, const char *desc, const char *what, const char *url,
+                          const ns_buf *form, ns_buf **token) NS_WUR;
+
+/* GET url with "Authorization: Bearer <token>"; 2xx required (ns_source_check_status); the body parsed
+ * as a JSON object (ns_source_json). */
+int ns_source_bearer_get_json(ns_http_client *h, const char *desc, const char *what, const char *url,
+                              const ns_buf *token, json_t **doc) NS_WUR;
 
 #endif

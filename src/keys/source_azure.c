@@ -19,50 +19,24 @@
 #define SECRET_MAX  4096u
 #define API_VERSION "7.4"
 
-static size_t base_len(const char *url)
-{
-    size_t n = strlen(url);
-
-    while (n > 0 && url[n - 1] == '/')
-        n--;
-    return n;
-}
-
 static void azure_describe(const ns_kek_config *kc, char *out, size_t n)
 {
-    snprintf(out, n, "azure-key-vault %.*s/secrets/%s%s%s", (int)base_len(kc->vault_url), kc->vault_url,
-             kc->name, kc->version ? "/" : "", kc->version ? kc->version : "");
+    snprintf(out, n, "azure-key-vault %.*s/secrets/%s%s%s", (int)ns_source_base_len(kc->vault_url),
+             kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "");
 }
 
 static int token_from_imds(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
 {
-    static const ns_http_header hdr[] = {{"Metadata", "true"}};
-    static const char what[] = "managed identity token";
-    ns_http_resp *resp = NULL;
-    ns_http_req req;
+    static const ns_http_header hdr = {"Metadata", "true"};
     char *url = NULL;
-    int r = NS_E_INTERNAL;
+    int r;
 
     if (asprintf(&url,
                  "%.*s/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%%3A%%2F%%2F"
                  "vault.azure.net",
-                 (int)base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0) {
-        url = NULL;
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    req = (ns_http_req){.method = "GET",
-                        .url = url,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
-        (r = ns_source_check_status(desc, what, resp)) != 0)
-        goto out;
-    r = ns_source_bearer_token(desc, what, resp, token);
-out:
-    ns_http_resp_free(resp);
+                 (int)ns_source_base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0)
+        return NS_E_NOMEM;
+    r = ns_source_metadata_token(h, desc, "managed identity token", url, &hdr, false, token);
     free(url);
     return r;
 }
@@ -70,13 +44,9 @@ out:
 static int token_from_client_secret(const ns_kek_config *kc, const char *desc, ns_http_client *h,
                                     ns_buf **token)
 {
-    static const ns_http_header hdr[] = {{"Content-Type", "application/x-www-form-urlencoded"}};
-    static const char what[] = "client credentials token";
     ns_buf *secret = NULL, *form = NULL;
-    ns_http_resp *resp = NULL;
-    ns_http_req req;
-    char *url = NULL, code[65];
-    int r = NS_E_INTERNAL;
+    char *url = NULL;
+    int r;
 
     if ((r = ns_source_read_file(kc->client_secret_file, "azure client secret file", SECRET_MAX, &secret)) !=
         0)
@@ -87,33 +57,14 @@ static int token_from_client_secret(const ns_kek_config *kc, const char *desc, n
         (r = ns_source_form_add(form, "client_secret", (const char *)secret->data)) != 0 ||
         (r = ns_source_form_add(form, "scope", RESOURCE "/.default")) != 0)
         goto out;
-    if (asprintf(&url, "%.*s/%s/oauth2/v2.0/token", (int)base_len(kc->authority), kc->authority,
+    if (asprintf(&url, "%.*s/%s/oauth2/v2.0/token", (int)ns_source_base_len(kc->authority), kc->authority,
                  kc->tenant_id) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
     }
-    req = (ns_http_req){.method = "POST",
-                        .url = url,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .body = form->data,
-                        .body_len = form->len,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0)
-        goto out;
-    /* Microsoft Entra ID answers a wrong client or secret with 400 or 401 (RFC 6749 §5.2). */
-    if (resp->status == 400) {
-        ns_source_error_code(resp, code);
-        r = ns_source_fail(desc, what, resp->status, code, NS_E_SOURCE_DENIED);
-        goto out;
-    }
-    if ((r = ns_source_check_status(desc, what, resp)) != 0)
-        goto out;
-    r = ns_source_bearer_token(desc, what, resp, token);
+    r = ns_source_grant_token(h, desc, "client credentials token", url, form, token);
 out:
-    ns_http_resp_free(resp);
     free(url);
     ns_buf_free(form);
     ns_buf_free(secret);
@@ -124,10 +75,7 @@ static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 {
     static const char what[] = "reading the secret";
     ns_http_client *h = NULL;
-    ns_buf *token = NULL, *auth = NULL;
-    ns_http_resp *resp = NULL;
-    ns_http_header hdr[1];
-    ns_http_req req;
+    ns_buf *token = NULL;
     json_t *doc = NULL;
     const char *value;
     char *url = NULL;
@@ -140,24 +88,13 @@ static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
                               : token_from_imds(kc, desc, h, &token);
     if (r != 0)
         goto out;
-    if ((r = ns_source_header_value("Bearer ", token, &auth)) != 0)
-        goto out;
-    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)base_len(kc->vault_url),
+    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)ns_source_base_len(kc->vault_url),
                  kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
     }
-    hdr[0] = (ns_http_header){"Authorization", (const char *)auth->data};
-    req = (ns_http_req){.method = "GET",
-                        .url = url,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
-        (r = ns_source_check_status(desc, what, resp)) != 0 ||
-        (r = ns_source_json(desc, what, resp->body, &doc)) != 0)
+    if ((r = ns_source_bearer_get_json(h, desc, what, url, token, &doc)) != 0)
         goto out;
     if ((value = ns_source_json_str(doc, &len, "value", NULL)) == NULL) {
         ns_log(NS_LOG_ERROR, "%s: the answer has no string value", desc);
@@ -167,9 +104,7 @@ static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
     r = ns_source_value_to_key(desc, (const uint8_t *)value, len, key);
 out:
     json_decref(doc);
-    ns_http_resp_free(resp);
     free(url);
-    ns_buf_free(auth);
     ns_buf_free(token);
     ns_http_client_free(h);
     return r;

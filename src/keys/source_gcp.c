@@ -25,56 +25,22 @@
 #define SCOPE        "https://www.googleapis.com/auth/cloud-platform"
 #define JWT_LIFETIME 3600
 
-static size_t base_len(const char *url)
-{
-    size_t n = strlen(url);
-
-    while (n > 0 && url[n - 1] == '/')
-        n--;
-    return n;
-}
-
 static void gcp_describe(const ns_kek_config *kc, char *out, size_t n)
 {
     snprintf(out, n, "google-secret-manager %.*s projects/%s/secrets/%s/versions/%s",
-             (int)base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret, kc->version);
+             (int)ns_source_base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret, kc->version);
 }
 
 static int token_from_metadata(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
 {
-    static const ns_http_header hdr[] = {{"Metadata-Flavor", "Google"}};
-    static const char what[] = "metadata server token";
-    ns_http_resp *resp = NULL;
-    ns_http_req req;
-    const char *flavor;
+    static const ns_http_header hdr = {"Metadata-Flavor", "Google"};
     char *url = NULL;
-    int r = NS_E_INTERNAL;
+    int r;
 
     if (asprintf(&url, "%.*s/computeMetadata/v1/instance/service-accounts/default/token",
-                 (int)base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0) {
-        url = NULL;
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    req = (ns_http_req){.method = "GET",
-                        .url = url,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
-        (r = ns_source_check_status(desc, what, resp)) != 0)
-        goto out;
-    /* The metadata server marks its answers; anything else answering there is not it. */
-    flavor = ns_http_resp_header_get(resp, "Metadata-Flavor");
-    if (flavor == NULL || strcmp(flavor, "Google") != 0) {
-        ns_log(NS_LOG_ERROR, "%s: %s: the answer lacks Metadata-Flavor: Google", desc, what);
-        r = NS_E_FORMAT;
-        goto out;
-    }
-    r = ns_source_bearer_token(desc, what, resp, token);
-out:
-    ns_http_resp_free(resp);
+                 (int)ns_source_base_len(kc->metadata_endpoint), kc->metadata_endpoint) < 0)
+        return NS_E_NOMEM;
+    r = ns_source_metadata_token(h, desc, "metadata server token", url, &hdr, true, token);
     free(url);
     return r;
 }
@@ -169,13 +135,9 @@ out:
 
 static int token_from_key_file(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
 {
-    static const ns_http_header hdr[] = {{"Content-Type", "application/x-www-form-urlencoded"}};
-    static const char what[] = "service-account token";
     ns_buf *file = NULL, *jwt = NULL, *form = NULL;
     json_t *sa = NULL;
     const char *type, *token_uri;
-    ns_http_resp *resp = NULL;
-    ns_http_req req;
     int r = NS_E_INTERNAL;
 
     if ((r = ns_source_read_file(kc->credentials_file, "service-account key file", SA_KEY_MAX, &file)) != 0)
@@ -203,28 +165,8 @@ static int token_from_key_file(const ns_kek_config *kc, const char *desc, ns_htt
         (r = ns_source_form_add(form, "grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")) != 0 ||
         (r = ns_source_form_add(form, "assertion", (const char *)jwt->data)) != 0)
         goto out;
-    req = (ns_http_req){.method = "POST",
-                        .url = token_uri,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .body = form->data,
-                        .body_len = form->len,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0)
-        goto out;
-    /* OAuth token endpoints answer a refused grant with 400 (RFC 6749 §5.2). */
-    if (resp->status == 400) {
-        char code[65];
-        ns_source_error_code(resp, code);
-        r = ns_source_fail(desc, what, resp->status, code, NS_E_SOURCE_DENIED);
-        goto out;
-    }
-    if ((r = ns_source_check_status(desc, what, resp)) != 0)
-        goto out;
-    r = ns_source_bearer_token(desc, what, resp, token);
+    r = ns_source_grant_token(h, desc, "service-account token", token_uri, form, token);
 out:
-    ns_http_resp_free(resp);
     json_decref(sa);
     ns_buf_free(form);
     ns_buf_free(jwt);
@@ -236,10 +178,7 @@ static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 {
     static const char what[] = "accessing the secret version";
     ns_http_client *h = NULL;
-    ns_buf *token = NULL, *auth = NULL;
-    ns_http_resp *resp = NULL;
-    ns_http_header hdr[1];
-    ns_http_req req;
+    ns_buf *token = NULL;
     json_t *doc = NULL;
     const char *data;
     char *url = NULL;
@@ -252,24 +191,14 @@ static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
                                      : token_from_metadata(kc, desc, h, &token);
     if (r != 0)
         goto out;
-    if ((r = ns_source_header_value("Bearer ", token, &auth)) != 0)
-        goto out;
-    if (asprintf(&url, "%.*s/v1/projects/%s/secrets/%s/versions/%s:access", (int)base_len(kc->endpoint),
-                 kc->endpoint, kc->project, kc->secret, kc->version) < 0) {
+    if (asprintf(&url, "%.*s/v1/projects/%s/secrets/%s/versions/%s:access",
+                 (int)ns_source_base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret,
+                 kc->version) < 0) {
         url = NULL;
         r = NS_E_NOMEM;
         goto out;
     }
-    hdr[0] = (ns_http_header){"Authorization", (const char *)auth->data};
-    req = (ns_http_req){.method = "GET",
-                        .url = url,
-                        .headers = hdr,
-                        .n_headers = 1,
-                        .max_body = NS_SOURCE_BODY_MAX,
-                        .secret_body = true};
-    if ((r = ns_source_send(h, desc, what, &req, &resp)) != 0 ||
-        (r = ns_source_check_status(desc, what, resp)) != 0 ||
-        (r = ns_source_json(desc, what, resp->body, &doc)) != 0)
+    if ((r = ns_source_bearer_get_json(h, desc, what, url, token, &doc)) != 0)
         goto out;
     if ((data = ns_source_json_str(doc, &len, "payload", "data", NULL)) == NULL) {
         ns_log(NS_LOG_ERROR, "%s: the answer has no payload.data", desc);
@@ -279,9 +208,7 @@ static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
     r = ns_source_b64_value_to_key(desc, data, len, key);
 out:
     json_decref(doc);
-    ns_http_resp_free(resp);
     free(url);
-    ns_buf_free(auth);
     ns_buf_free(token);
     ns_http_client_free(h);
     return r;
