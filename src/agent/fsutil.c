@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "agent/agent.h"
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 
@@ -54,20 +55,6 @@ static int fsync_dir(const char *dir)
     return r;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mode, uid_t uid, gid_t gid,
                         char **tmp_out)
 {
@@ -100,7 +87,7 @@ int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mod
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
         goto fail;
     what = "writing";
-    if (write_all(fd, p, n) != 0)
+    if (ns_fd_write_all(fd, p, n) != 0)
         goto fail;
     what = "setting the owner of";
     if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0)
@@ -169,10 +156,7 @@ int ns_agent_write_atomic(const char *path, const uint8_t *p, size_t n, mode_t m
 
 int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out)
 {
-    ns_buf *b = NULL;
-    uint8_t chunk[4096];
     struct stat st;
-    ssize_t got;
     int fd = -1, r = NS_E_STORAGE;
 
     if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0) {
@@ -185,28 +169,9 @@ int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out)
         ns_log(NS_LOG_ERROR, "agent: %s is not a regular file", path);
         goto out;
     }
-    if ((r = ns_buf_new(max, secret, &b)) != 0)
-        goto out;
-    for (;;) {
-        got = read(fd, chunk, sizeof(chunk));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            ns_log(NS_LOG_ERROR, "agent: reading %s: %s", path, strerror(errno));
-            r = NS_E_STORAGE;
-            goto out;
-        }
-        if (got == 0)
-            break;
-        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0)
-            goto out;
-    }
-    *out = b;
-    b = NULL;
-    r = 0;
+    if ((r = ns_fd_read_all(fd, max, secret, out)) == NS_E_STORAGE)
+        ns_log(NS_LOG_ERROR, "agent: reading %s: %s", path, strerror(errno));
 out:
-    ns_wipe(chunk, sizeof(chunk));
-    ns_buf_free(b);
     close(fd);
     return r;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 
@@ -112,51 +113,15 @@ int ns_cli_object_name(const char *name, char **out)
 
 int ns_cli_read_fd(int fd, const char *what, size_t max, ns_buf **out)
 {
-    ns_buf *b = NULL;
-    uint8_t chunk[8192];
-    ssize_t got;
-    int r = NS_E_INTERNAL;
+    int r = ns_fd_read_all(fd, max, true, out);
 
-    if ((r = ns_buf_new(max, true, &b)) != 0)
-        goto out;
-    for (;;) {
-        got = read(fd, chunk, sizeof(chunk));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            fprintf(stderr, "nstance-secrets: error: reading %s: %s\n", what, strerror(errno));
-            r = NS_E_INVAL;
-            goto out;
-        }
-        if (got == 0)
-            break;
-        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0) {
-            if (r == NS_E_TOO_LARGE)
-                fprintf(stderr, "nstance-secrets: error: %s is larger than %zu bytes\n", what, max);
-            goto out;
-        }
+    if (r == NS_E_STORAGE) {
+        fprintf(stderr, "nstance-secrets: error: reading %s: %s\n", what, strerror(errno));
+        r = NS_E_INVAL;
+    } else if (r == NS_E_TOO_LARGE) {
+        fprintf(stderr, "nstance-secrets: error: %s is larger than %zu bytes\n", what, max);
     }
-    *out = b;
-    b = NULL;
-    r = 0;
-out:
-    ns_wipe(chunk, sizeof(chunk));
-    ns_buf_free(b);
     return r;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Write to a temporary file beside `path`, then rename: the output is either complete or absent. */
@@ -170,7 +135,7 @@ static int write_file(const char *path, const ns_buf *pt)
         return NS_E_NOMEM;
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
-        write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
+        ns_fd_write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
         rename(tmp, path) != 0) {
         fprintf(stderr, "nstance-secrets: error: writing %s: %s\n", path, strerror(errno));
         if (fd >= 0)
@@ -188,7 +153,7 @@ int ns_cli_write_output(const char *path, const ns_buf *data)
 {
     if (path != NULL)
         return write_file(path, data);
-    if (write_all(STDOUT_FILENO, data->data, data->len) != 0) {
+    if (ns_fd_write_all(STDOUT_FILENO, data->data, data->len) != 0) {
         fprintf(stderr, "nstance-secrets: error: writing standard output: %s\n", strerror(errno));
         return NS_E_INVAL;
     }

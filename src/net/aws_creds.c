@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/json.h"
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "net/aws_creds.h"
@@ -241,8 +242,6 @@ static void trim(const char **s, const char **e)
 static int read_creds_file(const char *path, ns_buf **out, bool *exists)
 {
     struct stat st;
-    ns_buf *b = NULL;
-    uint8_t chunk[4096];
     int fd = -1;
     int r = NS_E_INTERNAL;
 
@@ -268,31 +267,13 @@ static int read_creds_file(const char *path, ns_buf **out, bool *exists)
         r = NS_E_PERM;
         goto out;
     }
-    if ((r = ns_buf_new(CREDS_FILE_MAX, true, &b)) != 0)
-        goto out;
-    for (;;) {
-        ssize_t got = read(fd, chunk, sizeof(chunk));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            ns_log(NS_LOG_ERROR, "aws credentials: cannot read %s: %s", path, strerror(errno));
-            r = NS_E_CONFIG;
-            goto out;
-        }
-        if (got == 0)
-            break;
-        if ((r = ns_buf_append(b, chunk, (size_t)got)) != 0) {
-            if (r == NS_E_TOO_LARGE)
-                ns_log(NS_LOG_ERROR, "aws credentials: %s is larger than %u bytes", path, CREDS_FILE_MAX);
-            goto out;
-        }
+    if ((r = ns_fd_read_all(fd, CREDS_FILE_MAX, true, out)) == NS_E_STORAGE) {
+        ns_log(NS_LOG_ERROR, "aws credentials: cannot read %s: %s", path, strerror(errno));
+        r = NS_E_CONFIG;
+    } else if (r == NS_E_TOO_LARGE) {
+        ns_log(NS_LOG_ERROR, "aws credentials: %s is larger than %u bytes", path, CREDS_FILE_MAX);
     }
-    *out = b;
-    b = NULL;
-    r = 0;
 out:
-    ns_wipe(chunk, sizeof(chunk));
-    ns_buf_free(b);
     if (fd >= 0)
         close(fd);
     return r;

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 
 #include "common/codec.h"
+#include "common/fdio.h"
 #include "common/log.h"
 #include "store/backends.h"
 #include "store/store.h"
@@ -215,19 +216,7 @@ static int lock_folder(int dfd, const char *name)
 
 static int write_all(int fd, const uint8_t *p, size_t n, const char *name)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n > SSIZE_MAX ? SSIZE_MAX : n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return sys_fail(name, "write", errno);
-        }
-        if (w == 0)
-            return sys_fail(name, "write", EIO);
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return ns_fd_write_all(fd, p, n) != 0 ? sys_fail(name, "write", errno) : 0;
 }
 
 /* Create a new temp file ".tmp.<16 random hex>" in dfd; its name goes to tmp (TMP_NAME_SIZE bytes). */
