@@ -101,6 +101,26 @@ CK_ATTRIBUTE *ns_p11_uri_object_attrs(const ns_p11_uri *u, CK_ULONG *n)
     return p11_kit_uri_get_attributes(u->uri, n);
 }
 
+int ns_p11_uri_new_key_attrs(const ns_p11_uri *u, CK_ATTRIBUTE *label, CK_ATTRIBUTE *id)
+{
+    CK_ULONG na = 0;
+    CK_ATTRIBUTE *a = ns_p11_uri_object_attrs(u, &na);
+
+    memset(label, 0, sizeof(*label));
+    memset(id, 0, sizeof(*id));
+    for (CK_ULONG i = 0; i < na; i++) {
+        if (a[i].type == CKA_LABEL)
+            *label = a[i];
+        else if (a[i].type == CKA_ID)
+            *id = a[i];
+    }
+    if (label->type != CKA_LABEL || label->ulValueLen == 0) {
+        ns_log(NS_LOG_ERROR, "'%s' has no object= to label the new key", ns_p11_uri_safe_text(u));
+        return NS_E_USAGE;
+    }
+    return 0;
+}
+
 int ns_p11_uri_names_object(const ns_p11_uri *u)
 {
     return p11_kit_uri_get_attribute(u->uri, CKA_LABEL) != NULL ||

@@ -27,6 +27,9 @@ int ns_p11_uri_match_token(const ns_p11_uri *u, CK_TOKEN_INFO *info);
 /* The URI's object attributes (CKA_LABEL from object=, CKA_ID from id=, CKA_CLASS from type=);
  * borrowed from u. */
 CK_ATTRIBUTE *ns_p11_uri_object_attrs(const ns_p11_uri *u, CK_ULONG *n);
+/* The label (object=, required and not empty) and id (id=, optional: *id zeroed when absent) for a key
+ * about to be generated; attribute values borrowed from u. NS_E_USAGE, logged, without a label. */
+int ns_p11_uri_new_key_attrs(const ns_p11_uri *u, CK_ATTRIBUTE *label, CK_ATTRIBUTE *id) NS_WUR;
 /* 1 if the URI names an object (object= or id=). */
 int ns_p11_uri_names_object(const ns_p11_uri *u);
 

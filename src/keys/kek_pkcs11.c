@@ -688,8 +688,7 @@ int ns_kek_pkcs11_generate(const char *uri, const char *mechanism, const char *p
     ns_p11_token *t = NULL;
     ns_p11_uri *u = NULL;
     struct gen_ctx g;
-    CK_ATTRIBUTE *a;
-    CK_ULONG na = 0, existing = 0;
+    CK_ULONG existing = 0;
     int r = NS_E_INTERNAL;
 
     memset(&g, 0, sizeof(g));
@@ -699,18 +698,8 @@ int ns_kek_pkcs11_generate(const char *uri, const char *mechanism, const char *p
     }
     if ((r = ns_p11_uri_parse(uri, &u)) != 0)
         goto out;
-    a = ns_p11_uri_object_attrs(u, &na);
-    for (CK_ULONG i = 0; i < na; i++) {
-        if (a[i].type == CKA_LABEL)
-            g.label = a[i];
-        else if (a[i].type == CKA_ID)
-            g.id = a[i];
-    }
-    if (g.label.type != CKA_LABEL || g.label.ulValueLen == 0) {
-        ns_log(NS_LOG_ERROR, "'%s' has no object= to label the new key", ns_p11_uri_safe_text(u));
-        r = NS_E_USAGE;
+    if ((r = ns_p11_uri_new_key_attrs(u, &g.label, &g.id)) != 0)
         goto out;
-    }
     if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
         goto out;
     if (g.mech == NS_MECH_RSA_OAEP)

@@ -475,8 +475,7 @@ int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char
     ns_p11_token *t = NULL;
     ns_p11_uri *u = NULL;
     struct gen_ctx g;
-    CK_ATTRIBUTE *a;
-    CK_ULONG na = 0, existing = 0;
+    CK_ULONG existing = 0;
     CK_MECHANISM_TYPE gen;
     const char *gen_name;
     int r = NS_E_INTERNAL;
@@ -491,18 +490,8 @@ int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char
     }
     if ((r = ns_p11_uri_parse(uri, &u)) != 0)
         goto out;
-    a = ns_p11_uri_object_attrs(u, &na);
-    for (CK_ULONG i = 0; i < na; i++) {
-        if (a[i].type == CKA_LABEL)
-            g.label = a[i];
-        else if (a[i].type == CKA_ID)
-            g.id = a[i];
-    }
-    if (g.label.type != CKA_LABEL || g.label.ulValueLen == 0) {
-        ns_log(NS_LOG_ERROR, "'%s' has no object= to label the new key", ns_p11_uri_safe_text(u));
-        r = NS_E_USAGE;
+    if ((r = ns_p11_uri_new_key_attrs(u, &g.label, &g.id)) != 0)
         goto out;
-    }
     if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
         goto out;
     if (strcmp(g.type->evp_name, "RSA") == 0) {
