@@ -43,6 +43,9 @@ expect_rc 2 ca init --type random
 expect_rc 2 ca init --type ed448
 expect_rc 2 ca init --key "pkcs11:token=x;object=y?pin-value=1234"
 assert_contains "$T/err" "pin-value"
+ns_token ci 1234
+expect_rc 2 ca init --key "pkcs11:token=ci;id=%01?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-ci"
+assert_contains "$T/err" "has no object= to label the new key"
 [ ! -e "$B/cluster" ] || fail "refused commands must not create anything"
 
 expect_rc 0 ca init --type ecdsa-p256

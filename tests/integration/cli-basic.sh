@@ -273,6 +273,8 @@ rc 2 kek generate --uri "$URI"
 rc 2 kek generate --mechanism aes-gcm
 rc 2 kek generate --uri "$URI" --mechanism des3
 rc 2 kek generate --uri "$URI" --mechanism aes-gcm extra
+rc 2 kek generate --uri "pkcs11:token=tk?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-tk" --mechanism aes-gcm
+assert_contains "$T/err" "has no object= to label the new key" "a new key needs a label"
 rc 2 verify extra
 rc 2 rewrap extra
 raw "$T/u" --help
