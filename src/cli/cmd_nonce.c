@@ -14,7 +14,7 @@
 #include "jwt/nonce.h"
 #include "sign/keyset.h"
 
-/* nonce issue|verify|consume|jwks: registration-nonce JWTs (doc/nonces.md). */
+/* nonce issue|verify|consume|jwks|prune: registration-nonce JWTs (doc/nonces.md). */
 
 #define NONCE_SECRET NS_SECRET_PREFIX "registration-nonce.key"
 
@@ -23,7 +23,8 @@ static const char nonce_usage[] =
     "                                   [--config-hash HEX] [--on-demand] [--ttl DURATION]\n"
     "       nstance-secrets nonce verify JWT|-|--file FILE [--kind agent|operator]\n"
     "       nstance-secrets nonce consume JWT|-|--file FILE [--kind agent|operator]\n"
-    "       nstance-secrets nonce jwks\n";
+    "       nstance-secrets nonce jwks\n"
+    "       nstance-secrets nonce prune [--dry-run]\n";
 
 static int usage(void)
 {
@@ -232,6 +233,30 @@ out:
     return r;
 }
 
+/* Delete the used-nonce markers of nonces that expired more than NS_LEDGER_PRUNE_SLACK ago. */
+static int cmd_prune(ns_cli *cli, int argc, char **argv)
+{
+    ns_marker_stats s;
+    bool dry_run = false;
+    int r;
+
+    if (argc == 2 && strcmp(argv[1], "--dry-run") == 0)
+        dry_run = true;
+    else if (argc != 1)
+        return usage();
+    if ((r = ns_cli_config(cli)) != 0 || (r = ns_cli_store(cli)) != 0)
+        return r;
+    r = ns_ledger_prune_markers(cli->store, ns_now() - NS_LEDGER_PRUNE_SLACK, dry_run, &s);
+    printf("%s %zu of %zu used-nonce markers (expired); kept %zu", dry_run ? "would remove" : "removed",
+           s.removed, s.seen, s.kept);
+    if (s.foreign > 0)
+        printf("; left alone %zu that are not markers", s.foreign);
+    putchar('\n');
+    if (r != 0)
+        ns_cli_error("pruning used-nonce markers", r);
+    return r;
+}
+
 int ns_cmd_nonce(ns_cli *cli, int argc, char **argv)
 {
     if (argc < 2)
@@ -244,5 +269,7 @@ int ns_cmd_nonce(ns_cli *cli, int argc, char **argv)
         return cmd_check(cli, argc - 1, argv + 1, 1);
     if (strcmp(argv[1], "jwks") == 0)
         return cmd_jwks(cli, argc - 1, argv + 1);
+    if (strcmp(argv[1], "prune") == 0)
+        return cmd_prune(cli, argc - 1, argv + 1);
     return usage();
 }

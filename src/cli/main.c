@@ -33,7 +33,7 @@ static const char usage[] =
     "                                 the cluster CA and certificate issuance (doc/ca.md)\n"
     "  nonce issue --kind agent|operator --sub ID --tenant T [--shard S] [--group G] [--config-hash H]\n"
     "              [--on-demand] [--ttl DURATION]\n"
-    "  nonce verify|consume JWT|-|--file FILE [--kind K] | nonce jwks\n"
+    "  nonce verify|consume JWT|-|--file FILE [--kind K] | nonce jwks | nonce prune [--dry-run]\n"
     "                                 registration-nonce JWTs (doc/nonces.md)\n"
     "\n"
     "CONFIG defaults to $NSTANCE_SECRETS_CONFIG, then /etc/nstance/secrets.yaml.\n"

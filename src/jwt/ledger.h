@@ -12,7 +12,8 @@
  * stays). If the marker cannot be written for another reason the local row is removed again, so a retry is
  * possible and nothing is half-used. Rows whose nonce expired are pruned on open and every
  * NS_LEDGER_PRUNE_EVERY uses (an expired nonce fails verification before it reaches the ledger); markers
- * are left to the store (a lifecycle rule on the prefix).
+ * are pruned by ns_ledger_prune_markers() (`nstance-secrets nonce prune`, run periodically) or by a
+ * lifecycle rule on the prefix.
  *
  * Thread safety: one ns_ledger may be shared by the threads of a server: every SQLite statement sequence
  * runs under the ledger's mutex (the connection is opened SQLITE_OPEN_FULLMUTEX as well). The store passed
@@ -21,6 +22,7 @@
 #ifndef NS_JWT_LEDGER_H
 #define NS_JWT_LEDGER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +53,17 @@ int ns_ledger_use(ns_ledger *l, const uint8_t key[NS_LEDGER_KEY_LEN], int64_t ex
 int ns_ledger_prune(ns_ledger *l, int64_t before, size_t *n) NS_WUR;
 
 void ns_ledger_close(ns_ledger *l);
+
+/* What ns_ledger_prune_markers() found: markers seen, removed (or, dry run, to remove), kept (not expired
+ * long enough), foreign (a name or content that is not a marker we write: left alone, logged). */
+typedef struct ns_marker_stats {
+    size_t seen, removed, kept, foreign;
+} ns_marker_stats;
+
+/* Delete the store's markers (NS_LEDGER_PREFIX) whose nonce's exp is before `before` (callers pass
+ * now - NS_LEDGER_PRUNE_SLACK: such a nonce fails on its exp before it reaches the ledger). A marker
+ * deleted meanwhile by another pruner is skipped. dry_run: count only. Storage errors stop it (what was
+ * deleted stays deleted; running it again continues). Needs no key and no lock. */
+int ns_ledger_prune_markers(ns_store *st, int64_t before, bool dry_run, ns_marker_stats *stats) NS_WUR;
 
 #endif

@@ -266,6 +266,35 @@ for i in 1 2 3 4 5; do
     case "$rc1 $rc2" in "0 11" | "11 0") ;; *) fail "concurrent consume $i: exits $rc1 and $rc2" ;; esac
 done
 
+# ---- nonce prune: markers of nonces expired more than 10 minutes ago go; live ones and foreign files stay ----
+M=$BUCKET/cluster/nonce-used
+live=$(ls "$M" | wc -l)
+[ "$live" -ge 5 ] || fail "expected the markers of the consumed nonces, found $live"
+now=$(date +%s)
+for i in 1 2 3; do
+    printf '{"exp":%d,"used_at":%d}\n' $((now - 3600 * i)) $((now - 3600 * i - 60)) >"$M/$(printf 'a%063d' "$i")"
+done
+printf '{"exp":%d,"used_at":%d}\n' $((now - 60)) $((now - 120)) >"$M/$(printf 'b%063d' 1)" # within the slack
+printf 'not a marker\n' >"$M/$(printf 'c%063d' 1)"
+printf '{"exp":1}\n' >"$M/NOT-HEX"
+cp -a "$M" "$T/markers.before"
+expect_rc 0 nonce prune --dry-run
+assert_eq "$(cat "$T/out")" "would remove 3 of $((live + 6)) used-nonce markers (expired); kept $((live + 1)); left alone 2 that are not markers" "dry run"
+diff -r "$M" "$T/markers.before" >/dev/null || fail "a dry run changed the store"
+expect_rc 0 nonce prune
+assert_eq "$(cat "$T/out")" "removed 3 of $((live + 6)) used-nonce markers (expired); kept $((live + 1)); left alone 2 that are not markers" "prune"
+for i in 1 2 3; do
+    [ ! -e "$M/$(printf 'a%063d' "$i")" ] || fail "expired marker $i not removed"
+done
+[ -e "$M/$(printf 'b%063d' 1)" ] && [ -e "$M/$(printf 'c%063d' 1)" ] && [ -e "$M/NOT-HEX" ] ||
+    fail "prune removed a marker within the slack or a foreign file"
+assert_eq "$(ls "$M" | wc -l)" $((live + 3)) "live markers stay"
+expect_cfg 11 "$T/standby.yaml" nonce consume "$two" # its marker is live: still refused by a fresh server
+expect_rc 0 nonce prune
+assert_contains "$T/out" "removed 0 of" "a second prune finds nothing to do"
+expect_rc 2 nonce prune --force
+rm -f "$M/$(printf 'b%063d' 1)" "$M/$(printf 'c%063d' 1)" "$M/NOT-HEX"
+
 # ---- rotation (software) ----
 expect_rc 0 nonce issue --kind agent --sub vm-1 --tenant acme
 old=$(cat "$T/out")

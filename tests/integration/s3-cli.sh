@@ -50,7 +50,7 @@ s3 = botocore.session.get_session().create_client(
     "s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id="S3RVER",
     aws_secret_access_key="S3RVER", config=Config(s3={"addressing_style": "path"}))
 if op == "put":
-    s3.put_object(Bucket=sys.argv[3], Key=sys.argv[4], Body=b"junk")
+    s3.put_object(Bucket=sys.argv[3], Key=sys.argv[4], Body=sys.argv[5].encode() if len(sys.argv) > 5 else b"junk")
 elif op == "keys":
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[3], Prefix=sys.argv[4])
     for page in pages:
@@ -202,6 +202,13 @@ expect_rc 0 nonce verify --file "$T/s3.jwt" --kind agent
 expect_rc 0 nonce consume --file "$T/s3.jwt"
 boto keys nstance-test clusters/one/cluster/nonce-used/ >"$T/keys"
 [ "$(grep -c . "$T/keys")" = 1 ] || fail "one single-use marker in the bucket"
+expect_rc 11 nonce consume --file "$T/s3.jwt"
+# nonce prune on S3: an expired marker goes, the live one stays
+boto put nstance-test "clusters/one/cluster/nonce-used/$(printf 'a%063d' 1)" '{"exp":1000,"used_at":900}'
+expect_rc 0 nonce prune
+assert_contains "$T/out" "removed 1 of 2 used-nonce markers (expired); kept 1" "prune on S3"
+boto keys nstance-test clusters/one/cluster/nonce-used/ >"$T/keys"
+[ "$(grep -c . "$T/keys")" = 1 ] || fail "the live marker stays after a prune"
 expect_rc 11 nonce consume --file "$T/s3.jwt"
 
 # ---- storage errors name the bucket and S3's code ----
