@@ -202,8 +202,8 @@ static void session_put(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
  * operation, but a token that fails with CKR_DEVICE_ERROR and the like may leave it active, and a pooled
  * session with an active operation fails every later borrower with CKR_OPERATION_ACTIVE, long after the
  * token is well again. A replacement is opened before it is closed: closing an application's last session
- * logs it out (PKCS#11 2.40 §5.6), and the pool keeps its login. If none can be opened, the pool is marked
- * broken so that the next borrower finds the token and logs in again. */
+ * logs it out (PKCS#11 2.40, C_CloseSession), and the pool keeps its login. If none can be opened, the pool
+ * is marked broken so that the next borrower finds the token and logs in again. */
 static void session_drop(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
 {
     CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
