@@ -226,9 +226,14 @@ assert_contains "$T/s.log" "reload: templates and encryption keys reloaded" "rel
 kill -0 "$PID" || fail "the server died on SIGHUP"
 
 # ---- SIGTERM drains ----
-$SLOW trickle "$PORT" "$T/ca.pem" 1.5 >"$T/inflight.out" &
+$SLOW trickle "$PORT" "$T/ca.pem" 1.5 >"$T/inflight.out" 2>"$T/inflight.err" &
 INFL=$!
-sleep 0.5
+# SIGTERM once the request is under way (a fixed sleep lost the race on a loaded machine under ASan)
+for i in $(seq 1 100); do
+    grep -q connected "$T/inflight.err" 2>/dev/null && break
+    sleep 0.05
+done
+assert_contains "$T/inflight.err" connected "the in-flight client connected"
 kill -TERM "$PID"
 wait "$INFL"
 assert_eq "$(cat "$T/inflight.out")" "HTTP/1.1 200 OK" "the in-flight request finished after SIGTERM"
