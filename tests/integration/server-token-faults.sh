@@ -2,7 +2,8 @@
 # Covers: a running nstance-secretsd whose KEK (aes-gcm) and CA key (P-256) live in one SoftHSM token reached
 # through the fault-injecting module (tests/tools/faulty-pkcs11.c), under continuous load for the whole test
 # (srvclient.py load: GET /v1/agent/files, POST /v1/agent/renew, GET /health with an agent enrolled by the agent
-# binary). For each fault kind — the token removed (`remove N`), and C_Sign and C_Decrypt failing with
+# binary). For each fault kind — the token removed (`remove 60`, ended by clearing the rule when the checks are
+# done: a timed end raced the checks on a loaded machine), and C_Sign and C_Decrypt failing with
 # CKR_DEVICE_ERROR, CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT and
 # CKR_USER_NOT_LOGGED_IN — while the fault lasts: renew and register (the CA key signs in the token) get 503
 # with the JSON error "unavailable" and no certificate, /health answers 200, files are still served from the
@@ -39,8 +40,7 @@ CL="python3 $top_srcdir/tests/tools/srvclient.py"
 SESSIONS=2
 THREADS=2
 SESSION_BOUND=$((SESSIONS + THREADS + 1)) # new pool sessions + old ones still borrowed by workers and the refresher
-RECOVERY_MAX=5                            # seconds from the end of a fault until requests succeed again
-REMOVE_S=5                                # each removal; the checks during it take 2-3 s (more under ASan)
+RECOVERY_MAX=10                           # seconds from the end of a fault until requests succeed again
 
 PIN=stf-8642
 ns_token t1 "$PIN"
@@ -122,11 +122,12 @@ assert_eq "$(renew)" 200 "renew before any fault"
 V=$(files_version)
 [ -n "$V" ] || fail "files before any fault"
 
-# during LABEL N [END_MS]: the checks while the fault lasts (N numbers the names; the nonce $T/nonce-N is issued
-# before the fault). END_MS: when a timed fault ends; the checks must be over by then.
+# during LABEL N: the checks while the fault lasts (N numbers the names; the nonce $T/nonce-N is issued before
+# the fault).
 during() {
-    local label=$1 n=$2 end=${3:-} code
+    local label=$1 n=$2 code t_rot
     expect_rc 0 secret rotate k8s-sa.key # the server's cache refresh cannot unwrap it during the fault
+    t_rot=$(now_ms)
     code=$(renew)
     assert_eq "$code" 503 "$label: renew while the token fails"
     assert_eq "$($CL field "$T/renew.json" error)" unavailable "$label: renew error code"
@@ -135,12 +136,10 @@ during() {
     assert_eq "$($CL field "$T/r$n.json" error)" unavailable "$label: register error code"
     [ ! -e "$T/r$n.crt" ] || fail "$label: a certificate was issued during the fault"
     assert_eq "$(ns_https "$T/h" "$URL/health")" 200 "$label: /health during the fault"
-    sleep 1.2 # one server.cache_check: the refresh tries the rotated secret and fails
-    code=$(files_version)
-    if [ -n "$end" ] && [ "$(now_ms)" -ge "$end" ]; then
-        fail "$label: the checks outlasted the fault (machine too slow?)"
-    fi
-    assert_eq "$code" "$V" "$label: files from the cache, without the rotation, during the fault"
+    while [ "$(now_ms)" -lt $((t_rot + 1200)) ]; do # one server.cache_check: the refresh tries the rotation
+        sleep 0.05
+    done
+    assert_eq "$(files_version)" "$V" "$label: files from the cache, without the rotation, during the fault"
     same_server "$label"
 }
 
@@ -187,13 +186,11 @@ prev_opened=$(ns_sessions opened)
 for cycle in 1 2 3; do
     n=$((n + 1))
     nonce "vm-$n" "$T/nonce-$n"
-    ns_fault "remove $REMOVE_S"
-    end=$(($(date -r "$FAULTY_PKCS11_CONTROL" +%s%N) / 1000000 + REMOVE_S * 1000))
-    during "removal $cycle" "$n" "$end"
+    ns_fault "remove 60" # ended by clearing the rule once the checks are done, however long they took
+    during "removal $cycle" "$n"
     ns_fault_fired "token removed"
-    while [ "$(now_ms)" -lt "$end" ]; do sleep 0.05; done
-    after "removal $cycle" "$n" "$end"
     ns_fault_clear
+    after "removal $cycle" "$n" "$(now_ms)"
     sessions_check "removal $cycle"
     opened=$(ns_sessions opened)
     [ "$opened" -gt "$prev_opened" ] || fail "removal $cycle: no session was reopened"
