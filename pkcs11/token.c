@@ -198,6 +198,28 @@ static void session_put(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
     pthread_mutex_unlock(&t->lock);
 }
 
+/* A session whose operation failed is not pooled again: PKCS#11 says a failed C_Sign or C_Decrypt ends the
+ * operation, but a token that fails with CKR_DEVICE_ERROR and the like may leave it active, and a pooled
+ * session with an active operation fails every later borrower with CKR_OPERATION_ACTIVE, long after the
+ * token is well again. A replacement is opened before it is closed: closing an application's last session
+ * logs it out (PKCS#11 2.40, C_CloseSession), and the pool keeps its login. If none can be opened, the pool
+ * is marked broken so that the next borrower finds the token and logs in again. */
+static void session_drop(ns_p11_token *t, CK_SESSION_HANDLE s, unsigned gen)
+{
+    CK_SESSION_HANDLE fresh = CK_INVALID_HANDLE;
+
+    pthread_mutex_lock(&t->lock);
+    if (gen == t->gen && !t->broken) {
+        if (t->fn->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &fresh) == CKR_OK)
+            t->free_s[t->nfree++] = fresh;
+        else
+            break_locked(t);
+    }
+    (void)t->fn->C_CloseSession(s);
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
 static void mark_broken(ns_p11_token *t, unsigned gen)
 {
     pthread_mutex_lock(&t->lock);
@@ -301,9 +323,11 @@ static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
         }
         if (rv == CKR_OK && op != NULL)
             rv = op(t->fn, s, obj, ctx);
-        session_put(t, s, gen);
-        if (rv == CKR_OK)
+        if (rv == CKR_OK) {
+            session_put(t, s, gen);
             break;
+        }
+        session_drop(t, s, gen);
         if (attempt == 0 && ns_p11_rv_recoverable(rv)) {
             ns_log(NS_LOG_WARN, "token '%s': %s: %s; reopening sessions and retrying once", t->label, what,
                    ns_p11_rv_name(rv));

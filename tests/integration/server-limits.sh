@@ -3,12 +3,14 @@
 # (413); malformed JSON, a non-object and unknown members (400, JSON error); a client that sends half a request
 # line is cut off after server.header_timeout while other clients are served, and headers that arrive within it
 # are answered; server.max_connections (the extra connection is closed at once; after the others close, new
-# ones work); the token failing during requests (a fault-injecting PKCS#11 module around SoftHSM) (registration 503, /health still answers, the nonce
-# is not used up) and the server serving again once it is back, without restart; storage refusing the nonce
-# marker (503, and the same nonce registers once the store is back, exactly once); `secret rotate` reaching
-# /v1/agent/files within server.cache_check (new version, new content), `ca rotate` picked up (new certificates
-# from the new CA, certificates of the old CA still accepted, the server's own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears),
-# a broken config or an unreadable KEK on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
+# ones work); the token failing during requests (tests/tools/faulty-pkcs11.c around SoftHSM: C_Sign and
+# C_FindObjectsInit fail with CKR_DEVICE_ERROR, and the module's log proves the fault fired) (registration 503,
+# /health still answers, the nonce is not used up) and the server serving again once it is back, without
+# restart; storage refusing the nonce marker (503, and the same nonce registers once the store is back, exactly
+# once); `secret rotate` reaching /v1/agent/files within server.cache_check (new version, new content), `ca
+# rotate` picked up (new certificates from the new CA, certificates of the old CA still accepted, the server's
+# own certificate issued again by the new CA); SIGHUP reloading templates (a new file appears), a broken config
+# or an unreadable KEK on SIGHUP changing nothing; SIGTERM letting an in-flight request finish, then exit 0.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
@@ -29,16 +31,12 @@ PIN=limits-2718
 ns_token t1 "$PIN"
 head -c 32 /dev/urandom >"$T/kek.key"
 chmod 0600 "$T/kek.key"
-# The CA keys are used through a fault-injecting module around SoftHSM: while $T/fault exists, signing and
-# object lookups fail with CKR_DEVICE_ERROR (a token that stops answering), and work again once it is gone.
-FAULT_MODULE=$top_builddir/tests/tools/.libs/p11fault.so
-[ -f "$FAULT_MODULE" ] || {
-    echo "missing $FAULT_MODULE (built by make check)"
-    exit 99
-}
-export NS_P11_FAULT_MODULE=$SOFTHSM_MODULE NS_P11_FAULT_FILE=$T/fault
-CAURI="pkcs11:token=t1;object=ca-1?module-path=$FAULT_MODULE&pin-source=file:$T/pin-t1"
-CAURI2="pkcs11:token=t1;object=ca-2?module-path=$FAULT_MODULE&pin-source=file:$T/pin-t1"
+# The CA keys are used through the fault-injecting module around SoftHSM (tests/tools/faulty-pkcs11.c): while
+# the rules below are in place, signing and object lookups fail with CKR_DEVICE_ERROR (a token that stops
+# answering), and work again once they are cleared.
+ns_faulty_module
+CAURI="pkcs11:token=t1;object=ca-1?module-path=$FAULTY_MODULE&pin-source=file:$T/pin-t1"
+CAURI2="pkcs11:token=t1;object=ca-2?module-path=$FAULTY_MODULE&pin-source=file:$T/pin-t1"
 write_config() { # EXTRA_FILE_LINE
     cat >"$T/config.yaml" <<EOF
 cluster_id: limits
@@ -121,14 +119,15 @@ recovered" "max_connections 6: the 7th is closed, later ones work"
 assert_contains "$T/s.log" "connection refused" "the refusal is logged"
 
 # ---- the token fails, then comes back ----
-touch "$T/fault" # the token fails from now on (tests/tools/p11-fault.c)
+ns_fault "fail C_Sign CKR_DEVICE_ERROR" "fail C_FindObjectsInit CKR_DEVICE_ERROR" # the token fails from now on
 N2=$(nonce vm-2)
 code=$(ns_server_register "$PORT" vm2 "$N2")
 assert_eq "$code" 503 "registration while the token is away"
 assert_eq "$($CL field "$T/vm2.json" error)" unavailable "503 error code"
 code=$(ns_https "$T/h" "$URL/health")
 assert_eq "$code" 200 "health while the token is away (the server is up)"
-rm "$T/fault"
+ns_fault_fired "C_Sign CKR_DEVICE_ERROR"
+ns_fault_clear
 ok=
 for i in $(seq 1 50); do
     code=$(ns_server_register "$PORT" vm2 "$N2")
@@ -227,9 +226,14 @@ assert_contains "$T/s.log" "reload: templates and encryption keys reloaded" "rel
 kill -0 "$PID" || fail "the server died on SIGHUP"
 
 # ---- SIGTERM drains ----
-$SLOW trickle "$PORT" "$T/ca.pem" 1.5 >"$T/inflight.out" &
+$SLOW trickle "$PORT" "$T/ca.pem" 1.5 >"$T/inflight.out" 2>"$T/inflight.err" &
 INFL=$!
-sleep 0.5
+# SIGTERM once the request is under way (a fixed sleep lost the race on a loaded machine under ASan)
+for i in $(seq 1 100); do
+    grep -q connected "$T/inflight.err" 2>/dev/null && break
+    sleep 0.05
+done
+assert_contains "$T/inflight.err" connected "the in-flight client connected"
 kill -TERM "$PID"
 wait "$INFL"
 assert_eq "$(cat "$T/inflight.out")" "HTTP/1.1 200 OK" "the in-flight request finished after SIGTERM"

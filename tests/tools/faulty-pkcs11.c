@@ -16,7 +16,9 @@
  *                                           token: not C_Initialize, C_Finalize, C_GetSlotList,
  *                                           C_CloseSession) return CKR_NAME instead of reaching the real
  *                                           module: the M calls after the rule appeared pass, then N fail
- *                                           (no count: all of them)
+ *                                           (no count: all of them). The real module is not called, so
+ *                                           an operation begun by C_SignInit/C_DecryptInit stays active
+ *                                           there, as on a token that does not end it on error
  *   delay FUNC MS [count=N] [after=M]       calls of FUNC sleep MS milliseconds first
  *   corrupt FUNC [count=N] [after=M]        FUNC (C_Sign, C_Decrypt, C_Encrypt, C_UnwrapKey) succeeds but
  *                                           its output is replaced with garbage (for C_UnwrapKey: the new

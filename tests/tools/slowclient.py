@@ -9,7 +9,8 @@
   slowclient.py keepalive PORT            one request on a keep-alive connection, then nothing: prints the
                                           seconds until the server closes it
   slowclient.py trickle PORT CA DELAY     a /health request whose headers arrive DELAY seconds after the
-                                          request line; prints the status line
+                                          request line; prints the status line ("connected" on stderr once
+                                          the request line is sent)
 """
 import socket, ssl, sys, time
 
@@ -78,6 +79,8 @@ def main():
     elif cmd == "trickle":
         t = connect(port, sys.argv[3])
         t.sendall(b"GET /health HTTP/1.1\r\n")
+        sys.stderr.write("connected\n")  # a test may wait for this before acting on the server
+        sys.stderr.flush()
         time.sleep(float(sys.argv[4]))
         t.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
         data = b""

@@ -9,6 +9,12 @@
   srvclient.py mkcert OUTKEY OUTCRT CN O[,O2] ROLE OID NB NA [CA_CERT CA_KEY]
       a client certificate (Ed25519 key) valid from now+NB to now+NA seconds, issued by CA_KEY (PEM) or, without
       it, by a fresh self-signed CA of its own (another CA); ROLE "-" leaves the role extension out
+  srvclient.py load PORT CA_BUNDLE CERT KEY OUTLOG STOPFILE
+      continuous load until STOPFILE exists: GET /v1/agent/files, POST /v1/agent/renew (the CA key signs)
+      and GET /health with the client certificate CERT/KEY, one request after the other, a new connection
+      whenever one fails; one line per request in OUTLOG: "UNIXTIME ENDPOINT STATUS" (STATUS "conn" when
+      no answer came, "nocert" for a 200 renew without a certificate, "noerror" for a non-200 without a
+      JSON error code)
 """
 import base64, datetime, hashlib, json, os, socket, ssl, sys
 
@@ -34,6 +40,43 @@ def verify_by(cert, bundle):
         except Exception:
             pass
     die("certificate not issued by any CA of the bundle")
+
+
+def load(port, bundle, cert, key, outlog, stopfile):
+    import http.client, time
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(bundle)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    out = open(outlog, "a", buffering=1)
+    conn = None
+    reqs = [("GET", "/v1/agent/files", None, "files"), ("POST", "/v1/agent/renew", b"{}", "renew"),
+            ("GET", "/health", None, "health")]
+    i = 0
+    while not os.path.exists(stopfile):
+        method, path, body, name = reqs[i % len(reqs)]
+        i += 1
+        status = "conn"
+        try:
+            if conn is None:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            status = str(resp.status)
+            if name != "health":
+                doc = json.loads(data)
+                if resp.status == 200 and name == "renew" and "BEGIN CERTIFICATE" not in doc.get("certificate", ""):
+                    status = "nocert"
+                elif resp.status != 200 and not isinstance(doc.get("error"), str):
+                    status = "noerror"
+        except Exception:
+            if conn is not None:
+                conn.close()
+            conn = None
+        out.write("%.3f %s %s\n" % (time.time(), name, status))
+        time.sleep(0.01)
 
 
 def main():
@@ -137,6 +180,8 @@ def main():
         open(outkey, "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption()))
         open(outcrt, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    elif cmd == "load":
+        load(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7])
     else:
         die("unknown command " + cmd)
 

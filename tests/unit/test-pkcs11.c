@@ -974,6 +974,49 @@ static void test_retry_counts(void **state)
     drop_token();
 }
 
+/* An operation begun and then failed without being ended, as a token may leave it after CKR_DEVICE_ERROR. */
+static CK_RV op_fail_leaving_active(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+                                    void *vctx)
+{
+    count_ctx *c = vctx;
+    CK_BYTE iv[12] = {0};
+    CK_GCM_PARAMS gp = {iv, sizeof(iv), 96, NULL, 0, 128};
+    CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+    CK_RV rv;
+
+    c->calls++;
+    if ((rv = fn->C_EncryptInit(s, &m, key)) != CKR_OK)
+        return rv;
+    return c->rv;
+}
+
+/* A fault that outlasted the retry left its session pooled with the operation still active: every later
+ * operation on it failed with CKR_OPERATION_ACTIVE (not recoverable), so the server answered 503 after the
+ * token was well again. One session in the pool, so a reused session would be that one. */
+static void test_regression_failed_op_session_reused(void **state)
+{
+    CK_RV faults[] = {CKR_DEVICE_ERROR, CKR_GENERAL_ERROR, CKR_USER_NOT_LOGGED_IN};
+    encrypt_ctx c;
+
+    assert_int_equal(ns_p11_token_open(uri_pin(""), NULL, 1, &R.t), 0);
+    assert_int_equal(ns_p11_key_find(R.t, uri_pin(";object=kek-gcm"), CKO_SECRET_KEY, &R.k), 0);
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        count_ctx f = {faults[i], 0, {0}};
+        capture_begin();
+        assert_int_not_equal(ns_p11_run(R.t, R.k, "injected", op_fail_leaving_active, &f, NULL), 0);
+        free(capture_end());
+        assert_int_equal(f.calls, ns_p11_rv_recoverable(faults[i]) ? 2 : 1);
+        /* The next operation runs once, on a session without an active operation, still logged in. */
+        memset(&c, 0, sizeof(c));
+        assert_int_equal(ns_p11_run(R.t, R.k, "C_Encrypt", op_gcm_encrypt, &c, NULL), 0);
+        assert_int_equal(c.calls, 1);
+        assert_int_equal(c.out_len, 48);
+        assert_int_equal(ns_p11_token_open_sessions(R.t), 1);
+    }
+    drop_key();
+    drop_token();
+}
+
 /* ---- token KEKs: known id, wrong key; damaged wrapped DEK ---- */
 
 static void kek_wrong_key(const char *label, const char *mech, int wrap, int swap)
@@ -1216,6 +1259,7 @@ int main(void)
         T(test_regression_logout_cached_handle),
         T(test_regression_logout_then_find),
         T(test_retry_counts),
+        T(test_regression_failed_op_session_reused),
         T(test_kek_wrong_key_gcm),
         T(test_regression_kek_swap_seals_under_stale_id),
         T(test_kek_damaged_kwp),
