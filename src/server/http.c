@@ -177,6 +177,13 @@ static void wipe_ref(const void *data, size_t len, void *arg)
     ns_buf_free(arg);
 }
 
+static void answer_ref(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    ns_answer_put(arg);
+}
+
 /* A printable copy of s for the log: at most n-1 bytes, blanks and control bytes as '_'. */
 static void log_safe(const char *s, char *out, size_t n)
 {
@@ -211,8 +218,41 @@ static void send_reply(struct evhttp_request *req, ns_reply *rp)
         /* The body may hold secrets: libevent sends it from our buffer, which is wiped when released. */
         if (evbuffer_add_reference(out, b->data, b->len, wipe_ref, b) != 0)
             ns_buf_free(b);
+    } else if (rp->answer != NULL) {
+        /* A cached answer (secure heap): sent by reference, released when libevent is done with it. */
+        ns_answer *a = ns_answer_ref(rp->answer);
+        evhttp_add_header(oh, "Content-Type", rp->content_type != NULL ? rp->content_type : "text/plain");
+        if (evbuffer_add_reference(out, a->body->data, a->body->len, answer_ref, a) != 0)
+            ns_answer_put(a);
     }
     evhttp_send_reply(req, rp->status, NULL, NULL);
+}
+
+/* evhttp queues the status line and headers and the body as separate evbuffer chains, and
+ * bufferevent_openssl makes one SSL_write per chain: two TLS records and, with TCP_NODELAY, two segments
+ * per answer, so the client wakes up twice. Before the write event runs, copy what is queued into one
+ * secret buffer (the body may hold secrets) so that the answer leaves in one record and one write(). Up to
+ * one record's worth (16 KiB); a larger answer is left as it is. */
+static void one_record(struct bufferevent *bev)
+{
+    struct evbuffer *o = bev != NULL ? bufferevent_get_output(bev) : NULL;
+    size_t n = o != NULL ? evbuffer_get_length(o) : 0;
+    ns_buf *b = NULL;
+
+    if (n == 0 || n > 16384 || evbuffer_peek(o, -1, NULL, NULL, 0) < 2 || ns_buf_new(n, true, &b) != 0)
+        return;
+    /* With EV_WRITE off, adding to the output does not write at once (so no error callback runs here). */
+    bufferevent_disable(bev, EV_WRITE);
+    if (ns_buf_reserve(b, n) == 0 && evbuffer_copyout(o, b->data, n) == (ev_ssize_t)n) {
+        b->len = n;
+        /* The copy goes behind the original before the original is dropped: a failure changes nothing. */
+        if (evbuffer_add_reference(o, b->data, n, wipe_ref, b) == 0) {
+            b = NULL;
+            (void)evbuffer_drain(o, n);
+        }
+    }
+    bufferevent_enable(bev, EV_WRITE);
+    ns_buf_free(b);
 }
 
 static void text_reply(ns_reply *rp, int status, const char *text, const char *type)
@@ -282,6 +322,7 @@ static void handle(struct evhttp_request *req, void *arg)
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
     }
     send_reply(req, &rp);
+    one_record(bev);
     /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
     if (evcon != NULL)
         evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);

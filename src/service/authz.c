@@ -193,6 +193,10 @@ int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const 
         r = NS_E_CLAIMS;
         goto out;
     }
+    if (have_md) {
+        memcpy(peer->fp, md, sizeof(md));
+        peer->have_fp = 1;
+    }
     r = 0;
 out:
     X509_STORE_CTX_free(vc);
