@@ -1,6 +1,8 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,8 +32,40 @@ typedef struct ns_worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct event *drain;
+    struct evbuffer *log; /* request lines not yet written (see log_flush) */
+    struct event *log_ev;
     int started;
 } ns_worker;
+
+/* Request lines are gathered per thread and written to stderr with one write() from a zero-length timer:
+ * it runs in the loop's next pass after the answers' writes, so a line costs no syscall of its own on the
+ * request's path, and lines of requests served in the same pass share one write. At most one pass of
+ * lines is lost if the process dies. */
+static void log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    ns_worker *w = arg;
+    size_t n;
+    (void)fd;
+    (void)what;
+    /* Whole lines, at most PIPE_BUF bytes per write(): atomic on a pipe too, so threads never mix lines. */
+    while ((n = evbuffer_get_length(w->log)) > 0) {
+        const char *p = (const char *)evbuffer_pullup(w->log, (ev_ssize_t)(n < PIPE_BUF ? n : PIPE_BUF));
+        const char *nl;
+        ssize_t k;
+        if (n > PIPE_BUF)
+            n = PIPE_BUF;
+        if (p == NULL)
+            break;
+        if ((nl = memrchr(p, '\n', n)) != NULL)
+            n = (size_t)(nl - p) + 1;
+        if ((k = write(STDERR_FILENO, p, n)) < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        (void)evbuffer_drain(w->log, (size_t)k);
+    }
+    (void)evbuffer_drain(w->log, evbuffer_get_length(w->log)); /* never grows on a stuck stderr */
+}
 
 static int conn_idx = -1;
 
@@ -177,6 +211,13 @@ static void wipe_ref(const void *data, size_t len, void *arg)
     ns_buf_free(arg);
 }
 
+static void answer_ref(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    ns_answer_put(arg);
+}
+
 /* A printable copy of s for the log: at most n-1 bytes, blanks and control bytes as '_'. */
 static void log_safe(const char *s, char *out, size_t n)
 {
@@ -211,8 +252,41 @@ static void send_reply(struct evhttp_request *req, ns_reply *rp)
         /* The body may hold secrets: libevent sends it from our buffer, which is wiped when released. */
         if (evbuffer_add_reference(out, b->data, b->len, wipe_ref, b) != 0)
             ns_buf_free(b);
+    } else if (rp->answer != NULL) {
+        /* A cached answer (secure heap): sent by reference, released when libevent is done with it. */
+        ns_answer *a = ns_answer_ref(rp->answer);
+        evhttp_add_header(oh, "Content-Type", rp->content_type != NULL ? rp->content_type : "text/plain");
+        if (evbuffer_add_reference(out, a->body->data, a->body->len, answer_ref, a) != 0)
+            ns_answer_put(a);
     }
     evhttp_send_reply(req, rp->status, NULL, NULL);
+}
+
+/* evhttp queues the status line and headers and the body as separate evbuffer chains, and
+ * bufferevent_openssl makes one SSL_write per chain: two TLS records and, with TCP_NODELAY, two segments
+ * per answer, so the client wakes up twice. Before the write event runs, copy what is queued into one
+ * secret buffer (the body may hold secrets) so that the answer leaves in one record and one write(). Up to
+ * one record's worth (16 KiB); a larger answer is left as it is. */
+static void one_record(struct bufferevent *bev)
+{
+    struct evbuffer *o = bev != NULL ? bufferevent_get_output(bev) : NULL;
+    size_t n = o != NULL ? evbuffer_get_length(o) : 0;
+    ns_buf *b = NULL;
+
+    if (n == 0 || n > 16384 || evbuffer_peek(o, -1, NULL, NULL, 0) < 2 || ns_buf_new(n, true, &b) != 0)
+        return;
+    /* With EV_WRITE off, adding to the output does not write at once (so no error callback runs here). */
+    bufferevent_disable(bev, EV_WRITE);
+    if (ns_buf_reserve(b, n) == 0 && evbuffer_copyout(o, b->data, n) == (ev_ssize_t)n) {
+        b->len = n;
+        /* The copy goes behind the original before the original is dropped: a failure changes nothing. */
+        if (evbuffer_add_reference(o, b->data, n, wipe_ref, b) == 0) {
+            b = NULL;
+            (void)evbuffer_drain(o, n);
+        }
+    }
+    bufferevent_enable(bev, EV_WRITE);
+    ns_buf_free(b);
 }
 
 static void text_reply(ns_reply *rp, int status, const char *text, const char *type)
@@ -282,6 +356,7 @@ static void handle(struct evhttp_request *req, void *arg)
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
     }
     send_reply(req, &rp);
+    one_record(bev);
     /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
     if (evcon != NULL)
         evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);
@@ -298,9 +373,15 @@ static void handle(struct evhttp_request *req, void *arg)
         strcpy(subj, "-");
     }
     /* method path status duration_ms peer role subject: never a body, a nonce or a header value. */
-    fprintf(stderr, "nstance-secretsd: request %s %s %d %.1f %s:%u %s %s\n", method_name(m), lpath, rp.status,
-            (double)us / 1000.0, peer_addr != NULL ? peer_addr : "-", (unsigned)peer_port,
-            rp.peer.role[0] != '\0' ? rp.peer.role : "-", subj);
+    if (evbuffer_get_length(w->log) == 0) {
+        struct timeval now = {0, 0};
+        event_add(w->log_ev, &now);
+    }
+    if (evbuffer_add_printf(w->log, "nstance-secretsd: request %s %s %d %lu.%lu %s:%u %s %s\n",
+                            method_name(m), lpath, rp.status, us / 1000, (us % 1000) / 100,
+                            peer_addr != NULL ? peer_addr : "-", (unsigned)peer_port,
+                            rp.peer.role[0] != '\0' ? rp.peer.role : "-", subj) < 0)
+        fprintf(stderr, "nstance-secretsd: request %s %s %d\n", method_name(m), lpath, rp.status);
     ns_reply_clear(&rp);
 }
 
@@ -335,6 +416,7 @@ static void *worker_main(void *arg)
     ns_worker *w = arg;
 
     event_base_dispatch(w->base);
+    log_flush(-1, 0, w);
     return NULL;
 }
 
@@ -351,7 +433,8 @@ int ns_http_start(ns_server *srv)
         ns_worker *w = &srv->workers[i];
         evutil_socket_t fd;
         w->srv = srv;
-        if ((w->base = event_base_new()) == NULL || (w->http = evhttp_new(w->base)) == NULL)
+        if ((w->base = event_base_new()) == NULL || (w->http = evhttp_new(w->base)) == NULL ||
+            (w->log = evbuffer_new()) == NULL || (w->log_ev = evtimer_new(w->base, log_flush, w)) == NULL)
             return NS_E_NOMEM;
         evhttp_set_bevcb(w->http, new_bev, w);
         evhttp_set_gencb(w->http, handle, w);
@@ -388,6 +471,10 @@ void ns_http_stop(ns_server *srv, long grace_ms)
             pthread_join(w->th, NULL);
         if (w->drain != NULL)
             event_free(w->drain);
+        if (w->log_ev != NULL)
+            event_free(w->log_ev);
+        if (w->log != NULL)
+            evbuffer_free(w->log);
         if (w->http != NULL)
             evhttp_free(w->http);
         if (w->base != NULL)

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -131,6 +132,88 @@ static int in_validity(X509 *cert)
            X509_cmp_current_time(X509_get0_notAfter(cert)) > 0;
 }
 
+/* Accepted certificates, remembered per certificate *object*: a keep-alive connection presents the same X509
+ * on every request, and its SHA-256 (an i2d and a hash), its names, its role extension and its validity
+ * dates are the same on every request. A slot holds a reference to the X509 (so while it is in the slot no
+ * other certificate can have its address) and to the trust store it chained to, what was read from it, and
+ * the same deadline as the chain slots above. On a hit, the validity dates (as numbers) and the role are
+ * still compared on every request; only parsing is skipped. */
+typedef struct parsed {
+    X509 *cert;
+    X509_STORE *trust;
+    time_t until, not_before, not_after;
+    char role_oid[64];
+    ns_peer peer;
+} parsed;
+
+static parsed objs[AUTHZ_SLOTS];
+static pthread_mutex_t objs_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static parsed *obj_slot(const X509 *cert)
+{
+    return &objs[((uintptr_t)cert >> 4) % AUTHZ_SLOTS];
+}
+
+/* 1 and *peer filled when cert (this object) was accepted for trust and role_oid, and that is still
+ * remembered. */
+static int obj_remembered(X509 *cert, X509_STORE *trust, const char *role_oid, time_t now, ns_peer *peer,
+                          time_t *nb, time_t *na)
+{
+    parsed *p = obj_slot(cert);
+    int hit;
+
+    pthread_mutex_lock(&objs_mu);
+    hit = p->cert == cert && p->trust == trust && now < p->until && strcmp(p->role_oid, role_oid) == 0;
+    if (hit) {
+        *peer = p->peer;
+        *nb = p->not_before;
+        *na = p->not_after;
+    }
+    pthread_mutex_unlock(&objs_mu);
+    return hit;
+}
+
+static int asn1_time_t(const ASN1_TIME *t, time_t *out)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1)
+        return 0;
+    *out = timegm(&tm);
+    return 1;
+}
+
+static void obj_remember(X509 *cert, X509_STORE *trust, const char *role_oid, time_t now, const ns_peer *peer)
+{
+    parsed *p = obj_slot(cert);
+    X509 *old_cert;
+    X509_STORE *old_trust;
+    time_t nb, na;
+
+    if (strlen(role_oid) >= sizeof(p->role_oid) || !asn1_time_t(X509_get0_notBefore(cert), &nb) ||
+        !asn1_time_t(X509_get0_notAfter(cert), &na))
+        return;
+    if (X509_up_ref(cert) != 1)
+        return;
+    if (X509_STORE_up_ref(trust) != 1) {
+        X509_free(cert);
+        return;
+    }
+    pthread_mutex_lock(&objs_mu);
+    old_cert = p->cert;
+    old_trust = p->trust;
+    p->cert = cert;
+    p->trust = trust;
+    p->until = now + AUTHZ_CACHE_SECONDS < na ? now + AUTHZ_CACHE_SECONDS : na;
+    p->not_before = nb;
+    p->not_after = na;
+    strcpy(p->role_oid, role_oid);
+    p->peer = *peer;
+    pthread_mutex_unlock(&objs_mu);
+    X509_free(old_cert);
+    X509_STORE_free(old_trust);
+}
+
 int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const char *role_oid,
                    const char *role, ns_peer *peer)
 {
@@ -138,7 +221,7 @@ int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const 
     unsigned char md[32];
     unsigned int md_len = 0;
     int have_md;
-    time_t now;
+    time_t now, nb, na;
     int r = NS_E_PERM, err;
 
     memset(peer, 0, sizeof(*peer));
@@ -150,9 +233,23 @@ int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const 
         r = NS_E_INTERNAL;
         goto out;
     }
+    now = time(NULL);
+    if (obj_remembered(cert, trust, role_oid, now, peer, &nb, &na)) {
+        /* The same checks as below, on what was read from this certificate object. */
+        if (!(nb < now && now < na)) {
+            ns_log(NS_LOG_INFO, "authz: client certificate refused: expired or not yet valid");
+            goto out;
+        }
+        if (strcmp(peer->role, role) != 0) {
+            ns_log(NS_LOG_INFO, "authz: role %s where %s is needed", peer->role, role);
+            r = NS_E_CLAIMS;
+            goto out;
+        }
+        r = 0;
+        goto out;
+    }
     (void)one_entry(X509_get_subject_name(cert), NID_commonName, peer->cn, sizeof(peer->cn));
     (void)one_entry(X509_get_subject_name(cert), NID_organizationName, peer->tenant, sizeof(peer->tenant));
-    now = time(NULL);
     have_md = X509_digest(cert, EVP_sha256(), md, &md_len) == 1 && md_len == sizeof(md);
     if (have_md && chain_remembered(md, trust, now)) {
         if (!in_validity(cert)) {
@@ -187,6 +284,11 @@ int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const 
         ns_log(NS_LOG_INFO, "authz: client certificate without a valid role extension");
         r = NS_E_CLAIMS;
         goto out;
+    }
+    if (have_md) {
+        memcpy(peer->fp, md, sizeof(md));
+        peer->have_fp = 1;
+        obj_remember(cert, trust, role_oid, now, peer);
     }
     if (strcmp(peer->role, role) != 0) {
         ns_log(NS_LOG_INFO, "authz: role %s where %s is needed", peer->role, role);

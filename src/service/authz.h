@@ -18,11 +18,13 @@ typedef struct ns_peer {
     char cn[NS_AUTHZ_NAME_MAX];
     char tenant[NS_AUTHZ_NAME_MAX];
     char role[16];
+    unsigned char fp[32]; /* SHA-256 of the certificate's DER, when have_fp */
+    int have_fp;
 } ns_peer;
 
-/* 0: accepted, *peer filled. NS_E_PERM (→ 401) for a missing, untrusted, expired or malformed certificate;
- * NS_E_CLAIMS (→ 403) for a valid one without `role`. peer->cn/tenant are filled as far as read, for the
- * log line. */
+/* 0: accepted, *peer filled (fp: the certificate's fingerprint, when it could be computed). NS_E_PERM (→ 401)
+ * for a missing, untrusted, expired or malformed certificate; NS_E_CLAIMS (→ 403) for a valid one without
+ * `role`. peer->cn/tenant are filled as far as read, for the log line. */
 int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const char *role_oid,
                    const char *role, ns_peer *peer) NS_WUR;
 

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ typedef struct entry {
 struct ns_cache {
     pthread_mutex_t mu;
     entry *head;
+    atomic_ulong gen; /* ns_cache_generation() */
 };
 
 int ns_cache_new(ns_cache **out)
@@ -125,6 +127,7 @@ int ns_cache_export(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metrics 
         fresh->next = c->head;
         c->head = e = fresh;
         fresh = NULL;
+        atomic_fetch_add(&c->gen, 1);
     }
     {
         exported *x;
@@ -149,6 +152,11 @@ out:
     pthread_mutex_unlock(&c->mu);
     entry_free(fresh);
     return r;
+}
+
+unsigned long ns_cache_generation(ns_cache *c)
+{
+    return atomic_load(&c->gen);
 }
 
 static int referenced(const ns_config *cfg, const char *name)
@@ -178,6 +186,7 @@ void ns_cache_refresh(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metric
         if (!referenced(cfg, e->name)) {
             *pp = e->next;
             entry_free(e);
+            atomic_fetch_add(&c->gen, 1);
             continue;
         }
         pp = &e->next;
@@ -209,6 +218,7 @@ void ns_cache_refresh(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metric
         free(e->version);
         e->doc = doc;
         e->version = ver;
+        atomic_fetch_add(&c->gen, 1);
     }
     pthread_mutex_unlock(&c->mu);
 }

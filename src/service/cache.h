@@ -28,6 +28,10 @@ void ns_cache_free(ns_cache *c);
 int ns_cache_export(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metrics *m, const char *name,
                     const char *format, ns_buf **out) NS_WUR;
 
+/* A counter bumped whenever an entry is added, replaced (a changed secret) or dropped: anything made from
+ * exports (a rendered answer) is current while it has not moved since it was read before making it. */
+unsigned long ns_cache_generation(ns_cache *c);
+
 /* Check every entry against storage and reopen changed ones; an entry that fails keeps its old content
  * (logged). Then drop the entries no template of cfg refers to. */
 void ns_cache_refresh(ns_cache *c, ns_store *st, const ns_keyring *kr, ns_metrics *m, const ns_config *cfg);

@@ -23,19 +23,19 @@ const char *ns_endpoint_name(enum ns_endpoint e)
 
 void ns_metrics_request(ns_metrics *m, enum ns_endpoint e, int status, unsigned long us)
 {
-    size_t s;
+    size_t s, b;
 
     if ((unsigned)e >= NS_EP_N)
         e = NS_EP_OTHER;
     for (s = 0; s < NS_METRICS_STATUSES - 1 && statuses[s] != status; s++)
         ;
-    atomic_fetch_add(&m->requests[e][s], 1);
-    for (size_t b = 0; b < NS_METRICS_BUCKETS; b++)
-        if (us <= bucket_us[b])
-            atomic_fetch_add(&m->dur_bucket[e][b], 1);
-    atomic_fetch_add(&m->dur_bucket[e][NS_METRICS_BUCKETS], 1);
-    atomic_fetch_add(&m->dur_count[e], 1);
-    atomic_fetch_add(&m->dur_sum_us[e], us);
+    atomic_fetch_add_explicit(&m->requests[e][s], 1, memory_order_relaxed);
+    /* One bucket per request (the first whose bound holds it, or +Inf); the scrape adds them up. */
+    for (b = 0; b < NS_METRICS_BUCKETS && us > bucket_us[b]; b++)
+        ;
+    atomic_fetch_add_explicit(&m->dur_bucket[e][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->dur_count[e], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->dur_sum_us[e], us, memory_order_relaxed);
 }
 
 static int line(ns_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -81,12 +81,14 @@ int ns_metrics_render(ns_metrics *m, ns_buf **out)
     L("# HELP nstance_request_duration_seconds Time from request received to response queued.\n");
     L("# TYPE nstance_request_duration_seconds histogram\n");
     for (size_t e = 0; e < NS_EP_N; e++) {
-        unsigned long count = atomic_load(&m->dur_count[e]);
-        for (size_t k = 0; k < NS_METRICS_BUCKETS; k++)
+        unsigned long count = atomic_load(&m->dur_count[e]), cum = 0;
+        for (size_t k = 0; k < NS_METRICS_BUCKETS; k++) {
+            cum += atomic_load(&m->dur_bucket[e][k]);
             L("nstance_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%s\"} %lu\n", ep_names[e],
-              bucket_le[k], atomic_load(&m->dur_bucket[e][k]));
-        L("nstance_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n", ep_names[e],
-          atomic_load(&m->dur_bucket[e][NS_METRICS_BUCKETS]));
+              bucket_le[k], cum);
+        }
+        cum += atomic_load(&m->dur_bucket[e][NS_METRICS_BUCKETS]);
+        L("nstance_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %lu\n", ep_names[e], cum);
         L("nstance_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", ep_names[e],
           (double)atomic_load(&m->dur_sum_us[e]) / 1e6);
         L("nstance_request_duration_seconds_count{endpoint=\"%s\"} %lu\n", ep_names[e], count);

@@ -26,7 +26,7 @@ enum ns_token_op { NS_TOK_SIGN = 0, NS_TOK_DECRYPT, NS_TOK_N };
 
 typedef struct ns_metrics {
     atomic_ulong requests[NS_EP_N][NS_METRICS_STATUSES];
-    atomic_ulong dur_bucket[NS_EP_N][NS_METRICS_BUCKETS + 1];
+    atomic_ulong dur_bucket[NS_EP_N][NS_METRICS_BUCKETS + 1]; /* per bucket, not cumulative (render adds) */
     atomic_ulong dur_count[NS_EP_N];
     atomic_ulong dur_sum_us[NS_EP_N];
     atomic_ulong token_ops[NS_TOK_N];

@@ -227,6 +227,7 @@ void ns_svc_register(ns_svc *svc, const uint8_t *body, size_t n, ns_reply *rp)
         ns_reply_error(rp, ns_svc_fault_status(svc, r));
         goto out;
     }
+    ns_recs_forget(svc->recs, name);
     if ((r = cert_reply(snap, x, rp)) != 0) {
         ns_reply_error(rp, 503);
         goto out;
@@ -353,6 +354,7 @@ void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *r
         ns_reply_error(rp, ns_svc_fault_status(svc, r));
         goto out;
     }
+    ns_recs_forget(svc->recs, name);
     if ((r = cert_reply(snap, x, rp)) != 0) {
         ns_reply_error(rp, 503);
         goto out;
@@ -371,4 +373,31 @@ out:
 int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out)
 {
     return read_record(svc, "agent", peer, name, n, out);
+}
+
+int ns_svc_agent_group(ns_svc *svc, const ns_peer *peer, char *group, size_t n)
+{
+    char name[NS_NAME_MAX + 1];
+    json_t *rec = NULL;
+    const char *g;
+    int64_t now = ns_recs_clock_ms();
+    int r;
+
+    if (peer->have_fp &&
+        ns_record_name("agent", svc->cfg->shard, peer->tenant, peer->cn, name, sizeof(name)) == 0 &&
+        ns_recs_get(svc->recs, name, peer->fp, now, group, n) == 0)
+        return 0;
+    if ((r = read_record(svc, "agent", peer, name, sizeof(name), &rec)) != 0)
+        return r;
+    if ((g = json_string_value(json_object_get(rec, "group"))) == NULL || strlen(g) >= n) {
+        r = NS_E_NOT_FOUND;
+        goto out;
+    }
+    strcpy(group, g);
+    if (peer->have_fp)
+        ns_recs_put(svc->recs, name, peer->fp, g, now);
+    r = 0;
+out:
+    json_decref(rec);
+    return r;
 }

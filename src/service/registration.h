@@ -19,4 +19,8 @@ int ns_record_name(const char *kind, const char *shard, const char *tenant, cons
 /* The agent record of peer in this server's shard, parsed. NS_E_NOT_FOUND if there is none. */
 int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out) NS_WUR;
 
+/* The instance group of peer's agent record (n bytes), remembered in svc->recs (records.h) for the
+ * certificate that asked. NS_E_NOT_FOUND without a record or a group; storage errors as they are. */
+int ns_svc_agent_group(ns_svc *svc, const ns_peer *peer, char *group, size_t n) NS_WUR;
+
 #endif

@@ -18,7 +18,11 @@ int ns_svc_new(ns_config *cfg, ns_svc **out)
         return NS_E_NOMEM;
     pthread_rwlock_init(&svc->lock, NULL);
     pthread_mutex_init(&svc->snap_mu, NULL);
-    if ((r = ns_cache_new(&svc->cache)) != 0) {
+    if ((r = ns_cache_new(&svc->cache)) != 0 || (r = ns_answers_new(&svc->answers)) != 0 ||
+        (r = ns_recs_new((cfg->server.cache_check > 0 ? cfg->server.cache_check : 1) * 1000, &svc->recs)) !=
+            0) {
+        ns_answers_free(svc->answers);
+        ns_cache_free(svc->cache);
         free(svc);
         return r;
     }
@@ -75,6 +79,8 @@ void ns_svc_free(ns_svc *svc)
     if (svc == NULL)
         return;
     snap_set(svc, NULL);
+    ns_answers_free(svc->answers);
+    ns_recs_free(svc->recs);
     ns_cache_free(svc->cache);
     ns_ledger_close(svc->ledger);
     ns_keyring_free(svc->kr);
@@ -225,6 +231,14 @@ void ns_svc_refresh(ns_svc *svc)
     }
     ns_svc_snap_put(cur);
     ns_cache_refresh(svc->cache, svc->st, svc->kr, &svc->metrics, svc->tcfg);
+    /* Answers made from replaced secrets, an old CA bundle or old templates are wiped now, not when next
+     * asked for. */
+    cur = ns_svc_snap_get(svc);
+    {
+        ns_answer_stamp st = {atomic_load(&svc->tmpl_gen), ns_cache_generation(svc->cache), cur->version};
+        ns_answers_prune(svc->answers, &st);
+    }
+    ns_svc_snap_put(cur);
     pthread_rwlock_unlock(&svc->lock);
     free(ver);
     free(nver);
@@ -250,6 +264,7 @@ int ns_svc_reload(ns_svc *svc, const char *path)
     if (svc->tcfg != svc->cfg)
         old = svc->tcfg;
     svc->tcfg = nc;
+    atomic_fetch_add(&svc->tmpl_gen, 1);
     pthread_rwlock_unlock(&svc->lock);
     ns_config_free(old);
     ns_log(NS_LOG_WARN, "reload: templates and encryption keys reloaded (%zu templates, %zu groups)",
@@ -260,6 +275,7 @@ int ns_svc_reload(ns_svc *svc, const char *path)
 void ns_reply_clear(ns_reply *rp)
 {
     ns_buf_free(rp->body);
+    ns_answer_put(rp->answer);
     memset(rp, 0, sizeof(*rp));
 }
 
@@ -282,6 +298,8 @@ void ns_reply_error(ns_reply *rp, int status)
 
     ns_buf_free(rp->body);
     rp->body = NULL;
+    ns_answer_put(rp->answer);
+    rp->answer = NULL;
     /* A status without a row (a caller's mistake) becomes the last row, 503: never a 500 with detail. */
     for (i = 0; i + 1 < sizeof(t) / sizeof(t[0]) && t[i].status != status; i++)
         ;

@@ -24,9 +24,11 @@
 #include "config/config.h"
 #include "jwt/ledger.h"
 #include "keys/keyring.h"
+#include "service/answers.h"
 #include "service/authz.h"
 #include "service/cache.h"
 #include "service/metrics.h"
+#include "service/records.h"
 #include "sign/keyset.h"
 #include "store/store.h"
 
@@ -49,6 +51,9 @@ typedef struct ns_svc {
     ns_keyring *kr;
     ns_ledger *ledger;
     ns_cache *cache;
+    ns_answers *answers;   /* rendered /v1/agent/files answers (answers.h) */
+    ns_recs *recs;         /* agents' groups from their registration records (records.h) */
+    atomic_ulong tmpl_gen; /* bumped when tcfg is replaced (reload) */
     ns_metrics metrics;
     pthread_mutex_t snap_mu;
     ns_ca_snap *snap;
@@ -60,7 +65,8 @@ typedef struct ns_reply {
     int status;        /* HTTP status */
     const char *error; /* error code for the JSON error body, NULL for success */
     const char *message;
-    ns_buf *body; /* success body (owned; may be a secret buffer) */
+    ns_buf *body;      /* success body (owned; may be a secret buffer) */
+    ns_answer *answer; /* or: a cached answer's body (a reference, owned) */
     const char *content_type;
     char etag[70]; /* quoted, or "" */
     ns_peer peer;  /* for the log line */

@@ -215,6 +215,21 @@ assert_not_contains "$T/s1.log" "$NONCE" "the nonce is never logged"
 assert_not_contains "$T/s1.log" "${NONCE%%.*}" "no part of the nonce is logged"
 assert_not_contains "$T/s1.log" "PRIVATE KEY" "no key logged"
 
+# Remembered groups (doc/server.md "Caching"): vm-late registers again into group cp; its new certificate
+# and its old one (still valid) get the control-plane template at once, not the remembered group.
+code=$(ns_https "$T/late.files" --cert "$T/late.crt" --key "$T/late.key" "https://127.0.0.1:$PORT/v1/agent/files")
+assert_eq "$code" 200 "files of vm-late (group late, remembered)"
+expect_rc 0 nonce issue --kind agent --sub vm-late --tenant acme --shard s1 --group cp
+cp "$T/late.crt" "$T/late-old.crt" && cp "$T/late.key" "$T/late-old.key"
+assert_eq "$(register late "$(cat "$T/out")")" 200 "vm-late registers again, group cp"
+for who in late late-old; do
+    code=$(ns_https "$T/$who.f" --cert "$T/$who.crt" --key "$T/$who.key" "https://127.0.0.1:$PORT/v1/agent/files")
+    assert_eq "$code" 200 "files of vm-late ($who certificate) after the new registration"
+    mkdir -p "$T/$who.d"
+    $CL files "$T/$who.f" "$T/$who.d" >"$T/$who.list" || fail "files of $who"
+    assert_contains "$T/$who.list" "/etc/kubernetes/pki/sa.key" "$who certificate: the control-plane template"
+done
+
 ns_server_stop "$PID"
 assert_eq "$NS_RC" 0 "SIGTERM exit status"
 echo "PASS"
