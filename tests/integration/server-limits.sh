@@ -85,8 +85,14 @@ AG=(--cert "$T/vm1.crt" --key "$T/vm1.key")
 
 # ---- bodies ----
 head -c 70000 /dev/zero | tr '\0' 'a' >"$T/big"
-code=$(ns_https "$T/e" --data-binary @"$T/big" "$URL/v1/register")
+# libevent answers 413 with the headers and closes with the rest unread: curl, rarely still sending then,
+# fails on the reset (000) without reading the answer. Try again then (server-refusals.sh has the details).
+for try in 1 2 3; do
+    code=$(ns_https "$T/e" --data-binary @"$T/big" "$URL/v1/register")
+    [ "$code" != 000 ] && break
+done
 assert_eq "$code" 413 "body over 64 KiB"
+assert_contains "$T/s.log" "refused body_too_large 413 127.0.0.1:" "libevent's 413 is logged (src/server/refusals.c)"
 printf '{"nonce": "abc", ' >"$T/bad"
 code=$(ns_https "$T/e" --data-binary @"$T/bad" "$URL/v1/register")
 assert_eq "$code" 400 "malformed JSON"
