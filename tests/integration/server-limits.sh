@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Covers: nstance-secretsd under limits and faults, with its CA key in a SoftHSM token. Bodies over 64 KiB
-# (413); malformed JSON, a non-object and unknown members (400, JSON error); a client that sends half a request
+# (413, and its 'refused' log line: the rest in server-refusals.sh); malformed JSON, a non-object and unknown members (400, JSON error); a client that sends half a request
 # line is cut off after server.header_timeout while other clients are served, and headers that arrive within it
 # are answered; server.max_connections (the extra connection is closed at once; after the others close, new
 # ones work); the token failing during requests (a fault-injecting PKCS#11 module around SoftHSM) (registration 503, /health still answers, the nonce
