@@ -3,7 +3,12 @@
 #
 # Installs what is missing, builds, and runs the main job on the embedded default: a SoftHSM development
 # token and a file object store, both under ./dev/ in the working tree. It generates an Encryption Key in
-# the token (once), stores a secret and reads it back. Running it again reuses the token and key.
+# the token (once), stores a secret and reads it back, makes the cluster CA in the token, issues a
+# certificate and a registration nonce. Then the server and the agent: nstance-secretsd on 127.0.0.1 (a
+# free port; log in dev/server.log), an agent that enrolls with a fresh nonce (state in dev/agent/) and
+# syncs its group's files under dev/root/ (--root: nothing is written outside dev/), the files shown and
+# checked against `secret export` and the CA bundle; the server is stopped by its PID, on failure too.
+# Running it again reuses the token and keys and makes the agent's state and files afresh.
 #
 # Afterwards, use the same set-up by hand:
 #   export SOFTHSM2_CONF=$PWD/dev/softhsm2.conf
@@ -25,9 +30,11 @@ if [ ! -f _build/Makefile ]; then
     (cd _build && ../configure -q)
 fi
 echo "==> make"
-make --no-print-directory -s -C _build -j2 nstance-secrets >/dev/null
+make --no-print-directory -s -C _build -j2 nstance-secrets nstance-secretsd nstance-secrets-agent >/dev/null
 
 cli=$root/_build/nstance-secrets
+server=$root/_build/nstance-secretsd
+agent=$root/_build/nstance-secrets-agent
 dev=$root/dev
 module=
 for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
@@ -71,6 +78,18 @@ cache_dir: cache
 ca:
   keys: ["$ca_uri"]
   subject: {cn: "nstance dev CA", o: "nstance dev"}
+shard: dev
+server:
+  listen: "127.0.0.1:0"          # a free port: the server's first line names it
+  names: [localhost, 127.0.0.1]
+  threads: 2
+groups: {demo: demo}
+templates:
+  demo:
+    files:
+      - {path: /etc/nstance-demo/signing.pem, secret: demo-signing.key, format: pem-bundle, mode: "0600", owner: $(id -un), group: $(id -gn)}
+      - {path: /etc/nstance-demo/signing.pub, secret: demo-signing.key, format: public-pem-bundle, mode: "0644", owner: $(id -un), group: $(id -gn)}
+      - {path: /etc/nstance-demo/ca.crt, ca_bundle: true, mode: "0644", owner: $(id -un), group: $(id -gn)}
 CONF
 
 if ! "$cli" -c "$dev/config.yaml" kek list >/dev/null 2>&1; then
@@ -116,8 +135,82 @@ fi
 "$cli" -c "$dev/config.yaml" nonce verify --file "$dev/nonce.jwt" --kind agent
 echo "==> verify"
 "$cli" -c "$dev/config.yaml" verify
+
+echo "==> the server and an agent: a nonce for group demo, what the files must hold (before the server holds the token)"
+rm -rf "$dev/agent" "$dev/root"
+mkdir -p "$dev/agent" "$dev/root"
+"$cli" -c "$dev/config.yaml" nonce issue --kind agent --sub demo-vm --tenant demo --group demo >"$dev/agent/nonce.jwt"
+"$cli" -c "$dev/config.yaml" secret export demo-signing.key --format pem-bundle -o "$dev/agent/want-signing.pem"
+"$cli" -c "$dev/config.yaml" secret export demo-signing.key --format public-pem-bundle -o "$dev/agent/want-signing.pub"
+
+server_pid=
+stop_server() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid"
+        wait "$server_pid" 2>/dev/null || true
+        echo "==> nstance-secretsd (pid $server_pid) stopped"
+    fi
+    server_pid=
+}
+trap stop_server EXIT
+: >"$dev/server.log"
+"$server" -c "$dev/config.yaml" 2>"$dev/server.log" &
+server_pid=$!
+port=
+for _ in $(seq 1 100); do
+    port=$(sed -n 's/^nstance-secretsd: listening on .* (port \([0-9][0-9]*\)).*$/\1/p' "$dev/server.log")
+    [ -n "$port" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$port" ]; then
+    cat "$dev/server.log" >&2
+    echo "demo.sh: nstance-secretsd did not start" >&2
+    exit 1
+fi
+url=https://127.0.0.1:$port
+# Ready once /health is 200 with a certificate from our CA (until then it answers with a throw-away one).
+for _ in $(seq 1 300); do
+    curl -sf --cacert "$dev/ca.crt" "$url/health" >/dev/null 2>&1 && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if ! curl -sf --cacert "$dev/ca.crt" "$url/health" >/dev/null 2>&1; then
+    cat "$dev/server.log" >&2
+    echo "demo.sh: nstance-secretsd did not become ready" >&2
+    exit 1
+fi
+echo "==> nstance-secretsd listening on $url (pid $server_pid, log dev/server.log)"
+echo "==> nstance-secrets-agent enroll (identity in dev/agent/state)"
+"$agent" enroll --server "$url" --ca "$dev/ca.crt" --nonce-file "$dev/agent/nonce.jwt" --dir "$dev/agent/state" \
+    --hostname demo-vm.localdomain --ipv4 127.0.0.1
+openssl x509 -in "$dev/agent/state/identity.crt" -noout -subject -ext subjectAltName
+echo "==> nstance-secrets-agent sync --root dev/root"
+"$agent" sync --server "$url" --dir "$dev/agent/state" --root "$dev/root"
+"$agent" sync --server "$url" --dir "$dev/agent/state" --root "$dev/root"
+echo "==> the files written (mode, owner, sha256 against secret export and the CA bundle)"
+check_file() { # PATH WANT
+    local got want
+    got=$(sha256sum "$dev/root$1" | cut -d' ' -f1)
+    want=$(sha256sum "$2" | cut -d' ' -f1)
+    printf '  %s  %s  %s  sha256 %s' "$(stat -c %a "$dev/root$1")" "$(stat -c %U:%G "$dev/root$1")" "dev/root$1" \
+        "${got:0:16}..."
+    if [ "$got" != "$want" ]; then
+        printf '  DIFFERS from %s\n' "${2#"$root"/}"
+        echo "demo.sh: dev/root$1 is not what the server should have sent" >&2
+        exit 1
+    fi
+    printf '  matches %s\n' "${2#"$root"/}"
+}
+check_file /etc/nstance-demo/signing.pem "$dev/agent/want-signing.pem"
+check_file /etc/nstance-demo/signing.pub "$dev/agent/want-signing.pub"
+check_file /etc/nstance-demo/ca.crt "$dev/ca.crt"
+stop_server
+trap - EXIT
 echo
 echo "OK: the secret was encrypted under the token's key, stored in dev/bucket/cluster/secret/demo/hello.txt"
-echo "and read back. To use this set-up yourself:"
+echo "and read back; the agent enrolled with the server and wrote its files under dev/root/. To use this"
+echo "set-up yourself:"
 echo "  export SOFTHSM2_CONF=$SOFTHSM2_CONF"
 echo "  $cli -c dev/config.yaml list"
+echo "  $server -c dev/config.yaml      # then the agent as above (doc/agent.md)"

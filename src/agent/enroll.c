@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <openssl/pem.h>
 
 #include "agent/agent.h"
+#include "ca/cert.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
@@ -134,6 +136,30 @@ out:
     return r;
 }
 
+/* --hostname, --ipv4, --ipv6 become SANs of our certificate: checked here with the server's rules
+ * (src/service/request.c) so that a typo is a usage error before the nonce is read, sent or used. */
+static int check_names(const ns_agent_opts *o)
+{
+    unsigned char addr[16];
+
+    if (o->hostname != NULL && (ns_cert_check_dns(o->hostname) != 0 || o->hostname[0] == '*')) {
+        ns_log(NS_LOG_ERROR,
+               "agent: --hostname '%.260s' is not a DNS name (labels of letters, digits and '-', at most "
+               "253 characters, no wildcard)",
+               o->hostname);
+        return NS_E_USAGE;
+    }
+    if (o->ipv4 != NULL && inet_pton(AF_INET, o->ipv4, addr) != 1) {
+        ns_log(NS_LOG_ERROR, "agent: --ipv4 '%.64s' is not an IPv4 address (a.b.c.d)", o->ipv4);
+        return NS_E_USAGE;
+    }
+    if (o->ipv6 != NULL && inet_pton(AF_INET6, o->ipv6, addr) != 1) {
+        ns_log(NS_LOG_ERROR, "agent: --ipv6 '%.64s' is not an IPv6 address", o->ipv6);
+        return NS_E_USAGE;
+    }
+    return 0;
+}
+
 int ns_agent_enroll(const ns_agent_opts *o)
 {
     ns_agent_client *client = NULL;
@@ -146,6 +172,8 @@ int ns_agent_enroll(const ns_agent_opts *o)
         ns_log(NS_LOG_ERROR, "agent: enroll needs --server, --ca, --nonce-file and --dir");
         return NS_E_USAGE;
     }
+    if ((r = check_names(o)) != 0)
+        goto out;
     if ((r = read_nonce(o->nonce_file, &nonce)) != 0)
         goto out;
     if ((r = ns_agent_state_dir(o->dir)) != 0)

@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "server/http.h"
+#include "server/refusals.h"
 #include "service/request.h"
 
 typedef struct ns_worker {
@@ -170,6 +171,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    ns_refusals_watch(srv, ssl, bev);
     return bev;
 }
 
@@ -355,8 +357,10 @@ static void handle(struct evhttp_request *req, void *arg)
             ns_svc_files(svc, cert, chain,
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
     }
+    ns_refusals_replying = 1; /* what is queued now is our answer, not one of libevent's refusals */
     send_reply(req, &rp);
     one_record(bev);
+    ns_refusals_replying = 0;
     /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
     if (evcon != NULL)
         evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);
@@ -425,6 +429,8 @@ int ns_http_start(ns_server *srv)
     const ns_server_config *sc = &srv->svc->cfg->server;
 
     if (conn_idx < 0 && (conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_gone)) < 0)
+        return NS_E_CRYPTO;
+    if (ns_refusals_init() != 0)
         return NS_E_CRYPTO;
     srv->n_workers = sc->threads;
     if ((srv->workers = calloc(srv->n_workers, sizeof(*srv->workers))) == NULL)

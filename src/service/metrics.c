@@ -15,6 +15,14 @@ static const char *const bucket_le[NS_METRICS_BUCKETS] = {"0.001", "0.0025", "0.
 static const unsigned long bucket_us[NS_METRICS_BUCKETS] = {1000,  2500,   5000,   10000,   25000,
                                                             50000, 100000, 250000, 1000000, 5000000};
 static const char *const tok_names[NS_TOK_N] = {"sign", "decrypt"};
+static const char *const refusal_names[NS_REFUSED_N] = {
+    "body_too_large", "malformed",   "method_not_implemented", "expectation_failed", "other",
+    "header_timeout", "idle_timeout"};
+
+const char *ns_refusal_name(enum ns_refusal r)
+{
+    return (unsigned)r < NS_REFUSED_N ? refusal_names[r] : "other";
+}
 
 const char *ns_endpoint_name(enum ns_endpoint e)
 {
@@ -111,6 +119,11 @@ int ns_metrics_render(ns_metrics *m, ns_buf **out)
     L("# HELP nstance_certificates_issued_total Client certificates issued (registrations and renewals).\n");
     L("# TYPE nstance_certificates_issued_total counter\n");
     L("nstance_certificates_issued_total %lu\n", atomic_load(&m->certificates_issued));
+    L("# HELP nstance_http_refused_total Requests refused and connections closed by libevent itself, "
+      "by reason.\n");
+    L("# TYPE nstance_http_refused_total counter\n");
+    for (size_t k = 0; k < NS_REFUSED_N; k++)
+        L("nstance_http_refused_total{reason=\"%s\"} %lu\n", refusal_names[k], atomic_load(&m->refused[k]));
 #undef L
     *out = b;
     b = NULL;

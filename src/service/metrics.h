@@ -24,6 +24,18 @@ enum ns_endpoint {
 
 enum ns_token_op { NS_TOK_SIGN = 0, NS_TOK_DECRYPT, NS_TOK_N };
 
+/* Why libevent refused a request or closed a connection without our handler (src/server/refusals.c). */
+enum ns_refusal {
+    NS_REFUSED_BODY_TOO_LARGE = 0, /* 413: body over 64 KiB */
+    NS_REFUSED_MALFORMED,          /* 400: bad request line or headers, headers over 16 KiB, bad chunks */
+    NS_REFUSED_METHOD,             /* 501: a method libevent does not know */
+    NS_REFUSED_EXPECT,             /* 417: an Expect other than 100-continue */
+    NS_REFUSED_OTHER,              /* any other status libevent answered by itself */
+    NS_REFUSED_HEADER_TIMEOUT,     /* closed: no complete first request within server.header_timeout */
+    NS_REFUSED_IDLE_TIMEOUT,       /* closed: no next request within server.idle_timeout */
+    NS_REFUSED_N
+};
+
 typedef struct ns_metrics {
     atomic_ulong requests[NS_EP_N][NS_METRICS_STATUSES];
     atomic_ulong dur_bucket[NS_EP_N][NS_METRICS_BUCKETS + 1]; /* per bucket, not cumulative (render adds) */
@@ -34,9 +46,13 @@ typedef struct ns_metrics {
     atomic_ulong cache_hits, cache_misses;
     atomic_ulong registrations_agent, registrations_operator;
     atomic_ulong certificates_issued;
+    atomic_ulong refused[NS_REFUSED_N];
 } ns_metrics;
 
 const char *ns_endpoint_name(enum ns_endpoint e);
+
+/* The label of a refusal reason ("body_too_large", ...). */
+const char *ns_refusal_name(enum ns_refusal r);
 
 /* One finished request: its endpoint, HTTP status and duration in microseconds. */
 void ns_metrics_request(ns_metrics *m, enum ns_endpoint e, int status, unsigned long us);

@@ -98,7 +98,8 @@ int ns_reg_request_parse(const uint8_t *p, size_t n, enum ns_req_kind kind, ns_r
             get_str(root, "hostname", 0, 253, &host) != 0 || get_str(root, "ipv4", 0, 15, &v4) != 0 ||
             get_str(root, "ipv6", 0, 45, &v6) != 0)
             goto out;
-        if (host != NULL && ns_cert_check_dns(host) != 0)
+        /* A VM's own name: a wildcard is no host's name. */
+        if (host != NULL && (ns_cert_check_dns(host) != 0 || host[0] == '*'))
             goto out;
         if (v4 != NULL && inet_pton(AF_INET, v4, addr) != 1)
             goto out;

@@ -8,7 +8,10 @@
 # --on-change runs once more. Refusals with their exit codes, each leaving DIR without an identity: the same
 # nonce again (11), a nonce of another cluster (10), an expired nonce (10), a server that does not verify with --ca (4); sync
 # without enrolling (3). A template whose path goes through a symbolic link below --root: exit 8, nothing
-# written. 50 agents enrolling at once: all succeed, 50 distinct certificates, 50 registration records.
+# written. enroll --hostname/--ipv4/--ipv6: the record's fields (and null without them), the certificate's DNS
+# and IP SANs (none without them), kept by a renewal; bad values: exit 2 naming the option, before the nonce
+# is read (no DIR, no record, nonce kept and usable after), and the server's 400 for them from another
+# client. 50 agents enrolling at once: all succeed, 50 distinct certificates, 50 registration records.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 . "$top_srcdir/tests/integration/agent-lib.sh"
@@ -129,6 +132,94 @@ assert_eq "$(cat "$ROOT3/etc/app/ca.crt")" old "an earlier valid file of an abor
 [ ! -e "$T/hook3.log" ] || fail "--on-change ran for an aborted sync"
 [ ! -e "$T/a3/files.version" ] || fail "files.version written for an aborted sync"
 ls -a "$ROOT3/etc/app" | grep -q 'ns-tmp' && fail "a temporary file is left"
+
+# ---- enroll --hostname/--ipv4/--ipv6: record fields and certificate SANs ----
+CL="python3 $top_srcdir/tests/tools/srvclient.py"
+OID=1.3.6.1.4.1.999999.1 # the default ca.role_oid
+# Without them: no SAN, and the record says null.
+$CL certcheck "$T/a1/identity.crt" "$T/ca.crt" vm-1 acme agent $OID >/dev/null || fail "vm-1: a certificate without SANs"
+rec1=$T/bucket/shard/s1/instance/acme.vm-1.json
+for f in hostname ipv4 ipv6; do
+    assert_eq "$($CL field "$rec1" "$f")" null "vm-1 record $f without --$f"
+done
+agent_nonce vm-4 web "$T/nonce-4"
+agent_rc 0 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-4" --dir "$T/a4" \
+    --hostname vm-4.example --ipv4 10.0.0.5 --ipv6 2001:db8::5
+$CL certcheck "$T/a4/identity.crt" "$T/ca.crt" vm-4 acme agent $OID vm-4.example 10.0.0.5 2001:db8::5 >/dev/null ||
+    fail "vm-4: the certificate's SANs are not DNS:vm-4.example, IP:10.0.0.5, IP:2001:db8::5"
+rec4=$T/bucket/shard/s1/instance/acme.vm-4.json
+[ -f "$rec4" ] || fail "no registration record for vm-4"
+assert_eq "$($CL field "$rec4" hostname)" vm-4.example "record hostname"
+assert_eq "$($CL field "$rec4" ipv4)" 10.0.0.5 "record ipv4"
+assert_eq "$($CL field "$rec4" ipv6)" 2001:db8::5 "record ipv6"
+assert_eq "$($CL field "$rec4" sub)" vm-4 "record sub"
+assert_eq "$($CL field "$rec4" tenant)" acme "record tenant"
+assert_eq "$($CL field "$rec4" kind)" agent "record kind"
+assert_eq "$($CL field "$rec4" group)" web "record group"
+assert_eq "$($CL field "$rec4" shard)" s1 "record shard"
+openssl pkey -in "$T/a4/identity.key" -pubout >"$T/pub4.pem"
+$CL field "$rec4" public_key >"$T/rec4.pub"
+cmp -s "$T/pub4.pem" "$T/rec4.pub" || fail "record public_key is not the agent's key"
+serial4=$(openssl x509 -in "$T/a4/identity.crt" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f' | sed 's/^0*//')
+assert_eq "$($CL field "$rec4" serial)" "$serial4" "record serial"
+# A renewal (the agent's own key, body {}) keeps the SANs: the server takes them from the record.
+code=$(curl -s --cacert "$T/ca.crt" --cert "$T/a4/identity.crt" --key "$T/a4/identity.key" -o "$T/renew4.json" \
+    -w '%{http_code}' --data-binary '{}' "$SRV_URL/v1/agent/renew")
+assert_eq "$code" 200 "renew vm-4"
+$CL field "$T/renew4.json" certificate >"$T/renew4.crt"
+$CL certcheck "$T/renew4.crt" "$T/ca.crt" vm-4 acme agent $OID vm-4.example 10.0.0.5 2001:db8::5 >/dev/null ||
+    fail "vm-4: the renewed certificate lost its SANs"
+# The agent syncs with it like any other.
+mkdir -p "$T/root4"
+agent_rc 0 sync --server "$SRV_URL" --dir "$T/a4" --root "$T/root4"
+assert_contains "$T/aout" "4 file(s), 4 changed"
+
+# Bad values: a usage error (exit 2) that names the option, before the nonce is read or sent: no DIR, no
+# record, the nonce file kept — and the same nonce enrolls afterwards.
+agent_nonce vm-5 web "$T/nonce-5"
+cp "$T/nonce-5" "$T/nonce-5.copy"
+bad_enroll() { # OPTION VALUE
+    agent_rc 2 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-5" --dir "$T/a5" "$1" "$2"
+    assert_contains "$T/aerr" "$1 '$2' is not"
+    [ ! -e "$T/a5" ] || fail "enroll $1 $2: DIR was made"
+    [ -e "$T/nonce-5" ] || fail "enroll $1 $2: the nonce file was deleted"
+    [ ! -e "$T/bucket/shard/s1/instance/acme.vm-5.json" ] || fail "enroll $1 $2: a record was written"
+}
+long=$(printf 'a%.0s' $(seq 1 64))
+bad_enroll --hostname "bad_host"
+bad_enroll --hostname "vm 5"
+bad_enroll --hostname "-vm5.example"
+bad_enroll --hostname "vm5-.example"
+bad_enroll --hostname "$long.example"
+bad_enroll --hostname "*.example"
+bad_enroll --hostname ""
+bad_enroll --ipv4 10.0.0.256
+bad_enroll --ipv4 2001:db8::5
+bad_enroll --ipv4 10.0.0
+bad_enroll --ipv6 10.0.0.5
+bad_enroll --ipv6 2001:db8::zz
+bad_enroll --ipv6 ""
+# The server refuses them too (a client other than our agent): 400 bad_request, the nonce not used.
+openssl genpkey -algorithm ed25519 -out "$T/raw5.key" 2>/dev/null
+openssl pkey -in "$T/raw5.key" -pubout -out "$T/raw5.pub"
+for bad in "*.example - -" "bad_host - -" "- 10.0.0.256 -" "- 2001:db8::5 -" "- - 10.0.0.5" "- - 2001:db8::zz"; do
+    read -r h v4 v6 <<<"$bad"
+    [ "$h" = - ] && h=
+    [ "$v4" = - ] && v4=
+    [ "$v6" = - ] && v6=
+    $CL regbody "$(cat "$T/nonce-5")" "$T/raw5.pub" "$h" "$v4" "$v6" >"$T/raw5.req"
+    code=$(curl -s --cacert "$T/ca.crt" -o "$T/raw5.json" -w '%{http_code}' --data-binary @"$T/raw5.req" \
+        "$SRV_URL/v1/register")
+    assert_eq "$code" 400 "the server refuses hostname '$h' ipv4 '$v4' ipv6 '$v6'"
+    assert_eq "$($CL field "$T/raw5.json" error)" bad_request "400 error code"
+    [ ! -e "$T/bucket/shard/s1/instance/acme.vm-5.json" ] || fail "a refused registration wrote a record"
+done
+agent_rc 0 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-5" --dir "$T/a5" --hostname VM-5.Example \
+    --ipv6 2001:DB8:0::7
+assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme.vm-5.json" hostname)" VM-5.Example "record keeps the name as given"
+assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme.vm-5.json" ipv6)" 2001:DB8:0::7 "record keeps the address as given"
+$CL certcheck "$T/a5/identity.crt" "$T/ca.crt" vm-5 acme agent $OID VM-5.Example 2001:db8::7 >/dev/null ||
+    fail "vm-5: SANs"
 
 # ---- 50 agents at once ----
 for i in $(seq 1 50); do

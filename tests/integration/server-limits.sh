@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Covers: nstance-secretsd under limits and faults, with its CA key in a SoftHSM token. Bodies over 64 KiB
-# (413); malformed JSON, a non-object and unknown members (400, JSON error); a client that sends half a request
+# (413, and its 'refused' log line: the rest in server-refusals.sh); malformed JSON, a non-object and unknown members (400, JSON error); a client that sends half a request
 # line is cut off after server.header_timeout while other clients are served, and headers that arrive within it
 # are answered; server.max_connections (the extra connection is closed at once; after the others close, new
 # ones work); the token failing during requests (tests/tools/faulty-pkcs11.c around SoftHSM: C_Sign and
@@ -83,8 +83,14 @@ AG=(--cert "$T/vm1.crt" --key "$T/vm1.key")
 
 # ---- bodies ----
 head -c 70000 /dev/zero | tr '\0' 'a' >"$T/big"
-code=$(ns_https "$T/e" --data-binary @"$T/big" "$URL/v1/register")
+# libevent answers 413 with the headers and closes with the rest unread: curl, rarely still sending then,
+# fails on the reset (000) without reading the answer. Try again then (server-refusals.sh has the details).
+for try in 1 2 3; do
+    code=$(ns_https "$T/e" --data-binary @"$T/big" "$URL/v1/register")
+    [ "$code" != 000 ] && break
+done
 assert_eq "$code" 413 "body over 64 KiB"
+assert_contains "$T/s.log" "refused body_too_large 413 127.0.0.1:" "libevent's 413 is logged (src/server/refusals.c)"
 printf '{"nonce": "abc", ' >"$T/bad"
 code=$(ns_https "$T/e" --data-binary @"$T/bad" "$URL/v1/register")
 assert_eq "$code" 400 "malformed JSON"

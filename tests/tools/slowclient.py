@@ -11,6 +11,9 @@
   slowclient.py trickle PORT CA DELAY     a /health request whose headers arrive DELAY seconds after the
                                           request line; prints the status line ("connected" on stderr once
                                           the request line is sent)
+  slowclient.py send PORT FILE            the bytes of FILE as they are (any request, well-formed or not) on one
+                                          TLS connection, then reads until the server closes it (10 s at most);
+                                          prints the status line of every answer, or "no answer"
 """
 import socket, ssl, sys, time
 
@@ -90,6 +93,25 @@ def main():
                 break
             data += d
         print(data.split(b"\r\n")[0].decode())
+    elif cmd == "send":
+        data = open(sys.argv[3], "rb").read()
+        t = connect(port)
+        t.settimeout(10)
+        try:
+            t.sendall(data)
+        except (ssl.SSLError, OSError):
+            pass  # the server may answer and close before it has read everything: read what it said
+        got = b""
+        try:
+            while True:
+                d = t.recv(65536)
+                if not d:
+                    break
+                got += d
+        except (ssl.SSLError, OSError):
+            pass
+        lines = [l.decode("latin-1") for l in got.split(b"\r\n") if l.startswith(b"HTTP/")]
+        print("\n".join(lines) if lines else "no answer")
     else:
         sys.exit("unknown command")
 

@@ -121,6 +121,7 @@ static void test_register_bodies(void **state)
             "{\"nonce\": 5, \"public_key\": %s}",
             "{\"nonce\": \"\", \"public_key\": %s}",
             "{\"nonce\": \"n\", \"public_key\": %s, \"hostname\": \"a b\"}",
+            "{\"nonce\": \"n\", \"public_key\": %s, \"hostname\": \"*.example\"}",
             "{\"nonce\": \"n\", \"public_key\": %s, \"ipv4\": \"10.0.0.256\"}",
             "{\"nonce\": \"n\", \"public_key\": %s, \"ipv4\": \"2001:db8::1\"}",
             "{\"nonce\": \"n\", \"public_key\": %s, \"ipv6\": \"10.0.0.1\"}",
