@@ -12,12 +12,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-for tool in python3 openssl; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "$tool not installed"
-        exit 99
-    }
-done
+ns_need python3 openssl
 CHECK="python3 $top_srcdir/tests/tools/certcheck.py"
 
 head -c 32 /dev/urandom >"$T/kek.key"

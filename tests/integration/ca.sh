@@ -16,16 +16,8 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-for tool in python3 openssl certtool; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "$tool not installed"
-        exit 99
-    }
-done
-python3 -c 'import cryptography' 2>/dev/null || {
-    echo "python3-cryptography not installed"
-    exit 99
-}
+ns_need python3 openssl certtool
+ns_need_py cryptography
 CHECK="python3 $top_srcdir/tests/tools/certcheck.py"
 
 PIN="ca-test-2718"

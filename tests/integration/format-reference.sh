@@ -6,7 +6,7 @@
 ns_setup
 
 dec="$top_srcdir/contrib/envelope-decode.py"
-python3 -c 'import cryptography' 2>/dev/null || { echo "python3-cryptography not installed"; exit 99; }
+ns_need_py cryptography
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$T/kek.hex"
 chmod 600 "$T/kek.hex"

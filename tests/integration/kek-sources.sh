@@ -20,10 +20,7 @@ python3 -c 'import botocore, cryptography' 2>/dev/null || {
     echo "python3-botocore and python3-cryptography are needed"
     exit 99
 }
-command -v openssl >/dev/null || {
-    echo "openssl not installed"
-    exit 99
-}
+ns_need openssl
 SERVER=$top_srcdir/tests/tools/kek-source-server.py
 BUCKET=$T/bucket
 SRV=$T/srv

@@ -59,6 +59,29 @@ _ns_find_softhsm() {
     return 1
 }
 
+# ns_need TOOL...: each must be a command; a missing one is a hard error (exit 99, ERROR in the test
+# summary, never a silent skip).
+ns_need() {
+    local tool
+    for tool in "$@"; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+            echo "$tool not installed"
+            exit 99
+        fi
+    done
+}
+
+# ns_need_py MODULE...: each must import in python3 (python3-MODULE from Debian); missing: exit 99.
+ns_need_py() {
+    local m
+    for m in "$@"; do
+        python3 -c "import $m" 2>/dev/null || {
+            echo "python3-$m not installed"
+            exit 99
+        }
+    done
+}
+
 ns_setup() {
     set -euo pipefail
 
@@ -77,13 +100,7 @@ ns_setup() {
         exit 99
     }
     export SOFTHSM_MODULE
-    local tool
-    for tool in softhsm2-util pkcs11-tool; do
-        if ! command -v "$tool" >/dev/null 2>&1; then
-            echo "$tool not installed"
-            exit 99
-        fi
-    done
+    ns_need softhsm2-util pkcs11-tool
 
     mkdir -p "$T/tokens"
     cat >"$T/softhsm2.conf" <<EOF
@@ -363,13 +380,8 @@ for _ in range(100):
 # TPM2_PKCS11_MODULE, TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI, TPM2TOOLS_TCTI, DBUS_SESSION_BUS_ADDRESS. All
 # three daemons are stopped by PID when the script exits. Missing tools: exit 99.
 ns_tpm_start() {
-    local tool d=$T/tpm port i
-    for tool in swtpm tpm2_ptool tpm2_getrandom dbus-daemon python3; do
-        command -v "$tool" >/dev/null 2>&1 || {
-            echo "$tool not installed (contrib/deps.sh installs it)"
-            exit 99
-        }
-    done
+    local d=$T/tpm port i
+    ns_need swtpm tpm2_ptool tpm2_getrandom dbus-daemon python3
     [ -x /usr/sbin/tpm2-abrmd ] || {
         echo "tpm2-abrmd not installed"
         exit 99

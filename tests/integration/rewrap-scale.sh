@@ -27,10 +27,7 @@ if [ ! -x "$NS_FILL" ]; then
     echo "$NS_FILL not built (make tests/tools/ns-fill)"
     exit 99
 fi
-command -v python3 >/dev/null 2>&1 || {
-    echo "python3 not installed"
-    exit 99
-}
+ns_need python3
 
 # The bucket: 10,000 files plus every fsync of every rewrap, on tmpfs when there is one.
 SHM_DIR=

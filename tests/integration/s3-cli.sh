@@ -15,8 +15,8 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 ns_s3rver_start nstance-test other-bucket
-command -v python3 >/dev/null || { echo "python3 not installed"; exit 99; }
-python3 -c 'import botocore' 2>/dev/null || { echo "python3-botocore not installed"; exit 99; }
+ns_need python3
+ns_need_py botocore
 
 head -c 32 /dev/urandom >"$T/kek-a"
 head -c 32 /dev/urandom >"$T/kek-b"

@@ -9,8 +9,8 @@
 # ListObjectsV2 pages with continuation tokens; credentials from IMDSv2.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
-command -v python3 >/dev/null || { echo "python3 not installed"; exit 99; }
-python3 -c 'import botocore' 2>/dev/null || { echo "python3-botocore not installed"; exit 99; }
+ns_need python3
+ns_need_py botocore
 
 python3 "$top_srcdir/tests/tools/http-fault-server.py" --port-file "$T/fport" 2>"$T/fault.err" &
 ns_bg_pid $!

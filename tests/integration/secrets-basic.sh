@@ -16,14 +16,8 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-command -v python3 >/dev/null 2>&1 || {
-    echo "python3 not installed"
-    exit 99
-}
-python3 -c 'import cryptography' 2>/dev/null || {
-    echo "python3-cryptography not installed"
-    exit 99
-}
+ns_need python3
+ns_need_py cryptography
 
 PIN="sec-basic-4711"
 ns_token sb "$PIN"

@@ -16,10 +16,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-command -v python3 >/dev/null 2>&1 || {
-    echo "python3 not installed"
-    exit 99
-}
+ns_need python3
 
 PIN="sec-life-2029"
 ns_token sl "$PIN"

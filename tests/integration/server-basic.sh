@@ -12,16 +12,8 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-for tool in curl openssl python3; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "$tool not installed"
-        exit 99
-    }
-done
-python3 -c 'import cryptography' 2>/dev/null || {
-    echo "python3-cryptography not installed"
-    exit 99
-}
+ns_need curl openssl python3
+ns_need_py cryptography
 CL="python3 $top_srcdir/tests/tools/srvclient.py"
 OID=1.3.6.1.4.1.999999.1
 

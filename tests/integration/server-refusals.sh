@@ -12,12 +12,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-for tool in curl openssl python3; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "$tool not installed"
-        exit 99
-    }
-done
+ns_need curl openssl python3
 SLOW="python3 $top_srcdir/tests/tools/slowclient.py"
 
 NS_SERVER_EXTRA='  header_timeout: 2s

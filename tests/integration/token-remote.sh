@@ -10,10 +10,7 @@
 # bucket unchanged; with the server stopped, commands exit 5 and write nothing.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
-command -v openssl >/dev/null 2>&1 || {
-    echo "openssl not installed"
-    exit 99
-}
+ns_need openssl
 
 PIN=rem-pin-2468
 ns_token rem "$PIN"

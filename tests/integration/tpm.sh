@@ -13,12 +13,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
-for tool in python3 openssl; do
-    command -v "$tool" >/dev/null 2>&1 || {
-        echo "$tool not installed"
-        exit 99
-    }
-done
+ns_need python3 openssl
 # A Python that has both PyJWT and cryptography (the Debian packages live in the system Python).
 PY=
 for p in python3 /usr/bin/python3; do
