@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -27,8 +28,10 @@ struct ns_p11_token {
     unsigned nfree;
     unsigned open; /* sessions of the current generation, free or borrowed */
     unsigned max;
-    unsigned gen; /* bumped whenever every session is closed; stale sessions and handles are dropped */
-    int broken;   /* sessions were closed; the next borrower finds the token and logs in again */
+    unsigned gen;     /* bumped whenever every session is closed; stale sessions and handles are dropped */
+    int broken;       /* sessions were closed; the next borrower finds the token and logs in again */
+    int64_t retry_at; /* CLOCK_MONOTONIC ms: no recovery attempt before this (after a failed one) */
+    int last_err;     /* what the last failed recovery returned, for borrowers within the back-off */
 
     int refs; /* guarded by tokens_lock */
     ns_p11_token *next;
@@ -138,8 +141,36 @@ static void break_locked(ns_p11_token *t)
     pthread_cond_broadcast(&t->cond);
 }
 
-/* Find the token again (it may be in another slot), open a session and log in. Caller holds t->lock. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int recover_attempt_locked(ns_p11_token *t);
+
+/* Find the token again (it may be in another slot), open a session and log in. Caller holds t->lock.
+ * After a failed attempt the next one waits NS_P11_RECOVER_BACKOFF_MS, and borrowers in between get the same
+ * error at once: while a token is gone, a busy server neither queues every request behind a slot scan and a
+ * login (which a network HSM may take seconds to refuse) nor logs one "no token" line per request, nor
+ * repeats C_Login at its request rate. */
 static int recover_locked(ns_p11_token *t)
+{
+    int64_t now = mono_ms();
+    int r;
+
+    if (now < t->retry_at)
+        return t->last_err;
+    if ((r = recover_attempt_locked(t)) != 0) {
+        t->retry_at = now + NS_P11_RECOVER_BACKOFF_MS;
+        t->last_err = r;
+    }
+    return r;
+}
+
+static int recover_attempt_locked(ns_p11_token *t)
 {
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_TOKEN_INFO info;

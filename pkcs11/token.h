@@ -21,6 +21,9 @@
 #include "pkcs11/uri.h"
 
 #define NS_P11_SESSIONS_MAX 64
+/* After a failed attempt to find the token again and log in, the next attempt waits this long; operations
+ * in between fail at once with the same error. */
+#define NS_P11_RECOVER_BACKOFF_MS 250
 
 typedef struct ns_p11_token ns_p11_token;
 typedef struct ns_p11_key ns_p11_key;

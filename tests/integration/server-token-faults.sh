@@ -15,6 +15,7 @@
 # registration: 503, no certificate, counted in /metrics as a token error, and the nonce still registers after.
 # The load never saw a dropped connection, a 200 renew without a certificate, an error without a JSON code, or
 # a status other than 200/503. SIGTERM: exit 0, the module finalised with no session open.
+# While removed, recovery attempts (one "no token matching" line each) come at most every 250 ms, not per request.
 # Regression: a fault that outlasted the token layer's retry left its session pooled with the operation still
 # active, so the server answered 503 (CKR_OPERATION_ACTIVE) after the token was back; this test failed then.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
@@ -183,13 +184,16 @@ sessions_check() { # LABEL
 n=0
 # ---- the token removed: three cycles; sessions stay bounded ----
 prev_opened=$(ns_sessions opened)
+removed_ms=0
 for cycle in 1 2 3; do
     n=$((n + 1))
     nonce "vm-$n" "$T/nonce-$n"
+    t_rm=$(now_ms)
     ns_fault "remove 60" # ended by clearing the rule once the checks are done, however long they took
     during "removal $cycle" "$n"
     ns_fault_fired "token removed"
     ns_fault_clear
+    removed_ms=$((removed_ms + $(now_ms) - t_rm))
     after "removal $cycle" "$n" "$(now_ms)"
     sessions_check "removal $cycle"
     opened=$(ns_sessions opened)
@@ -200,6 +204,13 @@ done
 # shellcheck disable=SC2154
 [ "$max_3" -le "$max_1" ] || [ "$max_3" -le "$SESSIONS" ] ||
     fail "the session high-water mark grew over removal cycles ($max_1 -> $max_3)"
+# While the token is gone, the token layer tries to find it again at most every 250 ms (NS_P11_RECOVER_BACKOFF_MS),
+# not once per request: each attempt logs one "no token matching" line (it was one per request, ~300 here).
+scans=$(grep -c "no token matching" "$T/s.log" || true)
+echo "# recovery attempts while removed: $scans in $removed_ms ms (load requests kept coming)"
+[ "$scans" -ge 3 ] || fail "no recovery attempt logged during the removals"
+[ "$scans" -le $((removed_ms / 250 + 3 * 3)) ] ||
+    fail "$scans recovery attempts in $removed_ms ms of removal: the back-off (250 ms) is not applied"
 
 # ---- CK_RVs on the calls the server makes with its keys ----
 for rv in CKR_DEVICE_ERROR CKR_SESSION_HANDLE_INVALID CKR_DEVICE_REMOVED CKR_TOKEN_NOT_PRESENT CKR_USER_NOT_LOGGED_IN; do
