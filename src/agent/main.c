@@ -74,6 +74,7 @@ int main(int argc, char **argv)
     bool hook_failed = false;
     int opt, r = NS_E_USAGE;
 
+    ns_log_set_program("nstance-secrets-agent");
     ns_secmem_harden_process();
     if (ns_secmem_init() != 0)
         ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");

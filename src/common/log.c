@@ -8,6 +8,7 @@
 #include "common/log.h"
 
 static int log_level = -1;
+static const char *log_program = "nstance-secrets";
 
 static int level_from_env(void)
 {
@@ -21,6 +22,11 @@ static int level_from_env(void)
     if (strcmp(v, "error") == 0)
         return NS_LOG_ERROR;
     return NS_LOG_WARN;
+}
+
+void ns_log_set_program(const char *name)
+{
+    log_program = name;
 }
 
 void ns_log_set_level(enum ns_log_level level)
@@ -50,5 +56,5 @@ void ns_log(enum ns_log_level level, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     /* One write per line so that lines from several threads do not interleave. */
-    fprintf(stderr, "nstance-secrets: %s: %s\n", names[level], line);
+    fprintf(stderr, "%s: %s: %s\n", log_program, names[level], line);
 }

@@ -10,6 +10,9 @@ enum ns_log_level { NS_LOG_ERROR = 0, NS_LOG_WARN = 1, NS_LOG_INFO = 2, NS_LOG_D
 /* Messages above this level are dropped. Default NS_LOG_WARN; NSTANCE_SECRETS_LOG=debug|info|warn|error
  * overrides it at the first call. */
 void ns_log_set_level(enum ns_log_level level);
+/* The program name that starts every line (default "nstance-secrets"); set once, first thing in main(),
+ * so that a server's or an agent's log names its own program. name must outlive the process. */
+void ns_log_set_program(const char *name);
 enum ns_log_level ns_log_get_level(void);
 
 void ns_log(enum ns_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

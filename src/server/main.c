@@ -132,6 +132,7 @@ int main(int argc, char **argv)
     unsigned port = 0;
     int opt, rc = 1, r;
 
+    ns_log_set_program("nstance-secretsd");
     ns_secmem_harden_process();
     if (ns_secmem_init() != 0)
         ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");

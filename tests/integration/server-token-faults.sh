@@ -226,6 +226,10 @@ for rv in CKR_DEVICE_ERROR CKR_SESSION_HANDLE_INVALID CKR_DEVICE_REMOVED CKR_TOK
     sessions_check "$rv"
 done
 assert_contains "$T/s.log" "reopening sessions and retrying once" "the token layer's retry is logged"
+if grep -v '^nstance-secretsd: ' "$T/s.log" | grep -q .; then
+    grep -v '^nstance-secretsd: ' "$T/s.log" | head -3 >&2
+    fail "a server log line that does not name nstance-secretsd"
+fi
 
 # ---- a garbage signature during a registration ----
 e0=$(token_errors)
