@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -35,7 +36,8 @@
  * so that the new name survives a crash. Readers never lock: rename swaps the directory entry in one step,
  * so every read sees either the whole old object or the whole new one, never a mix or a partial write.
  * Temp files start with '.', which no object name can, so they never show up as objects; a crash can only
- * leave such a stray temp file behind, never a damaged object.
+ * leave such a stray temp file behind, never a damaged object, and a list walking its folder removes it once
+ * it is TMP_STALE_SECS old (sweep_temp).
  *
  * Locking. Every writer (all put modes and delete) holds flock(LOCK_EX) on the object's folder while it
  * touches the final name. That is what makes NS_PUT_IF_MATCH a real compare-and-swap: the version check and
@@ -53,6 +55,7 @@
 #define TMP_RAND_BYTES 8 /* 16 hex characters */
 #define TMP_NAME_SIZE  (sizeof(TMP_PREFIX) - 1 + 2 * TMP_RAND_BYTES + 1)
 #define TMP_TRIES      8
+#define TMP_STALE_SECS 3600 /* a temp file this old is a crashed writer's: a write takes milliseconds */
 #define READ_CHUNK     16384
 
 typedef struct file_store {
@@ -551,6 +554,31 @@ out:
     return r;
 }
 
+/* 1 if name is one of our temp files (".tmp." and 16 lower-case hex digits, as make_temp() names them). */
+static int is_temp_name(const char *name)
+{
+    if (strlen(name) != TMP_NAME_SIZE - 1 || strncmp(name, TMP_PREFIX, sizeof(TMP_PREFIX) - 1) != 0)
+        return 0;
+    for (const char *p = name + sizeof(TMP_PREFIX) - 1; *p != '\0'; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* A writer killed between making its temp file and publishing it leaves the temp file behind (never a damaged
+ * object). Listing removes such leftovers once they are TMP_STALE_SECS old; best effort (a read-only store
+ * keeps them), and a writer stopped for longer than that only finds its publish failing. */
+static void sweep_temp(int dfd, const char *name, const char *path, size_t plen)
+{
+    struct stat sb;
+
+    if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+        sb.st_mtime > time(NULL) - TMP_STALE_SECS)
+        return;
+    if (unlinkat(dfd, name, 0) == 0)
+        ns_log(NS_LOG_INFO, "storage: removed %.*s%s, left by an interrupted write", (int)plen, path, name);
+}
+
 /* List the folder fd (owned: closed here) whose relative path is path[0..plen) ("" or ending in '/'). Regular
  * files whose names start with prefix are appended to names; sub-folders are entered only if names below
  * them can start with prefix. path has room for NS_NAME_MAX + 2 bytes. */
@@ -581,6 +609,8 @@ static int walk(int fd, char *path, size_t plen, const char *prefix, size_t prel
         }
         /* Hidden entries (".", "..", temp files) and anything that is not a valid segment (a name check
          * would refuse it) are never objects. */
+        if (is_temp_name(e->d_name))
+            sweep_temp(dirfd(d), e->d_name, path, plen);
         if (e->d_name[0] == '.' || ns_store_name_check(e->d_name) != 0)
             continue;
         nlen = strlen(e->d_name);

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -595,6 +597,34 @@ static void test_list(void **state)
     assert_int_equal(sv.n, 0);
 }
 
+/* Temp files left by crashed writers are removed by a list once they are an hour old; fresh ones (a write in
+ * progress) and files that only look like temp files stay. */
+static void test_list_sweeps_stale_temps(void **state)
+{
+    fixture *f = *state;
+    static const char *const secret[] = {"cluster/secret/db.key"};
+    struct timespec old[2] = {{0, 0}, {0, 0}};
+
+    assert_int_equal(put_str(f->st, "cluster/secret/db.key", "v", NS_PUT_REPLACE, NULL), 0);
+    write_file(fpath(f, "cluster/secret/.tmp.0123456789abcdef"), "stale");
+    write_file(fpath(f, ".tmp.fedcba9876543210"), "stale");
+    write_file(fpath(f, "cluster/secret/.tmp.00000000000000ff"), "fresh");
+    write_file(fpath(f, "cluster/secret/.tmp.not-one-of-ours"), "other");
+    old[0].tv_sec = old[1].tv_sec = time(NULL) - 2 * 3600;
+    assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.tmp.0123456789abcdef"), old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, fpath(f, ".tmp.fedcba9876543210"), old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.tmp.not-one-of-ours"), old, 0), 0);
+
+    assert_list(f->st, "cluster/secret/", secret, 1);
+    assert_int_equal(access(fpath(f, "cluster/secret/.tmp.0123456789abcdef"), F_OK), -1);
+    assert_int_equal(access(fpath(f, ".tmp.fedcba9876543210"), F_OK), 0); /* not under the listed prefix */
+    assert_int_equal(access(fpath(f, "cluster/secret/.tmp.00000000000000ff"), F_OK), 0);
+    assert_int_equal(access(fpath(f, "cluster/secret/.tmp.not-one-of-ours"), F_OK), 0);
+    assert_list(f->st, "", secret, 1);
+    assert_int_equal(access(fpath(f, ".tmp.fedcba9876543210"), F_OK), -1);
+    assert_content(f->st, "cluster/secret/db.key", "v");
+}
+
 /* ---- delete ---- */
 
 static void test_delete(void **state)
@@ -814,14 +844,23 @@ static void test_backend_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_name_table),     T(test_list_prefix_check),
-        T(test_roundtrip),      T(test_version),
-        T(test_replace),        T(test_create_existing),
-        T(test_create_race),    T(test_if_match),
-        T(test_if_match_race),  T(test_list),
-        T(test_delete),         T(test_too_large),
-        T(test_symlink),        T(test_modes),
-        T(test_write_failure),  T(test_object_folder_clash),
+        T(test_name_table),
+        T(test_list_prefix_check),
+        T(test_roundtrip),
+        T(test_version),
+        T(test_replace),
+        T(test_create_existing),
+        T(test_create_race),
+        T(test_if_match),
+        T(test_if_match_race),
+        T(test_list),
+        T(test_list_sweeps_stale_temps),
+        T(test_delete),
+        T(test_too_large),
+        T(test_symlink),
+        T(test_modes),
+        T(test_write_failure),
+        T(test_object_folder_clash),
         T(test_backend_config),
     };
 
