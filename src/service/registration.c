@@ -107,6 +107,27 @@ static int issue_status(ns_svc *svc, int r)
     return ns_err_category(r) == NS_CAT_BAD_INPUT ? 400 : ns_svc_fault_status(svc, r);
 }
 
+/* The last steps of a registration or renewal (`what`, for the log): write the record, forget any copy of it
+ * held in memory, answer with the certificate, count it. On failure the reply holds the error. */
+static int record_and_reply(ns_svc *svc, const ns_ca_snap *snap, const char *name, json_t *rec,
+                            const ns_issued *x, ns_reply *rp, const char *what)
+{
+    int r;
+
+    if ((r = put_json(svc->st, name, rec)) != 0) {
+        ns_log(NS_LOG_WARN, "%s: the registration record cannot be written: %s", what, ns_strerror(r));
+        ns_reply_error(rp, ns_svc_fault_status(svc, r));
+        return r;
+    }
+    ns_recs_forget(svc->recs, name);
+    if ((r = cert_reply(snap, x, rp)) != 0) {
+        ns_reply_error(rp, 503);
+        return r;
+    }
+    atomic_fetch_add(&svc->metrics.certificates_issued, 1);
+    return 0;
+}
+
 void ns_svc_register(ns_svc *svc, const uint8_t *body, size_t n, ns_reply *rp)
 {
     const ns_config *cfg = svc->cfg;
@@ -222,17 +243,8 @@ void ns_svc_register(ns_svc *svc, const uint8_t *body, size_t n, ns_reply *rp)
         ns_reply_error(rp, 503);
         goto out;
     }
-    if ((r = put_json(svc->st, name, rec)) != 0) {
-        ns_log(NS_LOG_WARN, "register: the registration record cannot be written: %s", ns_strerror(r));
-        ns_reply_error(rp, ns_svc_fault_status(svc, r));
+    if ((r = record_and_reply(svc, snap, name, rec, x, rp, "register")) != 0)
         goto out;
-    }
-    ns_recs_forget(svc->recs, name);
-    if ((r = cert_reply(snap, x, rp)) != 0) {
-        ns_reply_error(rp, 503);
-        goto out;
-    }
-    atomic_fetch_add(&svc->metrics.certificates_issued, 1);
     atomic_fetch_add(nc->kind == NS_NONCE_OPERATOR ? &svc->metrics.registrations_operator
                                                    : &svc->metrics.registrations_agent,
                      1);
@@ -349,17 +361,8 @@ void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *r
         ns_reply_error(rp, 503);
         goto out;
     }
-    if ((r = put_json(svc->st, name, rec)) != 0) {
-        ns_log(NS_LOG_WARN, "renew: the registration record cannot be written: %s", ns_strerror(r));
-        ns_reply_error(rp, ns_svc_fault_status(svc, r));
+    if ((r = record_and_reply(svc, snap, name, rec, x, rp, "renew")) != 0)
         goto out;
-    }
-    ns_recs_forget(svc->recs, name);
-    if ((r = cert_reply(snap, x, rp)) != 0) {
-        ns_reply_error(rp, 503);
-        goto out;
-    }
-    atomic_fetch_add(&svc->metrics.certificates_issued, 1);
 out:
     free(pem);
     json_decref(rec);
