@@ -47,7 +47,7 @@ enum ns_log_level ns_log_get_level(void)
 void ns_log(enum ns_log_level level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warning", "info", "debug"};
-    char line[1024];
+    char line[1024], safe[4 * sizeof(line)];
     va_list ap;
 
     if ((int)level > (int)ns_log_get_level())
@@ -55,6 +55,34 @@ void ns_log(enum ns_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    ns_log_escape(line, safe, sizeof(safe));
     /* One write per line so that lines from several threads do not interleave. */
-    fprintf(stderr, "%s: %s: %s\n", log_program, names[level], line);
+    fprintf(stderr, "%s: %s: %s\n", log_program, names[level], safe);
+}
+
+size_t ns_log_escape(const char *s, char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i = 0;
+
+    if (n == 0)
+        return 0;
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        size_t need = (c < 0x20 || c >= 0x7f) ? 4 : c == '\\' ? 2 : 1;
+        if (i + need >= n)
+            break;
+        if (need == 4) {
+            out[i++] = '\\';
+            out[i++] = 'x';
+            out[i++] = hex[c >> 4];
+            out[i++] = hex[c & 15];
+        } else {
+            if (need == 2)
+                out[i++] = '\\';
+            out[i++] = (char)c;
+        }
+    }
+    out[i] = '\0';
+    return i;
 }
