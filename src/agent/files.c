@@ -142,10 +142,15 @@ static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_ag
         return bad(path, "group is not a group of this machine", NS_E_INVAL);
     if (!is_lower_hex(sha, 64))
         return bad(path, "sha256 is not 64 lower-case hex digits", NS_E_FORMAT);
-    if (strlen(content) > (NS_AGENT_MAX_FILE / 3 + 1) * 4)
-        return bad(path, "content is too large", NS_E_TOO_LARGE);
+    /* Two checks: the text first, to bound the work (base64 of NS_AGENT_MAX_FILE bytes is exactly
+     * ceil(MAX / 3) * 4 characters), then the decoded length itself, which is the documented cap — the
+     * text bound alone rounds up to a whole group and let up to MAX + 2 bytes through. */
+    if (strlen(content) > (NS_AGENT_MAX_FILE + 2) / 3 * 4)
+        return bad(path, "content is larger than 4 MiB", NS_E_TOO_LARGE);
     if (ns_b64_decode(content, strlen(content), true, &f->content) != 0)
         return bad(path, "content is not canonical base64", NS_E_FORMAT);
+    if (f->content->len > NS_AGENT_MAX_FILE)
+        return bad(path, "content is larger than 4 MiB", NS_E_TOO_LARGE);
     if (EVP_Digest(f->content->data, f->content->len, digest, NULL, EVP_sha256(), NULL) != 1)
         return NS_E_CRYPTO;
     {

@@ -6,7 +6,8 @@
  * relative paths, "..", ".", "//", a trailing '/', a control character, a symbolic link below root (pointing
  * out of it), a folder where a file should go, modes above 0777 or not octal or not a string, unknown users
  * and groups, non-canonical base64, a wrong sha256, a wrong version, a duplicate path, unknown or duplicate
- * members, a non-object. Absent owner/group mean root. */
+ * members, a non-object. Absent owner/group mean root. A file of exactly 4 MiB is accepted and 4 MiB + 1 is
+ * refused (regression: the cap was applied to rounded-up base64 text). */
 #include "config.h"
 
 #include <setjmp.h>
@@ -266,6 +267,72 @@ static void test_bad_shape(void **state)
     ns_agent_files_free(f);
 }
 
+/* A body of one file `path` holding n bytes (all 'k'): for the size cap. */
+static char *big_body(const char *path, size_t n)
+{
+    uint8_t *content = malloc(n), vd[32];
+    char hex[65], vhex[65], *b64 = NULL, *out;
+    EVP_MD_CTX *v = EVP_MD_CTX_new();
+    size_t cap;
+
+    assert_non_null(content);
+    memset(content, 'k', n);
+    sha_hex(content, n, hex);
+    assert_int_equal(ns_b64_encode(content, n, &b64), 0);
+    free(content);
+    assert_int_equal(EVP_DigestInit_ex(v, EVP_sha256(), NULL), 1);
+    EVP_DigestUpdate(v, path, strlen(path) + 1);
+    EVP_DigestUpdate(v, "0600", 5);
+    EVP_DigestUpdate(v, "root", 5);
+    EVP_DigestUpdate(v, "root", 5);
+    EVP_DigestUpdate(v, hex, 65);
+    EVP_DigestFinal_ex(v, vd, NULL);
+    EVP_MD_CTX_free(v);
+    ns_hex_encode(vd, sizeof(vd), vhex);
+    cap = strlen(b64) + 512;
+    assert_non_null(out = malloc(cap));
+    snprintf(out, cap,
+             "{\"version\":\"%s\",\"files\":[{\"path\":\"%s\",\"mode\":\"0600\",\"sha256\":\"%s\","
+             "\"content\":\"%s\"}]}",
+             vhex, path, hex, b64);
+    free(b64);
+    return out;
+}
+
+/* Regression (issue 12, item 11b): the 4 MiB cap on a file let 4 MiB + 1 (and + 2) through, because it was
+ * applied to the base64 text rounded up to whole groups. Exactly 4 MiB is accepted, written, and found the
+ * same on disk the next time; 4 MiB + 1 and + 2 are refused with NS_E_TOO_LARGE and nothing is written. */
+static void test_file_cap_4mib_off_by_one(void **state)
+{
+    ns_agent_files *f = NULL;
+    size_t changed = 99;
+    char p[512], *b;
+    struct stat st;
+
+    b = big_body("/etc/big", NS_AGENT_MAX_FILE);
+    assert_int_equal(parse(b, &f), 0);
+    free(b);
+    assert_int_equal(f->v[0].content->len, 4u * 1024u * 1024u);
+    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(changed, 0);
+    ns_agent_files_free(f);
+    snprintf(p, sizeof(p), "%s/etc/big", root);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 4 * 1024 * 1024);
+    for (size_t extra = 1; extra <= 2; extra++) {
+        f = NULL;
+        b = big_body("/etc/big-plus", NS_AGENT_MAX_FILE + extra);
+        assert_int_equal(parse(b, &f), NS_E_TOO_LARGE);
+        assert_null(f);
+        free(b);
+        snprintf(p, sizeof(p), "%s/etc/big-plus", root);
+        assert_int_equal(stat(p, &st), -1);
+    }
+    assert_no_temp();
+}
+
 static void test_exit_codes(void **state)
 {
     assert_int_equal(ns_agent_exit_code(0), 0);
@@ -302,7 +369,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_and_idempotent), cmocka_unit_test(test_bad_paths),
         cmocka_unit_test(test_bad_values),           cmocka_unit_test(test_bad_shape),
-        cmocka_unit_test(test_exit_codes),
+        cmocka_unit_test(test_exit_codes),           cmocka_unit_test(test_file_cap_4mib_off_by_one),
     };
     ns_log_set_level(NS_LOG_ERROR);
     return cmocka_run_group_tests(tests, setup, teardown);
