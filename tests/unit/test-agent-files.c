@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
@@ -34,6 +35,7 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 static char root[256];
+static ns_agent_root *rt; /* root, held (setup) */
 
 typedef struct spec {
     const char *path;
@@ -102,7 +104,7 @@ static char *body_for(const spec *s, size_t n, bool bad_version)
 
 static int parse(const char *body, ns_agent_files **out)
 {
-    return ns_agent_files_parse((const uint8_t *)body, strlen(body), root, out);
+    return ns_agent_files_parse((const uint8_t *)body, strlen(body), rt, out);
 }
 
 static void put_file(const char *rel, const char *content, mode_t mode)
@@ -159,11 +161,11 @@ static void test_valid_and_idempotent(void **state)
     assert_int_equal(f->n, 2);
     assert_int_equal(f->v[0].mode, 0600);
     assert_int_equal(f->v[1].uid, 0);
-    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
     assert_int_equal(changed, 2);
     assert_file("/etc/app/a.key", "secret A\n", 0600);
     assert_file("/etc/b.pem", "public B\n", 0644);
-    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
     assert_int_equal(changed, 0);
     /* A changed mode alone is a change. */
     {
@@ -171,7 +173,7 @@ static void test_valid_and_idempotent(void **state)
         snprintf(p, sizeof(p), "%s/etc/b.pem", root);
         assert_int_equal(chmod(p, 0600), 0);
     }
-    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
     assert_int_equal(changed, 1);
     assert_file("/etc/b.pem", "public B\n", 0644);
     assert_no_temp();
@@ -313,9 +315,9 @@ static void test_file_cap_4mib_off_by_one(void **state)
     assert_int_equal(parse(b, &f), 0);
     free(b);
     assert_int_equal(f->v[0].content->len, 4u * 1024u * 1024u);
-    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
     assert_int_equal(changed, 1);
-    assert_int_equal(ns_agent_files_apply(f, root, &changed), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
     assert_int_equal(changed, 0);
     ns_agent_files_free(f);
     snprintf(p, sizeof(p), "%s/etc/big", root);
@@ -330,6 +332,92 @@ static void test_file_cap_4mib_off_by_one(void **state)
         snprintf(p, sizeof(p), "%s/etc/big-plus", root);
         assert_int_equal(stat(p, &st), -1);
     }
+    assert_no_temp();
+}
+
+/* The number of entries in folder p (without "." and ".."). */
+static int entries(const char *p)
+{
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+    assert_non_null(d = opendir(p));
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* Regression (issue 12, item 3: "the agent's symlink check runs before, not at, the write"). The old agent
+ * checked the components with lstat() while parsing and then made folders, opened and renamed by path, so a
+ * folder swapped for a link after the check led the write out of root: here it made etc/sw/new in `out` and
+ * wrote a.key there. Now the write walks from the held root with O_NOFOLLOW: a link met at write time is
+ * NS_E_STORAGE, nothing is made outside, no temporary file is left; and a target that became a link is
+ * replaced itself, never written through. */
+static void test_symlink_swapped_in_after_check(void **state)
+{
+    spec s[] = {
+        {"/etc/sw/a.key", "\"0600\"", NULL, NULL, "secret A\n", NULL, false, NULL},
+        {"/etc/sw/new/b.key", "\"0600\"", NULL, NULL, "secret B\n", NULL, false, NULL},
+    };
+    spec l[] = {{"/etc/leaf", "\"0640\"", NULL, NULL, "new leaf\n", NULL, false, NULL}};
+    char out[300], sw[512], real[512], p[512], buf[64];
+    ns_agent_files *f = NULL;
+    size_t changed = 99;
+    char *b;
+    FILE *fp;
+
+    snprintf(out, sizeof(out), "%s.out", root);
+    assert_int_equal(mkdir(out, 0755), 0);
+    snprintf(sw, sizeof(sw), "%s/etc/sw", root);
+    snprintf(real, sizeof(real), "%s/etc/sw.real", root);
+    assert_int_equal(mkdir(sw, 0755), 0);
+
+    /* Checked while etc/sw is a folder, written once it is a link to `out`. */
+    b = body_for(s, 2, false);
+    assert_int_equal(parse(b, &f), 0);
+    free(b);
+    assert_int_equal(rename(sw, real), 0);
+    assert_int_equal(symlink(out, sw), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), NS_E_STORAGE);
+    assert_int_equal(changed, 0);
+    assert_int_equal(entries(out), 0);
+    assert_int_equal(entries(real), 0);
+    /* Back to a folder: the same checked list is written where it belongs. */
+    assert_int_equal(unlink(sw), 0);
+    assert_int_equal(rename(real, sw), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
+    assert_int_equal(changed, 2);
+    assert_file("/etc/sw/a.key", "secret A\n", 0600);
+    assert_file("/etc/sw/new/b.key", "secret B\n", 0600);
+    assert_int_equal(entries(out), 0);
+    ns_agent_files_free(f);
+    f = NULL;
+
+    /* The target itself: a regular file at the check, a link to a file outside at the write. The rename
+     * replaces the link; the file it pointed to is untouched. */
+    put_file("/etc/leaf", "old leaf\n", 0600);
+    b = body_for(l, 1, false);
+    assert_int_equal(parse(b, &f), 0);
+    free(b);
+    snprintf(p, sizeof(p), "%s/victim", out);
+    assert_non_null(fp = fopen(p, "w"));
+    fputs("victim\n", fp);
+    fclose(fp);
+    snprintf(sw, sizeof(sw), "%s/etc/leaf", root);
+    assert_int_equal(unlink(sw), 0);
+    assert_int_equal(symlink(p, sw), 0);
+    assert_int_equal(ns_agent_files_apply(f, rt, &changed), 0);
+    assert_int_equal(changed, 1);
+    assert_file("/etc/leaf", "new leaf\n", 0640);
+    assert_non_null(fp = fopen(p, "r"));
+    assert_non_null(fgets(buf, sizeof(buf), fp));
+    fclose(fp);
+    assert_string_equal(buf, "victim\n");
+    assert_int_equal(entries(out), 1);
+    ns_agent_files_free(f);
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(rmdir(out), 0);
     assert_no_temp();
 }
 
@@ -354,22 +442,30 @@ static int setup(void **state)
     if (mkdtemp(root) == NULL)
         return -1;
     snprintf(p, sizeof(p), "%s/etc", root);
-    return mkdir(p, 0755);
+    if (mkdir(p, 0755) != 0)
+        return -1;
+    return ns_agent_root_open(root, NULL, &rt) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    char cmd[1024];
+    ns_agent_root_free(rt);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s.out' '%s.dirlink'", root, root, root);
     return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_and_idempotent), cmocka_unit_test(test_bad_paths),
-        cmocka_unit_test(test_bad_values),           cmocka_unit_test(test_bad_shape),
-        cmocka_unit_test(test_exit_codes),           cmocka_unit_test(test_file_cap_4mib_off_by_one),
+        cmocka_unit_test(test_valid_and_idempotent),
+        cmocka_unit_test(test_bad_paths),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_bad_shape),
+        cmocka_unit_test(test_exit_codes),
+        cmocka_unit_test(test_file_cap_4mib_off_by_one),
+        cmocka_unit_test(test_symlink_swapped_in_after_check),
+
     };
     ns_log_set_level(NS_LOG_ERROR);
     return cmocka_run_group_tests(tests, setup, teardown);
