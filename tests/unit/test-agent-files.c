@@ -7,7 +7,9 @@
  * out of it), a folder where a file should go, modes above 0777 or not octal or not a string, unknown users
  * and groups, non-canonical base64, a wrong sha256, a wrong version, a duplicate path, unknown or duplicate
  * members, a non-object. Absent owner/group mean root. A file of exactly 4 MiB is accepted and 4 MiB + 1 is
- * refused (regression: the cap was applied to rounded-up base64 text). */
+ * refused (regression: the cap was applied to rounded-up base64 text). Regressions of issue 12: a folder
+ * swapped for a link between the check and the write is refused at the write, nothing made outside; no path
+ * may lead into --dir, however it is spelled. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -421,6 +423,111 @@ static void test_symlink_swapped_in_after_check(void **state)
     assert_no_temp();
 }
 
+/* parse() of the one-file list {path} under rt2: its code (the list is freed). */
+static int parse_one_under(ns_agent_root *rt2, const char *path)
+{
+    spec s[] = {{path, "\"0644\"", NULL, NULL, "from the server\n", NULL, false, NULL}};
+    ns_agent_files *f = NULL;
+    char *b = body_for(s, 1, false);
+    int r = ns_agent_files_parse((const uint8_t *)b, strlen(b), rt2, &f);
+    free(b);
+    if (r != 0)
+        assert_null(f);
+    ns_agent_files_free(f);
+    return r;
+}
+
+/* Regression (issue 12, item 9: "the agent can overwrite its own state"). With --dir under --root the old
+ * agent wrote any path the answer named, <dir>/identity.key and <dir>/ca.crt included (its parse took no
+ * --dir at all). Every folder on the way is now compared (device, inode) with --dir: a path into it, below
+ * it or naming it is NS_E_INVAL, however --dir is spelled (absolute, relative with "..", through a link
+ * outside root, trailing slashes) and also with root "/"; a sibling sharing the name's prefix is fine; a
+ * root that is --dir or inside it is NS_E_USAGE; a folder that becomes --dir between the check and the
+ * write is NS_E_STORAGE. The identity files stay as they were. */
+static void test_paths_into_agent_dir_refused(void **state)
+{
+    static const char *const into[] = {"/var/lib/nsagent/identity.key", "/var/lib/nsagent/ca.crt",
+                                       "/var/lib/nsagent/new/x", "/var/lib/nsagent"};
+    char dir[512], real_dir[PATH_MAX], link[512], cwd[PATH_MAX], spell[4][600], p[PATH_MAX + 64];
+    ns_agent_root *rt2 = NULL;
+    ns_agent_files *f = NULL;
+    size_t changed = 99;
+    char *b;
+
+    snprintf(dir, sizeof(dir), "%s/var/lib/nsagent", root);
+    snprintf(p, sizeof(p), "%s/var", root);
+    assert_int_equal(mkdir(p, 0755), 0);
+    snprintf(p, sizeof(p), "%s/var/lib", root);
+    assert_int_equal(mkdir(p, 0755), 0);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    put_file("/var/lib/nsagent/identity.key", "KEY\n", 0600);
+    put_file("/var/lib/nsagent/ca.crt", "CA\n", 0644);
+    snprintf(link, sizeof(link), "%s.dirlink", root); /* a link outside root to --dir */
+    assert_int_equal(symlink(dir, link), 0);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(root), 0);
+
+    snprintf(spell[0], sizeof(spell[0]), "%s", dir);
+    snprintf(spell[1], sizeof(spell[1]), "var/../var/lib/./nsagent");
+    snprintf(spell[2], sizeof(spell[2]), "%s", link);
+    snprintf(spell[3], sizeof(spell[3]), "%s//", dir);
+    for (size_t k = 0; k < 4; k++) {
+        assert_int_equal(ns_agent_root_open(root, spell[k], &rt2), 0);
+        for (size_t i = 0; i < sizeof(into) / sizeof(into[0]); i++)
+            assert_int_equal(parse_one_under(rt2, into[i]), NS_E_INVAL);
+        assert_int_equal(parse_one_under(rt2, "/var/lib/nsagent2/x"), 0);
+        assert_int_equal(parse_one_under(rt2, "/var/lib/x"), 0);
+        ns_agent_root_free(rt2);
+        rt2 = NULL;
+    }
+    assert_int_equal(chdir(cwd), 0);
+
+    /* Root "/": the path is the folder's whole name. */
+    assert_non_null(realpath(dir, real_dir));
+    assert_int_equal(ns_agent_root_open("/", dir, &rt2), 0);
+    snprintf(p, sizeof(p), "%s/identity.key", real_dir);
+    assert_int_equal(parse_one_under(rt2, p), NS_E_INVAL);
+    snprintf(p, sizeof(p), "%s/../x", real_dir); /* lexically refused anyway */
+    assert_int_equal(parse_one_under(rt2, p), NS_E_INVAL);
+    ns_agent_root_free(rt2);
+    rt2 = NULL;
+
+    /* Root is --dir, or inside it. */
+    assert_int_equal(ns_agent_root_open(dir, dir, &rt2), NS_E_USAGE);
+    assert_null(rt2);
+    snprintf(p, sizeof(p), "%s/sub", dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    assert_int_equal(ns_agent_root_open(p, link, &rt2), NS_E_USAGE);
+    assert_null(rt2);
+    assert_int_equal(rmdir(p), 0);
+
+    /* Checked while var/lib/other is another folder, written once --dir has been renamed to it: the write's
+     * walk meets --dir. */
+    {
+        spec s[] = {{"/var/lib/other/identity.key", "\"0600\"", NULL, NULL, "EVIL\n", NULL, false, NULL}};
+        char other[600], aside[600];
+        snprintf(other, sizeof(other), "%s/var/lib/other", root);
+        snprintf(aside, sizeof(aside), "%s/var/lib/aside", root);
+        assert_int_equal(mkdir(other, 0755), 0);
+        assert_int_equal(ns_agent_root_open(root, dir, &rt2), 0);
+        b = body_for(s, 1, false);
+        assert_int_equal(ns_agent_files_parse((const uint8_t *)b, strlen(b), rt2, &f), 0);
+        free(b);
+        assert_int_equal(rename(other, aside), 0);
+        assert_int_equal(rename(dir, other), 0);
+        assert_int_equal(ns_agent_files_apply(f, rt2, &changed), NS_E_STORAGE);
+        assert_int_equal(changed, 0);
+        assert_int_equal(rename(other, dir), 0);
+        assert_int_equal(rmdir(aside), 0);
+        ns_agent_files_free(f);
+        ns_agent_root_free(rt2);
+    }
+    assert_file("/var/lib/nsagent/identity.key", "KEY\n", 0600);
+    assert_file("/var/lib/nsagent/ca.crt", "CA\n", 0644);
+    assert_int_equal(entries(dir), 2);
+    assert_int_equal(unlink(link), 0);
+}
+
 static void test_exit_codes(void **state)
 {
     assert_int_equal(ns_agent_exit_code(0), 0);
@@ -465,7 +572,7 @@ int main(void)
         cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_file_cap_4mib_off_by_one),
         cmocka_unit_test(test_symlink_swapped_in_after_check),
-
+        cmocka_unit_test(test_paths_into_agent_dir_refused),
     };
     ns_log_set_level(NS_LOG_ERROR);
     return cmocka_run_group_tests(tests, setup, teardown);
