@@ -66,6 +66,16 @@ int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mod
 /* rename(tmp, path), then fsync path's folder. NS_E_STORAGE. */
 int ns_agent_commit(const char *tmp, const char *path) NS_WUR;
 
+/* The same two halves inside a held folder: the temporary file ".<leaf>.ns-tmp.<8 hex>" is created in dirfd
+ * with openat(O_CREAT | O_EXCL | O_NOFOLLOW, 0600), written, fchown'ed (unless both ids are -1), fchmod'ed,
+ * fsync'ed and closed; *tmp_out is its name in dirfd (caller frees; remove it with unlinkat()).
+ * ns_agent_commit_at() renames it over leaf with renameat() in that same folder (a link at leaf is
+ * replaced, never followed) and fsyncs the folder; on a failed rename the temporary file is removed.
+ * shown names the target in messages. NS_E_STORAGE (logged). */
+int ns_agent_write_temp_at(int dirfd, const char *leaf, const char *shown, const uint8_t *p, size_t n,
+                           mode_t mode, uid_t uid, gid_t gid, char **tmp_out) NS_WUR;
+int ns_agent_commit_at(int dirfd, const char *tmp, const char *leaf, const char *shown) NS_WUR;
+
 /* Read a regular file of at most max bytes (O_NOFOLLOW) into a new buffer (secret if asked).
  * NS_E_NOT_FOUND if it does not exist, NS_E_TOO_LARGE, NS_E_STORAGE. */
 int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out) NS_WUR;
@@ -79,17 +89,31 @@ int ns_agent_join(const char *dir, const char *name, char **out) NS_WUR;
 
 /* ---- paths.c ---- */
 
-/* Check a path sent by the server and join it to root.
+/* --root, opened once per sync and held (a link as --root itself is followed: the operator's choice), with
+ * the identity (st_dev, st_ino) of --dir, the agent's own folder, which no server path may enter. */
+typedef struct ns_agent_root ns_agent_root;
+
+/* root: an absolute existing folder ("/" allowed). dir: the agent's folder, or NULL (none to protect; a
+ * missing dir protects nothing either). NS_E_USAGE when root is not an existing absolute folder, or is dir
+ * or inside it; NS_E_STORAGE. */
+int ns_agent_root_open(const char *root, const char *dir, ns_agent_root **out) NS_WUR;
+void ns_agent_root_free(ns_agent_root *rt);
+
+/* Check a path sent by the server (while the answer is parsed; nothing is made):
  *   path: absolute, normalised (no empty, "." or ".." segment, no trailing '/'), at most
  *         NS_AGENT_MAX_PATH bytes, no control characters, not "/" itself;
- *   root: an absolute existing folder ("/" allowed), taken as given (the operator's choice).
- * Every existing component below root must be a real folder (not a symbolic link: a link could lead out of
- * root), except the last, which must not be a folder or a link either (an existing regular file is replaced).
- * Missing components are fine (apply.c makes them). *out = root + path. NS_E_INVAL with a logged reason. */
-int ns_agent_path_check(const char *root, const char *path, char **out) NS_WUR;
+ * walking from the held root, every existing component must be a real folder (opened with O_NOFOLLOW: not
+ * a symbolic link, even one pointing inside root) that is not --dir, and the last, if it exists, a regular
+ * file (not a link or folder). Missing components are fine. *out = root + path, for messages and for
+ * telling paths apart (caller frees). NS_E_INVAL with a logged reason. */
+int ns_agent_path_check(const ns_agent_root *rt, const char *path, char **out) NS_WUR;
 
-/* Make the missing folders of the parent of `target` below root, mode 0755. NS_E_STORAGE. */
-int ns_agent_make_parents(const char *root, const char *target) NS_WUR;
+/* The same walk for writing: missing folders are made (mkdirat, 0755) and opened with O_NOFOLLOW like the
+ * others. *dirfd is the held folder that is to hold path's last component (caller closes), *leaf that
+ * component (a pointer into path). The last component may be a link by now (a rename replaces the link
+ * itself); it is never opened by name following links. A link, a non-folder or --dir met on the way is
+ * NS_E_STORAGE (logged: the disk changed since the check), as is any failure to make a folder. */
+int ns_agent_open_parent(const ns_agent_root *rt, const char *path, int *dirfd, const char **leaf) NS_WUR;
 
 /* ---- files.c ---- */
 
@@ -109,7 +133,7 @@ typedef struct ns_agent_files {
     size_t n;
 } ns_agent_files;
 
-/* Parse and validate a GET /v1/agent/files body (doc/protocol.md, doc/agent.md "Validation") for root:
+/* Parse and validate a GET /v1/agent/files body (doc/protocol.md, doc/agent.md "Validation") for rt:
  * a JSON object with exactly `version` and `files`; each file with exactly `path`, `mode`, `owner`,
  * `group`, `sha256`, `content` (`owner`/`group` may be absent: root); paths as ns_agent_path_check() says
  * and distinct; mode a string of 1-4 octal digits <= 0777; owner and group names that getpwnam/getgrnam
@@ -117,15 +141,17 @@ typedef struct ns_agent_files {
  * protocol defines it. The first failure is logged (path and reason, never content) and returned:
  * NS_E_FORMAT (shape), NS_E_INVAL (a value, an unknown user or group), NS_E_INTEGRITY (a digest),
  * NS_E_TOO_LARGE. Nothing is written. */
-int ns_agent_files_parse(const uint8_t *body, size_t len, const char *root, ns_agent_files **out) NS_WUR;
+int ns_agent_files_parse(const uint8_t *body, size_t len, const ns_agent_root *rt,
+                         ns_agent_files **out) NS_WUR;
 void ns_agent_files_free(ns_agent_files *f);
 
 /* ---- apply.c ---- */
 
 /* Write every file of f whose content, mode, owner or group differ from what is on disk, atomically: all
- * temporary files first (any failure removes them and changes nothing), then the renames. *changed is the
- * number of files written. NS_E_STORAGE. */
-int ns_agent_files_apply(const ns_agent_files *f, const char *root, size_t *changed) NS_WUR;
+ * temporary files first (any failure removes them and changes nothing), then the renames. Each file is
+ * written inside the folder descriptor that ns_agent_open_parent() returns, held from the check of the
+ * disk to the rename. *changed is the number of files written. NS_E_STORAGE. */
+int ns_agent_files_apply(const ns_agent_files *f, const ns_agent_root *rt, size_t *changed) NS_WUR;
 
 /* Run cmd with /bin/sh -c, signals unblocked, and wait. 0 if it exited 0; NS_E_INTERNAL otherwise
  * (logged). */

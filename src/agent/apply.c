@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -12,64 +13,79 @@
 #include <openssl/evp.h>
 
 #include "agent/agent.h"
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 
 extern char **environ;
 
-/* Is the file on disk already what f says (content, mode, owner, group)? A missing or unreadable file is
- * "different". */
-static bool same_on_disk(const ns_agent_file *f)
+/* Is the file `leaf` in the held folder dfd already what f says (content, mode, owner, group)? A missing
+ * or unreadable file, or anything but a regular file (a link is not opened), is "different". */
+static bool same_on_disk(int dfd, const char *leaf, const ns_agent_file *f)
 {
     struct stat st;
     ns_buf *cur = NULL;
     uint8_t digest[32];
     bool same = false;
+    int fd;
 
-    if (lstat(f->target, &st) != 0 || !S_ISREG(st.st_mode))
+    if (fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
         return false;
     if ((st.st_mode & 07777) != f->mode || st.st_uid != f->uid || st.st_gid != f->gid ||
         (size_t)st.st_size != f->content->len)
         return false;
-    if (ns_agent_read_file(f->target, NS_AGENT_MAX_FILE, true, &cur) != 0)
+    if ((fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
         return false;
-    if (EVP_Digest(cur->data, cur->len, digest, NULL, EVP_sha256(), NULL) == 1)
+    /* The same file as the fstatat() above could have been swapped for another meanwhile: check again. */
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 07777) == f->mode &&
+        st.st_uid == f->uid && st.st_gid == f->gid &&
+        ns_fd_read_all(fd, NS_AGENT_MAX_FILE, true, &cur) == 0 &&
+        EVP_Digest(cur->data, cur->len, digest, NULL, EVP_sha256(), NULL) == 1)
         same = ns_ct_memcmp(digest, f->sha256, sizeof(digest)) == 0;
+    close(fd);
     ns_buf_free(cur);
     return same;
 }
 
-int ns_agent_files_apply(const ns_agent_files *f, const char *root, size_t *changed)
+int ns_agent_files_apply(const ns_agent_files *f, const ns_agent_root *rt, size_t *changed)
 {
     char **tmp = NULL;
-    bool *todo = NULL;
+    const char **leaf = NULL;
+    int *dfd = NULL;
     size_t count = 0;
     int r = NS_E_INTERNAL;
 
     *changed = 0;
     if (f->n == 0)
         return 0;
-    if ((tmp = calloc(f->n, sizeof(*tmp))) == NULL || (todo = calloc(f->n, sizeof(*todo))) == NULL) {
+    if ((tmp = calloc(f->n, sizeof(*tmp))) == NULL || (leaf = calloc(f->n, sizeof(*leaf))) == NULL ||
+        (dfd = malloc(f->n * sizeof(*dfd))) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
-    /* Phase 1: every changed file's complete, synced temporary file beside its target. */
+    for (size_t i = 0; i < f->n; i++)
+        dfd[i] = -1;
+    /* Phase 1: every changed file's complete, synced temporary file beside its target, in the folder the
+     * walk from --root opened (no link followed); that descriptor is held until the rename. */
     for (size_t i = 0; i < f->n; i++) {
         const ns_agent_file *x = &f->v[i];
-        if (same_on_disk(x))
-            continue;
-        todo[i] = true;
-        if ((r = ns_agent_make_parents(root, x->target)) != 0)
+        if ((r = ns_agent_open_parent(rt, x->path, &dfd[i], &leaf[i])) != 0)
             goto out;
-        if ((r = ns_agent_write_temp(x->target, x->content->data, x->content->len, x->mode, x->uid, x->gid,
-                                     &tmp[i])) != 0)
+        if (same_on_disk(dfd[i], leaf[i], x)) {
+            close(dfd[i]);
+            dfd[i] = -1;
+            continue;
+        }
+        if ((r = ns_agent_write_temp_at(dfd[i], leaf[i], x->target, x->content->data, x->content->len,
+                                        x->mode, x->uid, x->gid, &tmp[i])) != 0)
             goto out;
     }
-    /* Phase 2: the renames (each atomic; nothing above can fail half-way through a file). */
+    /* Phase 2: the renames, each inside its held folder (atomic; nothing above can fail half-way through a
+     * file). */
     for (size_t i = 0; i < f->n; i++) {
-        if (!todo[i])
+        if (tmp[i] == NULL)
             continue;
-        r = ns_agent_commit(tmp[i], f->v[i].target);
+        r = ns_agent_commit_at(dfd[i], tmp[i], leaf[i], f->v[i].target);
         free(tmp[i]);
         tmp[i] = NULL;
         if (r != 0)
@@ -80,17 +96,18 @@ int ns_agent_files_apply(const ns_agent_files *f, const char *root, size_t *chan
     *changed = count;
     r = 0;
 out:
-    if (tmp != NULL) {
-        for (size_t i = 0; i < f->n; i++) {
-            if (tmp[i] != NULL)
-                unlink(tmp[i]);
-            free(tmp[i]);
-        }
+    for (size_t i = 0; dfd != NULL && i < f->n; i++) {
+        if (tmp[i] != NULL)
+            unlinkat(dfd[i], tmp[i], 0);
+        free(tmp[i]);
+        if (dfd[i] >= 0)
+            close(dfd[i]);
     }
     if (r != 0)
         *changed = count;
     free(tmp);
-    free(todo);
+    free(leaf);
+    free(dfd);
     return r;
 }
 

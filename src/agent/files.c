@@ -100,7 +100,7 @@ static int str_member(const json_t *o, const char *key, const char **out)
     return 0;
 }
 
-static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_agent_file *f)
+static int parse_one(const json_t *jf, const ns_agent_root *rt, EVP_MD_CTX *vctx, ns_agent_file *f)
 {
     static const char *const allowed[] = {"path", "mode", "owner", "group", "sha256", "content"};
     const char *path, *mode, *owner, *group, *sha, *content;
@@ -132,7 +132,7 @@ static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_ag
         group = "root";
     if ((f->path = strdup(path)) == NULL)
         return NS_E_NOMEM;
-    if ((r = ns_agent_path_check(root, path, &f->target)) != 0)
+    if ((r = ns_agent_path_check(rt, path, &f->target)) != 0)
         return r;
     if (parse_mode(mode, &f->mode) != 0)
         return bad(path, "mode is not 1-4 octal digits at most 0777", NS_E_INVAL);
@@ -142,10 +142,15 @@ static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_ag
         return bad(path, "group is not a group of this machine", NS_E_INVAL);
     if (!is_lower_hex(sha, 64))
         return bad(path, "sha256 is not 64 lower-case hex digits", NS_E_FORMAT);
-    if (strlen(content) > (NS_AGENT_MAX_FILE / 3 + 1) * 4)
-        return bad(path, "content is too large", NS_E_TOO_LARGE);
+    /* Two checks: the text first, to bound the work (base64 of NS_AGENT_MAX_FILE bytes is exactly
+     * ceil(MAX / 3) * 4 characters), then the decoded length itself, which is the documented cap — the
+     * text bound alone rounds up to a whole group and let up to MAX + 2 bytes through. */
+    if (strlen(content) > (NS_AGENT_MAX_FILE + 2) / 3 * 4)
+        return bad(path, "content is larger than 4 MiB", NS_E_TOO_LARGE);
     if (ns_b64_decode(content, strlen(content), true, &f->content) != 0)
         return bad(path, "content is not canonical base64", NS_E_FORMAT);
+    if (f->content->len > NS_AGENT_MAX_FILE)
+        return bad(path, "content is larger than 4 MiB", NS_E_TOO_LARGE);
     if (EVP_Digest(f->content->data, f->content->len, digest, NULL, EVP_sha256(), NULL) != 1)
         return NS_E_CRYPTO;
     {
@@ -165,7 +170,7 @@ static int parse_one(const json_t *jf, const char *root, EVP_MD_CTX *vctx, ns_ag
     return 0;
 }
 
-int ns_agent_files_parse(const uint8_t *body, size_t len, const char *root, ns_agent_files **out)
+int ns_agent_files_parse(const uint8_t *body, size_t len, const ns_agent_root *rt, ns_agent_files **out)
 {
     ns_agent_files *fs = NULL;
     json_t *doc = NULL;
@@ -217,7 +222,7 @@ int ns_agent_files_parse(const uint8_t *body, size_t len, const char *root, ns_a
     }
     for (size_t i = 0; i < n; i++) {
         fs->n = i + 1; /* so that ns_agent_files_free() frees what parse_one() filled */
-        if ((r = parse_one(json_array_get(files, i), root, vctx, &fs->v[i])) != 0)
+        if ((r = parse_one(json_array_get(files, i), rt, vctx, &fs->v[i])) != 0)
             goto out;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(fs->v[j].target, fs->v[i].target) == 0) {

@@ -55,10 +55,10 @@ static int fsync_dir(const char *dir)
     return r;
 }
 
-int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mode, uid_t uid, gid_t gid,
-                        char **tmp_out)
+int ns_agent_write_temp_at(int dirfd, const char *leaf, const char *shown, const uint8_t *p, size_t n,
+                           mode_t mode, uid_t uid, gid_t gid, char **tmp_out)
 {
-    size_t len = strlen(path) + 32;
+    size_t len = strlen(leaf) + 32;
     char *tmp = NULL;
     uint32_t rnd = 0;
     int fd = -1, r = NS_E_STORAGE;
@@ -68,23 +68,10 @@ int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mod
         return NS_E_NOMEM;
     if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         rnd = (uint32_t)getpid();
-    /* A dot name beside the target: same folder, so the rename is atomic and stays on one file system. */
-    {
-        char *copy = strdup(path), *slash;
-        if (copy == NULL) {
-            free(tmp);
-            return NS_E_NOMEM;
-        }
-        slash = strrchr(copy, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-            snprintf(tmp, len, "%s/.%s.ns-tmp.%08x", copy, slash + 1, rnd);
-        } else {
-            snprintf(tmp, len, ".%s.ns-tmp.%08x", copy, rnd);
-        }
-        free(copy);
-    }
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+    /* A dot name beside the target, in the same held folder: the rename is atomic, stays on one file
+     * system, and neither name is ever resolved through a link. */
+    snprintf(tmp, len, ".%s.ns-tmp.%08x", leaf, rnd);
+    if ((fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
         goto fail;
     what = "writing";
     if (ns_fd_write_all(fd, p, n) != 0)
@@ -110,13 +97,60 @@ int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mod
     r = 0;
     goto out;
 fail:
-    ns_log(NS_LOG_ERROR, "agent: %s %s: %s", what, tmp, strerror(errno));
+    ns_log(NS_LOG_ERROR, "agent: %s the temporary file %s for %s: %s", what, tmp, shown, strerror(errno));
     if (fd >= 0)
         close(fd);
     if (fd >= 0 || strcmp(what, "creating") != 0)
-        unlink(tmp);
+        unlinkat(dirfd, tmp, 0);
 out:
     free(tmp);
+    return r;
+}
+
+int ns_agent_commit_at(int dirfd, const char *tmp, const char *leaf, const char *shown)
+{
+    if (renameat(dirfd, tmp, dirfd, leaf) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: renaming into %s: %s", shown, strerror(errno));
+        unlinkat(dirfd, tmp, 0);
+        return NS_E_STORAGE;
+    }
+    if (fsync(dirfd) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: syncing the folder of %s: %s", shown, strerror(errno));
+        return NS_E_STORAGE;
+    }
+    return 0;
+}
+
+/* The path-based pair serves DIR, the agent's own folder (0700, its path the operator's choice): the
+ * folder is opened by name once, then the same held-folder calls do the work. */
+int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mode, uid_t uid, gid_t gid,
+                        char **tmp_out)
+{
+    char *dir = NULL, *name = NULL, *full = NULL;
+    const char *slash = strrchr(path, '/');
+    int dfd = -1, r = NS_E_INTERNAL;
+
+    if ((dir = dir_of(path)) == NULL)
+        return NS_E_NOMEM;
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        ns_log(NS_LOG_ERROR, "agent: opening folder %s: %s", dir, strerror(errno));
+        r = NS_E_STORAGE;
+        goto out;
+    }
+    if ((r = ns_agent_write_temp_at(dfd, slash != NULL ? slash + 1 : path, path, p, n, mode, uid, gid,
+                                    &name)) != 0)
+        goto out;
+    if ((r = ns_agent_join(dir, name, &full)) != 0) {
+        unlinkat(dfd, name, 0);
+        goto out;
+    }
+    *tmp_out = full;
+    r = 0;
+out:
+    if (dfd >= 0)
+        close(dfd);
+    free(name);
+    free(dir);
     return r;
 }
 

@@ -86,17 +86,17 @@ int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
     ns_agent_resp *resp = NULL;
     ns_agent_files *files = NULL;
     identity_paths p = {0};
+    ns_agent_root *rt = NULL;
     const char *root = o->root != NULL ? o->root : "/";
     char *etag = NULL, line[66];
-    struct stat st;
     size_t changed = 0;
     int r = NS_E_INTERNAL;
 
     *hook_failed = false;
-    if (root[0] != '/' || stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "agent: --root %s is not an existing absolute folder", root);
-        return NS_E_USAGE;
-    }
+    /* --root is opened once and held for the whole sync (every file is checked and written from it), with
+     * --dir's identity, which no answer path may enter. */
+    if ((r = ns_agent_root_open(root, o->dir, &rt)) != 0)
+        return r;
     if ((r = ns_agent_mtls_client(o, &client)) != 0)
         goto out;
     if ((r = paths_get(o->dir, &p)) != 0)
@@ -116,11 +116,11 @@ int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
         goto out;
     }
     /* Everything is validated before the first write; an invalid file aborts the whole sync. */
-    if ((r = ns_agent_files_parse(resp->body->data, resp->body->len, root, &files)) != 0) {
+    if ((r = ns_agent_files_parse(resp->body->data, resp->body->len, rt, &files)) != 0) {
         ns_log(NS_LOG_ERROR, "agent: sync aborted: no file was changed");
         goto out;
     }
-    if ((r = ns_agent_files_apply(files, root, &changed)) != 0) {
+    if ((r = ns_agent_files_apply(files, rt, &changed)) != 0) {
         ns_log(NS_LOG_ERROR, "agent: sync failed after %zu file(s) were written", changed);
         goto out;
     }
@@ -138,6 +138,7 @@ out:
     ns_agent_files_free(files);
     ns_agent_resp_free(resp);
     ns_agent_client_free(client);
+    ns_agent_root_free(rt);
     paths_free(&p);
     free(etag);
     return r;

@@ -2,7 +2,8 @@
 # Helpers for the agent's end-to-end tests (agent-e2e.sh, agent-run.sh); source after lib.sh and ns_setup.
 #
 # agent_setup: a SoftHSM token "ca" whose P-256 key is the cluster CA, a file KEK and store, the secrets
-# the templates use, and $T/config.yaml with a server section listening on 127.0.0.1:0. Extra config
+# the templates use, and $T/config.yaml with a server section listening on 127.0.0.1:0 (groups web, bad,
+# and selfkey/selfca, whose templates name files in /var/lib/nsagent for agent-own-dir.sh). Extra config
 # lines (YAML under `server:`) come from $AGENT_SERVER_EXTRA. Sets AGENT.
 # agent_server_start: starts nstance-secretsd with lib.sh's ns_server_start (log in $T/server.log), then
 # waits until /health answers 200. Sets SRV_URL, SRV_PORT, SRV_PID.
@@ -47,9 +48,18 @@ templates:
     files:
       - {path: /etc/app/ca.crt, ca_bundle: true, mode: "0644"}
       - {path: /etc/link/token, secret: app.tok, format: raw, mode: "0600"}
+  selfkey:
+    files:
+      - {path: /etc/app/token, secret: app.tok, format: raw, mode: "0640"}
+      - {path: /var/lib/nsagent/identity.key, secret: app.key, format: pem-bundle, mode: "0600"}
+  selfca:
+    files:
+      - {path: /var/lib/nsagent/ca.crt, secret: app.tok, format: raw, mode: "0644"}
 groups:
   web: web
   bad: bad
+  selfkey: selfkey
+  selfca: selfca
 EOF
     expect_rc 0 ca init --key "$CA_URI"
     expect_rc 0 secret create registration-nonce.key --type ed25519
