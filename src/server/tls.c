@@ -25,6 +25,16 @@ static int accept_any(int ok, X509_STORE_CTX *x)
     return 1;
 }
 
+/* Session resumption (TLS 1.3 tickets, OpenSSL's default) is allowed. OpenSSL refuses to resume a session
+ * with SSL_VERIFY_PEER set unless the context has a session id context ("tlsv1 alert internal error" on
+ * the second connection), so one is set. Resuming skips no check: a resumed session carries the client
+ * certificate of its full handshake (SSL_get0_peer_certificate returns it), and authz.c checks that
+ * certificate on every request against the CA bundle of the moment, its dates and role. The ticket keys
+ * are made at random for each context and never leave the process; a new context is made whenever the CA
+ * bundle changes and when the TLS certificate is renewed, so tickets from before a `ca rotate`/`ca retire`
+ * are not accepted any more (a full handshake follows). Tickets live OpenSSL's default 2 hours. */
+static const unsigned char SID_CTX[] = "nstance-secretsd";
+
 static int ctx_new(EVP_PKEY *key, X509 *cert, STACK_OF(X509) * chain, SSL_CTX **out)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -35,7 +45,8 @@ static int ctx_new(EVP_PKEY *key, X509 *cert, STACK_OF(X509) * chain, SSL_CTX **
      * trusts only an older CA of the bundle can verify it (doc/ca.md). */
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-        SSL_CTX_use_cert_and_key(ctx, cert, key, chain, 1) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_use_cert_and_key(ctx, cert, key, chain, 1) != 1 || SSL_CTX_check_private_key(ctx) != 1 ||
+        SSL_CTX_set_session_id_context(ctx, SID_CTX, sizeof(SID_CTX) - 1) != 1) {
         ns_log(NS_LOG_ERROR, "TLS: cannot set up the server context");
         SSL_CTX_free(ctx);
         return NS_E_CRYPTO;
