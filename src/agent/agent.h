@@ -8,6 +8,7 @@
  *   apply.c   writing a validated file set atomically and running --on-change
  *   client.c  the HTTPS client (TLS 1.3, server verified with the CA bundle, mTLS) and error mapping
  *   identity.c checking and storing a certificate answer (register, renew)
+ *   trust.c   following the CA bundle (GET /v1/ca on every sync) and renewing after a CA rotation
  *   enroll.c  `enroll`; sync.c `sync`; renew.c renewal; run.c `run`; main.c arguments.
  *
  * Errors are the project's codes (common/err.h); ns_agent_exit_code() maps them to the exit codes that
@@ -216,5 +217,16 @@ int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed) NS_WUR;
 int ns_agent_renew(const ns_agent_opts *o) NS_WUR;
 /* Until SIGTERM/SIGINT: sync every interval ±10%, renew at two thirds of the certificate's lifetime. */
 int ns_agent_run(const ns_agent_opts *o) NS_WUR;
+
+/* ---- trust.c ---- */
+
+/* GET /v1/ca over c (a connection that DIR/ca.crt verified), sending the SHA-256 of DIR/ca.crt as
+ * If-None-Match; a different bundle (1..16 PEM CA certificates) replaces DIR/ca.crt atomically and sets
+ * *changed. A server without the endpoint (404) changes nothing and is not an error. NS_E_FORMAT for an
+ * invalid answer (nothing written), NS_E_STORAGE, and ns_agent_request's errors. */
+int ns_agent_ca_update(ns_agent_client *c, const char *dir, bool *changed) NS_WUR;
+/* *needed: DIR/identity.crt is not signed by the newest CA of DIR/ca.crt (the CA rotated since it was
+ * issued), so it should be renewed before the old CA is retired. */
+int ns_agent_renew_needed(const char *dir, bool *needed) NS_WUR;
 
 #endif

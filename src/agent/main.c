@@ -17,6 +17,9 @@ static const char usage[] =
     "        deleted once the certificate is stored)\n"
     "  sync --server URL --dir DIR [--root /] [--on-change CMD]\n"
     "        fetch this machine's files and write the changed ones under --root\n"
+    "        (and the CA bundle; renews at once when the certificate is not from the newest CA)\n"
+    "  renew --server URL --dir DIR\n"
+    "        renew the certificate now (same key); stores the new certificate and CA bundle\n"
     "  run --server URL --dir DIR [--root /] [--interval 60s] [--on-change CMD]\n"
     "        sync every interval (± 10%), renew the certificate at two thirds of its lifetime; stops on\n"
     "        SIGTERM or SIGINT\n"
@@ -60,6 +63,8 @@ static bool allowed(const char *cmd, int opt)
 {
     if (opt == OPT_SERVER || opt == OPT_DIR)
         return true;
+    if (strcmp(cmd, "renew") == 0)
+        return false;
     if (strcmp(cmd, "enroll") == 0)
         return opt == OPT_CA || opt == OPT_NONCE || opt == OPT_HOST || opt == OPT_V4 || opt == OPT_V6;
     if (opt == OPT_ROOT || opt == OPT_ON_CHANGE)
@@ -94,7 +99,8 @@ int main(int argc, char **argv)
         return NS_AGENT_EXIT_USAGE;
     }
     cmd = argv[optind];
-    if (strcmp(cmd, "enroll") != 0 && strcmp(cmd, "sync") != 0 && strcmp(cmd, "run") != 0) {
+    if (strcmp(cmd, "enroll") != 0 && strcmp(cmd, "sync") != 0 && strcmp(cmd, "run") != 0 &&
+        strcmp(cmd, "renew") != 0) {
         fprintf(stderr, "nstance-secrets-agent: unknown command '%.40s'\n\n%s", cmd, usage);
         return NS_AGENT_EXIT_USAGE;
     }
@@ -170,6 +176,10 @@ int main(int argc, char **argv)
         r = ns_agent_sync(&o, &hook_failed);
         if (r == 0 && hook_failed)
             return NS_AGENT_EXIT_HOOK;
+    } else if (strcmp(cmd, "renew") == 0) {
+        r = ns_agent_renew(&o);
+        if (r == 0)
+            printf("renew: new certificate\n");
     } else {
         r = ns_agent_run(&o);
     }

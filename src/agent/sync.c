@@ -80,6 +80,27 @@ static char *stored_etag(const char *path)
     return etag;
 }
 
+/* After the files, on every sync: the CA bundle the server has now (so a `ca rotate` reaches ca.crt before
+ * the old CA is retired), and a renewal when our certificate is not from the newest CA (so `ca retire`
+ * does not leave us with a certificate of a CA nobody trusts any more). */
+static int follow_ca(const ns_agent_opts *o, ns_agent_client *client)
+{
+    bool changed = false, needed = false;
+    int r;
+
+    if ((r = ns_agent_ca_update(client, o->dir, &changed)) != 0 ||
+        (r = ns_agent_renew_needed(o->dir, &needed)) != 0 || !needed)
+        return r;
+    ns_log(NS_LOG_INFO, "agent: the certificate is not from the newest CA of ca.crt: renewing now");
+    if ((r = ns_agent_renew(o)) != 0) {
+        ns_log(NS_LOG_ERROR, "agent: renewal after the CA rotation failed (%s)", ns_strerror(r));
+        return r;
+    }
+    printf("renew: new certificate (the CA rotated)\n");
+    fflush(stdout);
+    return 0;
+}
+
 int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
 {
     ns_agent_client *client = NULL;
@@ -107,7 +128,7 @@ int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
     if (resp->status == 304) {
         printf("sync: unchanged\n");
         fflush(stdout);
-        r = 0;
+        r = follow_ca(o, client);
         goto out;
     }
     if (resp->status != 200) {
@@ -133,7 +154,7 @@ int ns_agent_sync(const ns_agent_opts *o, bool *hook_failed)
         goto out;
     printf("sync: %zu file(s), %zu changed, version %s\n", files->n, changed, files->version);
     fflush(stdout);
-    r = 0;
+    r = follow_ca(o, client);
 out:
     ns_agent_files_free(files);
     ns_agent_resp_free(resp);

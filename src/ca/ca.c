@@ -433,9 +433,18 @@ int ns_ca_rotate(const ns_config *cfg, ns_store *st, const ns_keyring *kr, const
     if ((r = ns_cert_make_ca(nk.signer, NULL, nk.signer->pub, &dn, cfg->ca.path_len, now,
                              now + cfg->ca.validity, &cert)) != 0)
         goto out;
-    /* The same name and key, vouched for by the CA before: chains that end at the old CA keep working. */
-    if ((r = ns_cert_make_ca(ca->signer, ca->certs[0], nk.signer->pub, &dn, cfg->ca.path_len, now,
-                             now + cfg->ca.validity, &xc)) != 0)
+    /* The same name and key, vouched for by the CA before: chains that end at the old CA keep working. It
+     * sits one level below the old root (old root → cross → ...), so its path length is one less: Go and
+     * GnuTLS count it against the old root's pathLenConstraint (no RFC 5280 self-issued exemption), so
+     * the old root needs at least 1 (doc/ca.md, "Path length"). */
+    if (X509_get_pathlen(ca->certs[0]) == 0)
+        ns_log(NS_LOG_WARN,
+               "the current CA certificate has path length 0: clients that trust only it and do not "
+               "apply RFC 5280's self-issued exemption (Go's crypto/x509, GnuTLS) cannot follow the cross "
+               "certificate; give them the new bundle (`ca bundle`); see doc/ca.md, \"Path length\"");
+    if ((r = ns_cert_make_ca(ca->signer, ca->certs[0], nk.signer->pub, &dn,
+                             cfg->ca.path_len > 0 ? cfg->ca.path_len - 1 : 0, now, now + cfg->ca.validity,
+                             &xc)) != 0)
         goto out;
     /* Order of writes: key, cross certificate, bundle. A crash before the bundle leaves an unused key and
      * cross certificate behind, never a CA certificate without its key. */
@@ -569,6 +578,71 @@ int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out)
 out:
     ns_buf_free(one);
     ns_buf_free(all);
+    return r;
+}
+
+/* One cross certificate from the store, kept only if it is what it claims: the key and name of certs[i],
+ * issued by (name, and signature under the key of) certs[i + 1]. The store is not trusted (DESIGN.md §7):
+ * anything else is dropped with a warning. *out NULL when there is none (or it is dropped). */
+static int cross_for(ns_store *st, const ns_ca *ca, size_t i, X509 **out)
+{
+    ns_buf *pem = NULL;
+    X509 **c = NULL;
+    size_t k = 0;
+    char id[NS_KEY_ID_MAX], name[NS_NAME_MAX + 1];
+    int r;
+
+    *out = NULL;
+    if ((r = ns_ca_cert_key_id(ca->certs[i], id)) != 0 || (r = cross_name(id, name)) != 0)
+        return r;
+    r = ns_store_get(st, name, NS_CA_BUNDLE_MAX, &pem, NULL);
+    if (r == NS_E_NOT_FOUND)
+        return 0;
+    if (r != 0)
+        return r;
+    if (ns_ca_parse_bundle(pem->data, pem->len, &c, &k) != 0 || k != 1 ||
+        EVP_PKEY_eq(X509_get0_pubkey(c[0]), X509_get0_pubkey(ca->certs[i])) != 1 ||
+        X509_NAME_cmp(X509_get_subject_name(c[0]), X509_get_subject_name(ca->certs[i])) != 0 ||
+        X509_check_issued(ca->certs[i + 1], c[0]) != X509_V_OK ||
+        X509_verify(c[0], X509_get0_pubkey(ca->certs[i + 1])) != 1) {
+        ns_log(NS_LOG_WARN, "%s is not a certificate of the CA's key issued by the CA before it: ignored",
+               name);
+        ERR_clear_error();
+    } else {
+        *out = c[0];
+        c[0] = NULL;
+    }
+    free_certs(c, k);
+    ns_buf_free(pem);
+    return 0;
+}
+
+int ns_ca_cross_chain(ns_store *st, const ns_ca *ca, STACK_OF(X509) * *out)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x = NULL;
+    int r = NS_E_NOMEM;
+
+    if (sk == NULL)
+        goto out;
+    /* certs[0] by certs[1], certs[1] by certs[2], ...: a gap ends the chain (what follows cannot link up). */
+    for (size_t i = 0; i + 1 < ca->n; i++) {
+        if ((r = cross_for(st, ca, i, &x)) != 0)
+            goto out;
+        if (x == NULL)
+            break;
+        if (!sk_X509_push(sk, x)) {
+            r = NS_E_NOMEM;
+            goto out;
+        }
+        x = NULL;
+    }
+    *out = sk;
+    sk = NULL;
+    r = 0;
+out:
+    X509_free(x);
+    sk_X509_pop_free(sk, X509_free);
     return r;
 }
 

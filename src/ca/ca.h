@@ -71,6 +71,12 @@ int ns_ca_retire(const ns_config *cfg, ns_store *st, const ns_keyring *kr, X509 
 /* The cross-signed certificates that exist for the bundle's certificates, newest first. */
 int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out) NS_WUR;
 
+/* The chain that lets a client of any older CA of the bundle verify a certificate of the newest: the cross
+ * certificates certs[0] by certs[1], certs[1] by certs[2], ... as far as they exist in the store without a
+ * gap, each checked (key and name of certs[i], issued and signed by certs[i + 1]; one that is not is
+ * ignored with a warning). Empty when the bundle has one certificate. A store error is returned. */
+int ns_ca_cross_chain(ns_store *st, const ns_ca *ca, STACK_OF(X509) * *out) NS_WUR;
+
 /* Issue a certificate with the newest CA key (ca from ns_ca_open), then record it in the certificate log
  * of `shard`. The certificate is returned only once the log entry is written. */
 int ns_ca_issue(ns_ca *ca, ns_store *st, const char *shard, const ns_cert_req *req, ns_issued **out) NS_WUR;

@@ -2206,6 +2206,7 @@ int ns_config_parse(const char *text, size_t n, const char *origin, const char *
         goto out;
     }
     cfg->token_sessions = DEFAULT_SESSIONS;
+    cfg->ca.path_len = NS_CA_DEFAULT_PATH_LEN; /* 0 is a value one may set: the default goes in first */
     cfg->storage.connect_timeout_ms = 5000;
     cfg->storage.timeout_ms = 30000;
     cfg->storage.retries = 3;

@@ -122,6 +122,13 @@ typedef struct ns_storage_config {
     ns_s3_creds_config creds;
 } ns_storage_config;
 
+/* The default ca.path_len: a CA certificate's pathLenConstraint counts every CA certificate below it, and
+ * Go's crypto/x509 and GnuTLS count the self-issued cross certificate of a rotation too (RFC 5280 §6.1.4
+ * exempts it; OpenSSL applies that, they do not). 2 = one level for the cross certificate (old root → cross
+ * → ...) and one for the per-standby issuing intermediates of the fleet (DESIGN.md §7); a cross certificate
+ * gets path_len - 1 (doc/ca.md). */
+#define NS_CA_DEFAULT_PATH_LEN 2u
+
 /* ca: the certificate authority (doc/config.md). Token keys are listed by URI; without them the CA keys are
  * software keys in the `ca.key` secret. */
 typedef struct ns_ca_config {
@@ -129,7 +136,7 @@ typedef struct ns_ca_config {
     char *pin_env;             /* environment variable with the token PIN (optional) */
     char *cn, *o, *c, *st, *l; /* subject of CA certificates (cn defaults to "<cluster_id> CA") */
     int64_t validity;          /* seconds; CA certificates (default 3650d) */
-    unsigned path_len;         /* basicConstraints pathLenConstraint (default 0) */
+    unsigned path_len;         /* pathLenConstraint of self-signed CA certificates (default 2, below) */
     char *role_oid;            /* OID of the role extension (default 1.3.6.1.4.1.999999.1) */
     int64_t cert_ttl;          /* default lifetime of issued certificates (default 24h) */
     int line;

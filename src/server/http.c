@@ -186,6 +186,7 @@ static const struct route {
     {"/v1/agent/renew", EVHTTP_REQ_POST, NS_EP_AGENT_RENEW},
     {"/v1/operator/renew", EVHTTP_REQ_POST, NS_EP_OPERATOR_RENEW},
     {"/metrics", EVHTTP_REQ_GET, NS_EP_METRICS},
+    {"/v1/ca", EVHTTP_REQ_GET, NS_EP_CA},
 };
 
 static const char *method_name(enum evhttp_cmd_type m)
@@ -353,6 +354,8 @@ static void handle(struct evhttp_request *req, void *arg)
             ns_svc_renew(svc, cert, chain, "agent", body, len, &rp);
         else if (rt->ep == NS_EP_OPERATOR_RENEW)
             ns_svc_renew(svc, cert, chain, "operator", body, len, &rp);
+        else if (rt->ep == NS_EP_CA)
+            ns_svc_ca(svc, evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);
         else if (rt->ep == NS_EP_FILES)
             ns_svc_files(svc, cert, chain,
                          evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match"), &rp);

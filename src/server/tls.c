@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "ca/ca.h"
 #include "ca/cert.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -24,15 +25,28 @@ static int accept_any(int ok, X509_STORE_CTX *x)
     return 1;
 }
 
-static int ctx_new(EVP_PKEY *key, X509 *cert, SSL_CTX **out)
+/* Session resumption (TLS 1.3 tickets, OpenSSL's default) is allowed. OpenSSL refuses to resume a session
+ * with SSL_VERIFY_PEER set unless the context has a session id context ("tlsv1 alert internal error" on
+ * the second connection), so one is set. Resuming skips no check: a resumed session carries the client
+ * certificate of its full handshake (SSL_get0_peer_certificate returns it), and authz.c checks that
+ * certificate on every request against the CA bundle of the moment, its dates and role. The ticket keys
+ * are made at random for each context and never leave the process; a new context is made whenever the CA
+ * bundle changes and when the TLS certificate is renewed, so tickets from before a `ca rotate`/`ca retire`
+ * are not accepted any more (a full handshake follows). Tickets live OpenSSL's default 2 hours. */
+static const unsigned char SID_CTX[] = "nstance-secretsd";
+
+static int ctx_new(EVP_PKEY *key, X509 *cert, STACK_OF(X509) * chain, SSL_CTX **out)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
     if (ctx == NULL)
         return NS_E_CRYPTO;
+    /* The chain (cross certificates after a CA rotation) is sent after the certificate, so a client that
+     * trusts only an older CA of the bundle can verify it (doc/ca.md). */
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 || SSL_CTX_use_certificate(ctx, cert) != 1 ||
-        SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_use_cert_and_key(ctx, cert, key, chain, 1) != 1 || SSL_CTX_check_private_key(ctx) != 1 ||
+        SSL_CTX_set_session_id_context(ctx, SID_CTX, sizeof(SID_CTX) - 1) != 1) {
         ns_log(NS_LOG_ERROR, "TLS: cannot set up the server context");
         SSL_CTX_free(ctx);
         return NS_E_CRYPTO;
@@ -60,7 +74,7 @@ int ns_tls_ctx_selfsigned(const ns_strv *names, SSL_CTX **out)
         X509_gmtime_adj(X509_getm_notAfter(x), 86400) == NULL || X509_set_pubkey(x, key) != 1 ||
         X509_sign(x, key, EVP_sha256()) == 0)
         goto out;
-    r = ctx_new(key, x, out);
+    r = ctx_new(key, x, NULL, out);
 out:
     X509_free(x);
     EVP_PKEY_free(key);
@@ -84,6 +98,7 @@ int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out, int64_t *not_after)
     EVP_PKEY *key = NULL;
     ns_issued *is = NULL;
     X509 *x = NULL;
+    STACK_OF(X509) *chain = NULL;
     ns_cert_req req;
     const unsigned char *p;
     unsigned char addr[16];
@@ -121,9 +136,14 @@ int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out, int64_t *not_after)
         r = NS_E_CRYPTO;
         goto out;
     }
-    if ((r = ctx_new(key, x, out)) == 0)
+    if ((r = ns_ca_cross_chain(svc->st, snap->ca, &chain)) != 0) {
+        ns_log(NS_LOG_ERROR, "TLS: the cross certificates cannot be read: %s", ns_strerror(r));
+        goto out;
+    }
+    if ((r = ctx_new(key, x, chain, out)) == 0)
         *not_after = is->not_after;
 out:
+    sk_X509_pop_free(chain, X509_free);
     X509_free(x);
     ns_issued_free(is);
     EVP_PKEY_free(key);

@@ -15,8 +15,9 @@
 int ns_tls_ctx_selfsigned(const ns_strv *names, SSL_CTX **out) NS_WUR;
 
 /* A context with a certificate issued by the cluster CA for server.names (a fresh P-256 key, kind server,
- * DNS and IP SANs, 90 days or until shortly before the CA certificate ends). Not written to the certificate
- * log (doc/server.md). *not_after gets the certificate's end. */
+ * DNS and IP SANs, 90 days or until shortly before the CA certificate ends), sent with the cross
+ * certificates of the bundle (ns_ca_cross_chain) so that clients of an older CA of the bundle verify it
+ * too. Not written to the certificate log (doc/server.md). *not_after gets the certificate's end. */
 int ns_tls_ctx_issued(ns_svc *svc, SSL_CTX **out, int64_t *not_after) NS_WUR;
 
 #endif

@@ -4,10 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "common/codec.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "service/files.h"
@@ -181,5 +183,43 @@ out:
         pthread_rwlock_unlock(&svc->lock);
     ns_answer_put(ans);
     ns_buf_free(body);
+    ns_svc_snap_put(snap);
+}
+
+/* The bundle as JSON, and its ETag: the quoted SHA-256 of the PEM itself, so that an agent can send the
+ * hash of the ca.crt it holds (doc/protocol.md) and get 304 while the two agree. */
+void ns_svc_ca(ns_svc *svc, const char *if_none_match, ns_reply *rp)
+{
+    ns_ca_snap *snap = NULL;
+    json_t *o = NULL;
+    char *text = NULL, hex[65];
+    uint8_t md[32];
+
+    if (!atomic_load(&svc->ready) || (snap = ns_svc_snap_get(svc)) == NULL) {
+        ns_reply_error(rp, 503);
+        goto out;
+    }
+    SHA256(snap->pem->data, snap->pem->len, md);
+    ns_hex_encode(md, sizeof(md), hex);
+    snprintf(rp->etag, sizeof(rp->etag), "\"%s\"", hex);
+    if (ns_files_etag_match(if_none_match, rp->etag)) {
+        rp->status = 304;
+        goto out;
+    }
+    if ((o = json_object()) == NULL ||
+        json_object_set_new(o, "ca_bundle", json_stringn((const char *)snap->pem->data, snap->pem->len)) !=
+            0 ||
+        (text = json_dumps(o, JSON_COMPACT)) == NULL ||
+        ns_buf_from(text, strlen(text), strlen(text) + 1, false, &rp->body) != 0 ||
+        ns_buf_append(rp->body, "\n", 1) != 0) {
+        rp->etag[0] = '\0';
+        ns_reply_error(rp, 503);
+        goto out;
+    }
+    rp->status = 200;
+    rp->content_type = "application/json";
+out:
+    ns_json_free(text);
+    json_decref(o);
     ns_svc_snap_put(snap);
 }

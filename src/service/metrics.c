@@ -7,7 +7,7 @@
 #include "service/metrics.h"
 
 static const char *const ep_names[NS_EP_N] = {"health",         "register", "agent_files", "agent_renew",
-                                              "operator_renew", "metrics",  "other"};
+                                              "operator_renew", "metrics",  "ca",          "other"};
 static const int statuses[NS_METRICS_STATUSES - 1] = {200, 304, 400, 401, 403, 404, 405, 409, 413, 500, 503};
 /* Upper bounds in seconds (and microseconds for the comparison). */
 static const char *const bucket_le[NS_METRICS_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025",

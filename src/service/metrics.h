@@ -15,6 +15,7 @@ enum ns_endpoint {
     NS_EP_AGENT_RENEW,
     NS_EP_OPERATOR_RENEW,
     NS_EP_METRICS,
+    NS_EP_CA,
     NS_EP_OTHER,
     NS_EP_N
 };

@@ -101,5 +101,8 @@ void ns_svc_register(ns_svc *svc, const uint8_t *body, size_t n, ns_reply *rp);
 void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *role, const uint8_t *body,
                   size_t n, ns_reply *rp);
 void ns_svc_files(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *if_none_match, ns_reply *rp);
+/* GET /v1/ca: {"ca_bundle": "<PEM, newest first>"}, no client certificate needed; ETag = quoted SHA-256 of
+ * the PEM, 304 when if_none_match carries it. */
+void ns_svc_ca(ns_svc *svc, const char *if_none_match, ns_reply *rp);
 
 #endif

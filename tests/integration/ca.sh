@@ -161,7 +161,7 @@ if cmp -s <(openssl x509 -in "$T/root2.pem" -outform DER) <(openssl x509 -in "$T
 fi
 expect_rc 0 ca bundle --cross -o "$T/cross2.pem"
 [ "$(grep -c BEGIN "$T/cross2.pem")" = 1 ] || fail "one cross-signed certificate"
-$CHECK ca "$T/cross2.pem" --path-len 1 --issuer "$T/root1.pem" || fail "cross certificate checks"
+$CHECK ca "$T/cross2.pem" --path-len 0 --issuer "$T/root1.pem" || fail "cross certificate checks (path length one less than the root's)"
 expect_rc 0 ca issue --public-key "$T/p256.pub" --cn new-leaf --tenant acme -o "$T/new-leaf.pem"
 $CHECK leaf "$T/new-leaf.pem" --cn new-leaf --tenant acme --issuer "$T/root2.pem" || fail "issued by the new CA"
 openssl verify -CAfile "$T/bundle2.pem" "$T/old-leaf.pem" "$T/new-leaf.pem" >/dev/null 2>&1 ||

@@ -133,6 +133,14 @@ static void test_example(void **state)
     assert_int_equal(cfg->old[1].line, 12);
 
     assert_int_equal(cfg->token_sessions, 4);
+    /* Issue 12: 2, so that Go and GnuTLS accept old root -> cross certificate (-> intermediate) -> leaf. */
+    assert_int_equal(cfg->ca.path_len, NS_CA_DEFAULT_PATH_LEN);
+    assert_int_equal(cfg->ca.path_len, 2);
+    ns_config_free(cfg);
+
+    /* 0 is a value, not "unset": it stays 0. */
+    cfg = parse_ok("cluster_id: a\nstorage: {backend: file, path: /b}\nca: {path_len: 0}\n", NULL);
+    assert_int_equal(cfg->ca.path_len, 0);
     ns_config_free(cfg);
 }
 
