@@ -165,7 +165,7 @@ static int record_check(ns_svc *svc, const char *kind, const ns_peer *peer, cons
         *which = RECORD_PREVIOUS;
         return 0;
     }
-    ns_log(NS_LOG_INFO,
+    ns_log(NS_LOG_WARN,
            "the client certificate is not the one the registration record %s names (replaced by a later "
            "registration or renewal); refused",
            name);
@@ -501,7 +501,7 @@ static int migrate(ns_svc *svc, const char *kind, const char *shard, const ns_pe
         goto out;
     }
     if (!record_is_peers(svc, kind, peer, o)) {
-        ns_log(NS_LOG_INFO, "the registration record %s (old name) is another identity's; not used", old);
+        ns_log(NS_LOG_WARN, "the registration record %s (old name) is another identity's; not used", old);
         r = NS_E_NOT_FOUND;
         goto out;
     }
