@@ -115,4 +115,5 @@ for o in op1 op2; do
 done
 
 ns_server_stop "$PID"
+assert_eq "$NS_RC" 0 "SIGTERM exit status (a sanitizer report would change it)"
 echo "PASS"

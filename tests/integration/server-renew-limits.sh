@@ -37,6 +37,7 @@ expect_rc 0 secret create web.key --type ecdsa-p256
 expect_rc 0 ca bundle -o "$T/ca.pem"
 ns_server_start a "$T/config.yaml"
 PA=$SRV_PORT
+PIDA=$SRV_PID
 ns_server_ready "$PA"
 
 nonce() { # ARGS for nonce issue; prints the JWT
@@ -92,6 +93,7 @@ assert_contains "$T/a.log" "is not the one the registration record shard/s1/inst
 # ---- renew_min_interval on two standby servers sharing the store ----
 ns_server_start b "$T/config-b.yaml"
 PB=$SRV_PORT
+PIDB=$SRV_PID
 ns_server_start c "$T/config-c.yaml"
 PC=$SRV_PORT
 ns_server_ready "$PB"
@@ -141,4 +143,8 @@ assert_eq "$(metric "$PB" 'nstance_requests_total{endpoint="register",status="42
 assert_eq "$(ns_server_register "$PB" late "$(nonce --kind agent --sub vm-late --tenant acme --shard s1 --group web)")" \
     429 "a valid registration from the flooding address"
 assert_contains "$T/b.log" "request POST /v1/register 429" "the refusal is logged"
+for p in "$PIDA" "$PIDB"; do
+    ns_server_stop "$p"
+    assert_eq "$NS_RC" 0 "SIGTERM exit status (a sanitizer report would change it)"
+done
 echo "PASS"
