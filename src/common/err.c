@@ -57,6 +57,8 @@ const char *ns_strerror(int err)
         return "already exists";
     case NS_E_CONFLICT:
         return "changed concurrently";
+    case NS_E_RATE_LIMITED:
+        return "rate limited: try again later";
     case NS_E_INTERNAL:
         return "internal error";
     case NS_E_NOMEM:

@@ -52,8 +52,9 @@ enum ns_err {
 
     NS_E_STORAGE = -500, /* I/O error in object storage */
 
-    NS_E_EXISTS = -600,   /* create-only write lost: the object exists */
-    NS_E_CONFLICT = -601, /* compare-and-swap lost: the object changed */
+    NS_E_EXISTS = -600,       /* create-only write lost: the object exists */
+    NS_E_CONFLICT = -601,     /* compare-and-swap lost: the object changed */
+    NS_E_RATE_LIMITED = -602, /* too many requests of this client for now: try again later */
 
     NS_E_INTERNAL = -700,
     NS_E_NOMEM = -701,

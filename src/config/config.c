@@ -1029,6 +1029,9 @@ static bool valid_server_name(const char *s)
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:*") == n;
 }
 
+#define SERVER_RENEW_MIN_INTERVAL 60
+#define SERVER_RENEW_GRACE        600
+
 static const field server_fields[] = {
     {"listen", F_STR, offsetof(ns_server_config, listen), 1u, 0, NULL, valid_listen,
      "must be HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost", false, 0, 0, NULL},
@@ -1047,6 +1050,15 @@ static const field server_fields[] = {
     {"cache_check", F_DURATION, offsetof(ns_server_config, cache_check), 1u, 0, NULL, NULL, NULL, false, 1,
      DAY, NULL},
     {"threads", F_UINT, offsetof(ns_server_config, threads), 1u, 0, NULL, NULL, NULL, false, 1, 64, NULL},
+    /* 0s allowed (min 0): no limit, no hand-over. */
+    {"renew_min_interval", F_DURATION, offsetof(ns_server_config, renew_min_interval), 1u, 0, NULL, NULL,
+     NULL, false, 0, DAY, NULL},
+    {"renew_grace", F_DURATION, offsetof(ns_server_config, renew_grace), 1u, 0, NULL, NULL, NULL, false, 0,
+     DAY, NULL},
+    {"register_burst", F_UINT, offsetof(ns_server_config, register_burst), 1u, 0, NULL, NULL, NULL, false, 1,
+     1000000, NULL},
+    {"register_per_minute", F_UINT, offsetof(ns_server_config, register_per_minute), 1u, 0, NULL, NULL, NULL,
+     false, 1, 1000000, NULL},
 };
 static const map_spec server_spec = {NULL, NULL, server_fields,
                                      sizeof(server_fields) / sizeof(server_fields[0])};
@@ -1209,6 +1221,10 @@ static int parse_duration(ctx *c, const node *v, const char *what, unsigned min,
 
     if ((r = expect_string(c, v, what)) != 0)
         return r;
+    if (min == 0 && (strcmp(v->value, "0s") == 0 || strcmp(v->value, "0") == 0)) { /* "off" */
+        *out = 0;
+        return 0;
+    }
     if (ns_duration_parse(v->value, &secs) != 0) {
         quote(v->value, q);
         return fail(c, v->line, "%s: '%s' is not a duration (a number and a unit: 90s, 5m, 24h, 30d)", what,
@@ -1816,6 +1832,15 @@ static int sec_server(ctx *c, const node *v, ns_config *cfg)
     if ((r = parse_map(c, v, "server", &server_spec, &cfg->server, &var, lines)) != 0)
         return r;
     cfg->server.line = v->line;
+    /* These two may be 0s (off), so their defaults are filled in here, where absence is known. */
+    for (size_t i = 0; i < server_spec.n_fields; i++) {
+        if (lines[i] != 0)
+            continue;
+        if (strcmp(server_fields[i].key, "renew_min_interval") == 0)
+            cfg->server.renew_min_interval = SERVER_RENEW_MIN_INTERVAL;
+        else if (strcmp(server_fields[i].key, "renew_grace") == 0)
+            cfg->server.renew_grace = SERVER_RENEW_GRACE;
+    }
     return 0;
 }
 
@@ -2044,6 +2069,14 @@ static int apply_defaults(ns_config *cfg)
         cfg->server.cache_check = 5;
     if (cfg->server.threads == 0)
         cfg->server.threads = 4;
+    if (cfg->server.line == 0) { /* no server section (else sec_server filled these in) */
+        cfg->server.renew_min_interval = SERVER_RENEW_MIN_INTERVAL;
+        cfg->server.renew_grace = SERVER_RENEW_GRACE;
+    }
+    if (cfg->server.register_burst == 0)
+        cfg->server.register_burst = 20;
+    if (cfg->server.register_per_minute == 0)
+        cfg->server.register_per_minute = 60;
     return 0;
 }
 

@@ -158,13 +158,17 @@ typedef struct ns_nonce_config {
 typedef struct ns_server_config {
     char *listen;  /* "HOST:PORT": an IPv4 literal, [IPv6] or localhost (default 127.0.0.1:8443) */
     ns_strv names; /* DNS names and IPs of the server's TLS certificate (default localhost, 127.0.0.1) */
-    int64_t agent_cert_ttl;    /* default 24h */
-    int64_t operator_cert_ttl; /* default 8h */
-    unsigned max_connections;  /* default 1024 */
-    int64_t header_timeout;    /* default 10s */
-    int64_t idle_timeout;      /* default 60s */
-    int64_t cache_check;       /* default 5s */
-    unsigned threads;          /* event-loop threads, default 4 */
+    int64_t agent_cert_ttl;     /* default 24h */
+    int64_t operator_cert_ttl;  /* default 8h */
+    unsigned max_connections;   /* default 1024 */
+    int64_t header_timeout;     /* default 10s */
+    int64_t idle_timeout;       /* default 60s */
+    int64_t cache_check;        /* default 5s */
+    unsigned threads;           /* event-loop threads, default 4 */
+    int64_t renew_min_interval; /* at most one renewal per identity per this, default 60s; 0: no limit */
+    int64_t renew_grace;     /* the previous certificate's hand-over after a renewal, default 10m; 0: none */
+    unsigned register_burst; /* registrations per source address at once, default 20 */
+    unsigned register_per_minute; /* and refilled at this rate, default 60 */
     int line;
 } ns_server_config;
 

@@ -241,6 +241,11 @@ static void send_reply(struct evhttp_request *req, ns_reply *rp)
     evhttp_add_header(oh, "Cache-Control", "no-store");
     if (rp->etag[0] != '\0')
         evhttp_add_header(oh, "ETag", rp->etag);
+    if (rp->retry_after > 0) {
+        char ra[24];
+        snprintf(ra, sizeof(ra), "%d", rp->retry_after);
+        evhttp_add_header(oh, "Retry-After", ra);
+    }
     if (rp->status == 304) {
         evhttp_send_reply(req, 304, "Not Modified", NULL);
         return;
@@ -325,6 +330,8 @@ static void handle(struct evhttp_request *req, void *arg)
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(&rp, 0, sizeof(rp));
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &peer_addr, &peer_port);
     for (size_t i = 0; path != NULL && i < sizeof(routes) / sizeof(routes[0]); i++)
         if (strcmp(path, routes[i].path) == 0) {
             known = 1;
@@ -349,7 +356,7 @@ static void handle(struct evhttp_request *req, void *arg)
             if (ns_metrics_render(&svc->metrics, &rp.body) != 0)
                 ns_reply_error(&rp, 503);
         } else if (rt->ep == NS_EP_REGISTER)
-            ns_svc_register(svc, body, len, &rp);
+            ns_svc_register(svc, peer_addr, body, len, &rp);
         else if (rt->ep == NS_EP_AGENT_RENEW)
             ns_svc_renew(svc, cert, chain, "agent", body, len, &rp);
         else if (rt->ep == NS_EP_OPERATOR_RENEW)
@@ -370,8 +377,6 @@ static void handle(struct evhttp_request *req, void *arg)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     us = (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
     ns_metrics_request(&svc->metrics, rt != NULL ? rt->ep : NS_EP_OTHER, rp.status, us);
-    if (evcon != NULL)
-        evhttp_connection_get_peer(evcon, &peer_addr, &peer_port);
     log_safe(path, lpath, sizeof(lpath));
     if (rp.peer.cn[0] != '\0') {
         snprintf(who, sizeof(who), "CN=%s,O=%s", rp.peer.cn, rp.peer.tenant);

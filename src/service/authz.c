@@ -9,6 +9,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509v3.h>
 
+#include "ca/cert.h"
 #include "common/log.h"
 #include "service/authz.h"
 
@@ -285,6 +286,8 @@ int ns_authz_check(X509 *cert, STACK_OF(X509) * chain, X509_STORE *trust, const 
         r = NS_E_CLAIMS;
         goto out;
     }
+    if (ns_cert_serial_hex(cert, peer->serial) != 0)
+        peer->serial[0] = '\0';
     if (have_md) {
         memcpy(peer->fp, md, sizeof(md));
         peer->have_fp = 1;

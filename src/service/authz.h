@@ -20,6 +20,7 @@ typedef struct ns_peer {
     char role[16];
     unsigned char fp[32]; /* SHA-256 of the certificate's DER, when have_fp */
     int have_fp;
+    char serial[41]; /* the certificate's serial, lower-case hex without leading zeros ("" if unknown) */
 } ns_peer;
 
 /* 0: accepted, *peer filled (fp: the certificate's fingerprint, when it could be computed). NS_E_PERM (→ 401)

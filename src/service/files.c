@@ -145,7 +145,7 @@ void ns_svc_files(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *i
     if ((r = ns_svc_agent_group(svc, &rp->peer, group, sizeof(group))) != 0) {
         if (r == NS_E_NOT_FOUND)
             ns_log(NS_LOG_INFO, "files: no registration record with a group for the agent");
-        ns_reply_error(rp, r == NS_E_NOT_FOUND ? 404 : ns_svc_fault_status(svc, r));
+        ns_svc_record_refusal(svc, r, rp);
         goto out;
     }
     pthread_rwlock_rdlock(&svc->lock);

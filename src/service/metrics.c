@@ -8,7 +8,8 @@
 
 static const char *const ep_names[NS_EP_N] = {"health",         "register", "agent_files", "agent_renew",
                                               "operator_renew", "metrics",  "ca",          "other"};
-static const int statuses[NS_METRICS_STATUSES - 1] = {200, 304, 400, 401, 403, 404, 405, 409, 413, 500, 503};
+static const int statuses[NS_METRICS_STATUSES - 1] = {200, 304, 400, 401, 403, 404,
+                                                      405, 409, 413, 429, 500, 503};
 /* Upper bounds in seconds (and microseconds for the comparison). */
 static const char *const bucket_le[NS_METRICS_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025",
                                                           "0.05",  "0.1",    "0.25",  "1",    "5"};
@@ -124,6 +125,14 @@ int ns_metrics_render(ns_metrics *m, ns_buf **out)
     L("# TYPE nstance_http_refused_total counter\n");
     for (size_t k = 0; k < NS_REFUSED_N; k++)
         L("nstance_http_refused_total{reason=\"%s\"} %lu\n", refusal_names[k], atomic_load(&m->refused[k]));
+    L("# HELP nstance_rate_limited_total Requests refused with 429 by a rate limit, by endpoint.\n");
+    L("# TYPE nstance_rate_limited_total counter\n");
+    {
+        static const enum ns_endpoint limited[] = {NS_EP_REGISTER, NS_EP_AGENT_RENEW, NS_EP_OPERATOR_RENEW};
+        for (size_t k = 0; k < sizeof(limited) / sizeof(limited[0]); k++)
+            L("nstance_rate_limited_total{endpoint=\"%s\"} %lu\n", ep_names[limited[k]],
+              atomic_load(&m->rate_limited[limited[k]]));
+    }
 #undef L
     *out = b;
     b = NULL;

@@ -20,7 +20,7 @@ enum ns_endpoint {
     NS_EP_N
 };
 
-#define NS_METRICS_STATUSES 12 /* 200 304 400 401 403 404 405 409 413 500 503, and "other" */
+#define NS_METRICS_STATUSES 13 /* 200 304 400 401 403 404 405 409 413 429 500 503, and "other" */
 #define NS_METRICS_BUCKETS  10 /* duration histogram buckets, plus +Inf */
 
 enum ns_token_op { NS_TOK_SIGN = 0, NS_TOK_DECRYPT, NS_TOK_N };
@@ -48,6 +48,7 @@ typedef struct ns_metrics {
     atomic_ulong registrations_agent, registrations_operator;
     atomic_ulong certificates_issued;
     atomic_ulong refused[NS_REFUSED_N];
+    atomic_ulong rate_limited[NS_EP_N]; /* 429 answers by endpoint (register, agent_renew, operator_renew) */
 } ns_metrics;
 
 const char *ns_endpoint_name(enum ns_endpoint e);

@@ -20,7 +20,9 @@ int ns_svc_new(ns_config *cfg, ns_svc **out)
     pthread_mutex_init(&svc->snap_mu, NULL);
     if ((r = ns_cache_new(&svc->cache)) != 0 || (r = ns_answers_new(&svc->answers)) != 0 ||
         (r = ns_recs_new((cfg->server.cache_check > 0 ? cfg->server.cache_check : 1) * 1000, &svc->recs)) !=
-            0) {
+            0 ||
+        (r = ns_rl_new(&svc->rl)) != 0) {
+        ns_recs_free(svc->recs);
         ns_answers_free(svc->answers);
         ns_cache_free(svc->cache);
         free(svc);
@@ -81,6 +83,7 @@ void ns_svc_free(ns_svc *svc)
     snap_set(svc, NULL);
     ns_answers_free(svc->answers);
     ns_recs_free(svc->recs);
+    ns_rl_free(svc->rl);
     ns_cache_free(svc->cache);
     ns_ledger_close(svc->ledger);
     ns_keyring_free(svc->kr);
@@ -292,6 +295,7 @@ void ns_reply_error(ns_reply *rp, int status)
         {405, "method_not_allowed", "method not allowed"},
         {409, "nonce_used", "the nonce was used already"},
         {413, "too_large", "the body is too large"},
+        {429, "rate_limited", "too many requests; try again later"},
         {503, "unavailable", "the service is unavailable; try again"},
     };
     size_t i;

@@ -28,6 +28,7 @@
 #include "service/authz.h"
 #include "service/cache.h"
 #include "service/metrics.h"
+#include "service/ratelimit.h"
 #include "service/records.h"
 #include "sign/keyset.h"
 #include "store/store.h"
@@ -53,6 +54,7 @@ typedef struct ns_svc {
     ns_cache *cache;
     ns_answers *answers;   /* rendered /v1/agent/files answers (answers.h) */
     ns_recs *recs;         /* agents' groups from their registration records (records.h) */
+    ns_rl *rl;             /* renewal and registration rate limits (ratelimit.h) */
     atomic_ulong tmpl_gen; /* bumped when tcfg is replaced (reload) */
     ns_metrics metrics;
     pthread_mutex_t snap_mu;
@@ -68,8 +70,9 @@ typedef struct ns_reply {
     ns_buf *body;      /* success body (owned; may be a secret buffer) */
     ns_answer *answer; /* or: a cached answer's body (a reference, owned) */
     const char *content_type;
-    char etag[70]; /* quoted, or "" */
-    ns_peer peer;  /* for the log line */
+    char etag[70];   /* quoted, or "" */
+    int retry_after; /* seconds for a Retry-After header (429), or 0 */
+    ns_peer peer;    /* for the log line */
 } ns_reply;
 
 /* Set up the state for cfg (taken over). Nothing that may fail on a token or the store: see ns_svc_load. */
@@ -97,7 +100,8 @@ void ns_reply_error(ns_reply *rp, int status);
 int ns_svc_fault_status(ns_svc *svc, int err);
 
 /* The endpoints. cert/chain: the client certificate (may be NULL) and its chain as sent. */
-void ns_svc_register(ns_svc *svc, const uint8_t *body, size_t n, ns_reply *rp);
+/* peer_addr: the client's address as text (the registration rate limit's key), or NULL. */
+void ns_svc_register(ns_svc *svc, const char *peer_addr, const uint8_t *body, size_t n, ns_reply *rp);
 void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *role, const uint8_t *body,
                   size_t n, ns_reply *rp);
 void ns_svc_files(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *if_none_match, ns_reply *rp);

@@ -15,6 +15,9 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 . "$top_srcdir/tests/integration/agent-lib.sh"
+# 50 enrolls at once from one address and a renewal right after an enroll are part of this test.
+AGENT_SERVER_EXTRA="  renew_min_interval: 0s
+  register_burst: 200"
 agent_setup
 agent_server_start
 ROOT=$T/root
@@ -38,7 +41,7 @@ openssl pkey -in "$T/a1/identity.key" -pubout >"$T/pub.pem"
 assert_contains "$T/x509.txt" "$(sed -n 2p "$T/pub.pem")"
 openssl verify -CAfile "$T/a1/ca.crt" "$T/a1/identity.crt" >/dev/null || fail "identity.crt does not verify"
 cmp -s "$T/a1/ca.crt" "$T/ca.crt" || fail "ca.crt is not the cluster's CA bundle"
-[ -f "$T/bucket/shard/s1/instance/acme.vm-1.json" ] || fail "no registration record for vm-1"
+[ -f "$T/bucket/shard/s1/instance/acme/vm-1.json" ] || fail "no registration record for vm-1"
 ls -a "$T/a1" | grep -q 'ns-tmp' && fail "a temporary file is left in DIR"
 
 # ---- sync ----
@@ -138,7 +141,7 @@ CL="python3 $top_srcdir/tests/tools/srvclient.py"
 OID=1.3.6.1.4.1.999999.1 # the default ca.role_oid
 # Without them: no SAN, and the record says null.
 $CL certcheck "$T/a1/identity.crt" "$T/ca.crt" vm-1 acme agent $OID >/dev/null || fail "vm-1: a certificate without SANs"
-rec1=$T/bucket/shard/s1/instance/acme.vm-1.json
+rec1=$T/bucket/shard/s1/instance/acme/vm-1.json
 for f in hostname ipv4 ipv6; do
     assert_eq "$($CL field "$rec1" "$f")" null "vm-1 record $f without --$f"
 done
@@ -147,7 +150,7 @@ agent_rc 0 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-4"
     --hostname vm-4.example --ipv4 10.0.0.5 --ipv6 2001:db8::5
 $CL certcheck "$T/a4/identity.crt" "$T/ca.crt" vm-4 acme agent $OID vm-4.example 10.0.0.5 2001:db8::5 >/dev/null ||
     fail "vm-4: the certificate's SANs are not DNS:vm-4.example, IP:10.0.0.5, IP:2001:db8::5"
-rec4=$T/bucket/shard/s1/instance/acme.vm-4.json
+rec4=$T/bucket/shard/s1/instance/acme/vm-4.json
 [ -f "$rec4" ] || fail "no registration record for vm-4"
 assert_eq "$($CL field "$rec4" hostname)" vm-4.example "record hostname"
 assert_eq "$($CL field "$rec4" ipv4)" 10.0.0.5 "record ipv4"
@@ -183,7 +186,7 @@ bad_enroll() { # OPTION VALUE
     assert_contains "$T/aerr" "$1 '$2' is not"
     [ ! -e "$T/a5" ] || fail "enroll $1 $2: DIR was made"
     [ -e "$T/nonce-5" ] || fail "enroll $1 $2: the nonce file was deleted"
-    [ ! -e "$T/bucket/shard/s1/instance/acme.vm-5.json" ] || fail "enroll $1 $2: a record was written"
+    [ ! -e "$T/bucket/shard/s1/instance/acme/vm-5.json" ] || fail "enroll $1 $2: a record was written"
 }
 long=$(printf 'a%.0s' $(seq 1 64))
 bad_enroll --hostname "bad_host"
@@ -212,12 +215,12 @@ for bad in "*.example - -" "bad_host - -" "- 10.0.0.256 -" "- 2001:db8::5 -" "- 
         "$SRV_URL/v1/register")
     assert_eq "$code" 400 "the server refuses hostname '$h' ipv4 '$v4' ipv6 '$v6'"
     assert_eq "$($CL field "$T/raw5.json" error)" bad_request "400 error code"
-    [ ! -e "$T/bucket/shard/s1/instance/acme.vm-5.json" ] || fail "a refused registration wrote a record"
+    [ ! -e "$T/bucket/shard/s1/instance/acme/vm-5.json" ] || fail "a refused registration wrote a record"
 done
 agent_rc 0 enroll --server "$SRV_URL" --ca "$T/ca.crt" --nonce-file "$T/nonce-5" --dir "$T/a5" --hostname VM-5.Example \
     --ipv6 2001:DB8:0::7
-assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme.vm-5.json" hostname)" VM-5.Example "record keeps the name as given"
-assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme.vm-5.json" ipv6)" 2001:DB8:0::7 "record keeps the address as given"
+assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme/vm-5.json" hostname)" VM-5.Example "record keeps the name as given"
+assert_eq "$($CL field "$T/bucket/shard/s1/instance/acme/vm-5.json" ipv6)" 2001:DB8:0::7 "record keeps the address as given"
 $CL certcheck "$T/a5/identity.crt" "$T/ca.crt" vm-5 acme agent $OID VM-5.Example 2001:db8::7 >/dev/null ||
     fail "vm-5: SANs"
 
@@ -244,5 +247,5 @@ for i in $(seq 1 50); do
     openssl x509 -in "$T/c$i/identity.crt" -noout -serial
 done | sort -u >"$T/serials"
 assert_eq "$(wc -l <"$T/serials")" 50 "distinct certificates"
-assert_eq "$(ls "$T/bucket/shard/s1/instance/" | grep -c '^acme\.c-[0-9]*\.json$')" 50 "registration records"
+assert_eq "$(ls "$T/bucket/shard/s1/instance/acme/" | grep -c '^c-[0-9]*\.json$')" 50 "registration records"
 echo "# agent-e2e: ok"

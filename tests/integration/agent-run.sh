@@ -54,7 +54,7 @@ openssl verify -CAfile "$T/a/ca.crt" "$T/a/identity.crt" >/dev/null || fail "the
 openssl x509 -in "$T/a/identity.crt" -noout -pubkey >"$T/pub-crt"
 openssl pkey -in "$T/a/identity.key" -pubout >"$T/pub-key"
 cmp -s "$T/pub-crt" "$T/pub-key" || fail "the renewed certificate is not for the identity key"
-assert_contains "$T/bucket/shard/s1/instance/acme.vm-r.json" "$(echo "$serial2" | sed 's/^serial=//' | tr A-F a-f)"
+assert_contains "$T/bucket/shard/s1/instance/acme/vm-r.json" "$(echo "$serial2" | sed 's/^serial=//' | tr A-F a-f)"
 
 # It keeps syncing with the new certificate.
 hooks=$(wc -l <"$T/hook.log")

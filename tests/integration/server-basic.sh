@@ -32,6 +32,7 @@ server:
   operator_cert_ttl: 1h
   cache_check: 1s
   threads: 2
+  renew_min_interval: 0s
 groups: {cp: control-plane, late: late}
 templates:
   late:
@@ -102,8 +103,10 @@ $CL field "$T/vm1.json" ca_bundle >"$T/vm1.ca"
 cmp -s "$T/vm1.ca" "$T/ca.pem" || fail "ca_bundle in the answer is not cluster/ca.crt"
 $CL field "$T/vm1.json" expires_at | grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$' ||
     fail "expires_at is not RFC 3339 UTC"
-rec=$T/bucket/shard/s1/instance/acme.vm-1.json
-[ -f "$rec" ] || fail "no registration record at shard/s1/instance/acme.vm-1.json"
+rec=$T/bucket/shard/s1/instance/acme/vm-1.json
+[ -f "$rec" ] || fail "no registration record at shard/s1/instance/acme/vm-1.json"
+assert_eq "$($CL field "$rec" fingerprint)" "$(openssl x509 -in "$T/vm1.crt" -outform DER | sha256sum | cut -d' ' -f1)" \
+    "record fingerprint (SHA-256 of the certificate)"
 serial=$(openssl x509 -in "$T/vm1.crt" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f' | sed 's/^0*//')
 assert_eq "$($CL field "$rec" serial)" "$serial" "record serial"
 assert_eq "$($CL field "$rec" group)" cp "record group"
@@ -133,7 +136,7 @@ assert_eq "$code" 304 "If-None-Match with the current version"
 code=$(ns_https "$T/files2" -H 'If-None-Match: "0000"' "${AG[@]}" "https://127.0.0.1:$PORT/v1/agent/files")
 assert_eq "$code" 200 "If-None-Match with another version"
 
-# Renew: same key, then a new key.
+# Renew: same key, then a new key (with the first certificate again: the previous one, within its hand-over).
 code=$(ns_https "$T/renew.json" "${AG[@]}" -H 'Content-Type: application/json' --data-binary '{}' \
     "https://127.0.0.1:$PORT/v1/agent/renew")
 assert_eq "$code" 200 "agent renew with {}"
@@ -174,7 +177,7 @@ code=$(register alice "$(cat "$T/out")")
 assert_eq "$code" 200 "operator register"
 life=$($CL certcheck "$T/alice.crt" "$T/ca.pem" alice acme operator $OID) || fail "operator certificate"
 assert_eq "$life" $((3600 + 300)) "operator certificate lifetime = operator_cert_ttl"
-[ -f "$T/bucket/cluster/operator/acme.alice.json" ] || fail "no operator record"
+[ -f "$T/bucket/cluster/operator/acme/alice.json" ] || fail "no operator record"
 code=$(ns_https "$T/op.json" --cert "$T/alice.crt" --key "$T/alice.key" --data-binary '{}' \
     "https://127.0.0.1:$PORT/v1/operator/renew")
 assert_eq "$code" 200 "operator renew"
@@ -198,6 +201,8 @@ assert_contains "$T/metrics" 'nstance_certificates_issued_total 6' "certificates
 assert_contains "$T/metrics" 'nstance_request_duration_seconds_bucket{endpoint="register",le="+Inf"} 3' "histogram"
 assert_contains "$T/metrics" 'nstance_cache_hits_total' "cache hits"
 assert_contains "$T/metrics" 'nstance_token_operations_total{op="sign"}' "token operations"
+assert_contains "$T/metrics" 'nstance_rate_limited_total{endpoint="register"} 0' "rate-limited registrations"
+assert_contains "$T/metrics" 'nstance_rate_limited_total{endpoint="agent_renew"} 0' "rate-limited renewals"
 
 # Log: one line per request, never the nonce.
 assert_contains "$T/s1.log" "request POST /v1/register 200" "register logged"
@@ -208,19 +213,21 @@ assert_not_contains "$T/s1.log" "${NONCE%%.*}" "no part of the nonce is logged"
 assert_not_contains "$T/s1.log" "PRIVATE KEY" "no key logged"
 
 # Remembered groups (doc/server.md "Caching"): vm-late registers again into group cp; its new certificate
-# and its old one (still valid) get the control-plane template at once, not the remembered group.
+# gets the control-plane template at once, not the remembered group; its old one (still valid) is retired by
+# the new registration: 403 certificate_replaced, not the remembered group either (issue 12).
 code=$(ns_https "$T/late.files" --cert "$T/late.crt" --key "$T/late.key" "https://127.0.0.1:$PORT/v1/agent/files")
 assert_eq "$code" 200 "files of vm-late (group late, remembered)"
 expect_rc 0 nonce issue --kind agent --sub vm-late --tenant acme --shard s1 --group cp
 cp "$T/late.crt" "$T/late-old.crt" && cp "$T/late.key" "$T/late-old.key"
 assert_eq "$(register late "$(cat "$T/out")")" 200 "vm-late registers again, group cp"
-for who in late late-old; do
-    code=$(ns_https "$T/$who.f" --cert "$T/$who.crt" --key "$T/$who.key" "https://127.0.0.1:$PORT/v1/agent/files")
-    assert_eq "$code" 200 "files of vm-late ($who certificate) after the new registration"
-    mkdir -p "$T/$who.d"
-    $CL files "$T/$who.f" "$T/$who.d" >"$T/$who.list" || fail "files of $who"
-    assert_contains "$T/$who.list" "/etc/kubernetes/pki/sa.key" "$who certificate: the control-plane template"
-done
+code=$(ns_https "$T/late.f" --cert "$T/late.crt" --key "$T/late.key" "https://127.0.0.1:$PORT/v1/agent/files")
+assert_eq "$code" 200 "files of vm-late (new certificate) after the new registration"
+mkdir -p "$T/late.d"
+$CL files "$T/late.f" "$T/late.d" >"$T/late.list" || fail "files of late"
+assert_contains "$T/late.list" "/etc/kubernetes/pki/sa.key" "new certificate: the control-plane template"
+code=$(ns_https "$T/late-old.f" --cert "$T/late-old.crt" --key "$T/late-old.key" "https://127.0.0.1:$PORT/v1/agent/files")
+assert_eq "$code" 403 "files of vm-late (old certificate) after the new registration"
+assert_eq "$($CL field "$T/late-old.f" error)" certificate_replaced "old certificate: error code"
 
 ns_server_stop "$PID"
 assert_eq "$NS_RC" 0 "SIGTERM exit status"

@@ -55,6 +55,7 @@ server:
   listen: "127.0.0.1:0"
   cache_check: 1s
   threads: $THREADS
+  renew_min_interval: 0s
 groups: {cp: control-plane}
 templates:
   control-plane:

@@ -15,6 +15,10 @@
       whenever one fails; one line per request in OUTLOG: "UNIXTIME ENDPOINT STATUS" (STATUS "conn" when
       no answer came, "nocert" for a 200 renew without a certificate, "noerror" for a non-200 without a
       JSON error code)
+  srvclient.py renewloop PORT CA_BUNDLE CERT KEY N ENDPOINT
+      N renewals (POST ENDPOINT, body {}) one after the other on ONE keep-alive connection with CERT/KEY; prints
+      "STATUS COUNT" per status; exits 1 if a 429 lacks a Retry-After of 1..86400 s or the JSON error
+      rate_limited, or a 200 lacks a certificate
 """
 import base64, datetime, hashlib, json, os, socket, ssl, sys
 
@@ -77,6 +81,34 @@ def load(port, bundle, cert, key, outlog, stopfile):
             conn = None
         out.write("%.3f %s %s\n" % (time.time(), name, status))
         time.sleep(0.01)
+
+
+def renewloop(port, bundle, cert, key, n, endpoint):
+    import http.client
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(bundle)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    counts = {}
+    for _ in range(n):
+        conn.request("POST", endpoint, body=b"{}", headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.will_close:
+            die("the server closed the keep-alive connection")
+        counts[resp.status] = counts.get(resp.status, 0) + 1
+        if resp.status == 429:
+            ra = resp.getheader("Retry-After", "")
+            if not ra.isdigit() or not 1 <= int(ra) <= 86400:
+                die("429 with Retry-After %r" % ra)
+            if json.loads(data).get("error") != "rate_limited":
+                die("429 with body %r" % data)
+        elif resp.status == 200 and "BEGIN CERTIFICATE" not in json.loads(data).get("certificate", ""):
+            die("200 without a certificate")
+    conn.close()
+    for k in sorted(counts):
+        print("%d %d" % (k, counts[k]))
 
 
 def main():
@@ -180,6 +212,8 @@ def main():
         open(outkey, "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption()))
         open(outcrt, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+    elif cmd == "renewloop":
+        renewloop(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), sys.argv[7])
     elif cmd == "load":
         load(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7])
     else:

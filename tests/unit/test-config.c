@@ -783,6 +783,14 @@ static const struct bad_case bad_cases[] = {
     {"server name with a space", HEAD "server: {names: [\"a b\"]}\n", 3,
      "must be a DNS name or an IP address"},
     {"server threads 0", HEAD "server: {threads: 0}\n", 3, "server.threads: 0 is out of range (1..64)"},
+    {"server renew_min_interval 2d", HEAD "server: {renew_min_interval: 2d}\n", 3,
+     "server.renew_min_interval: 2d is out of range"},
+    {"server renew_grace 00s", HEAD "server: {renew_grace: 00s}\n", 3,
+     "server.renew_grace: '00s' is not a duration"},
+    {"server register_burst 0", HEAD "server: {register_burst: 0}\n", 3,
+     "server.register_burst: 0 is out of range"},
+    {"server register_per_minute 0", HEAD "server: {register_per_minute: 0}\n", 3,
+     "server.register_per_minute: 0 is out of range"},
     {"server max_connections 0", HEAD "server: {max_connections: 0}\n", 3, "out of range (1..65536)"},
     {"server ttl not a duration", HEAD "server: {agent_cert_ttl: 1day}\n", 3, "is not a duration"},
     {"server ttl too short", HEAD "server: {operator_cert_ttl: 30s}\n", 3, "is out of range (1m..1830d)"},
@@ -863,6 +871,10 @@ static void test_server_templates(void **state)
     assert_int_equal(cfg->server.idle_timeout, 60);
     assert_int_equal(cfg->server.cache_check, 5);
     assert_int_equal(cfg->server.threads, 8);
+    assert_int_equal(cfg->server.renew_min_interval, 60);
+    assert_int_equal(cfg->server.renew_grace, 600);
+    assert_int_equal(cfg->server.register_burst, 20);
+    assert_int_equal(cfg->server.register_per_minute, 60);
     assert_int_equal(cfg->n_groups, 2);
     assert_int_equal(cfg->n_templates, 2);
     t = ns_config_template_for(cfg, "cp");
@@ -898,7 +910,23 @@ static void test_server_templates(void **state)
     assert_int_equal(cfg->server.agent_cert_ttl, 24 * 3600);
     assert_int_equal(cfg->server.max_connections, 1024);
     assert_int_equal(cfg->server.threads, 4);
+    assert_int_equal(cfg->server.renew_min_interval, 60);
+    assert_int_equal(cfg->server.renew_grace, 600);
     assert_int_equal(cfg->n_templates, 0);
+    ns_config_free(cfg);
+
+    /* The rate limits: 0s turns the renewal limit and the hand-over off. */
+    cfg = parse_ok(HEAD "server: {renew_min_interval: 0s, renew_grace: 0s, register_burst: 5,"
+                        " register_per_minute: 1}\n",
+                   NULL);
+    assert_int_equal(cfg->server.renew_min_interval, 0);
+    assert_int_equal(cfg->server.renew_grace, 0);
+    assert_int_equal(cfg->server.register_burst, 5);
+    assert_int_equal(cfg->server.register_per_minute, 1);
+    ns_config_free(cfg);
+    cfg = parse_ok(HEAD "server: {renew_min_interval: 5m}\n", NULL);
+    assert_int_equal(cfg->server.renew_min_interval, 300);
+    assert_int_equal(cfg->server.renew_grace, 600);
     ns_config_free(cfg);
 }
 

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "service/authz.h"
 #include "service/files.h"
+#include "service/ratelimit.h"
 #include "service/registration.h"
 #include "service/request.h"
 
@@ -197,9 +198,17 @@ static void test_record_names(void **state)
     char n[600];
 
     assert_int_equal(ns_record_name("agent", "s1", "acme", "vm-1", n, sizeof(n)), 0);
-    assert_string_equal(n, "shard/s1/instance/acme.vm-1.json");
+    assert_string_equal(n, "shard/s1/instance/acme/vm-1.json");
     assert_int_equal(ns_record_name("operator", "s1", "acme", "alice", n, sizeof(n)), 0);
-    assert_string_equal(n, "cluster/operator/acme.alice.json");
+    assert_string_equal(n, "cluster/operator/acme/alice.json");
+    assert_int_equal(ns_record_legacy_name("agent", "s1", "acme", "vm-1", n, sizeof(n)), 0);
+    assert_string_equal(n, "shard/s1/instance/acme.vm-1.json");
+    /* Parts that are not nonce names (a '/', a leading '.', empty) name nothing. */
+    assert_int_equal(ns_record_name("agent", "s1", "acme/x", "vm-1", n, sizeof(n)), NS_E_NAME);
+    assert_int_equal(ns_record_name("agent", "s1", "acme", "x/vm-1", n, sizeof(n)), NS_E_NAME);
+    assert_int_equal(ns_record_name("agent", "s1", "acme", ".vm", n, sizeof(n)), NS_E_NAME);
+    assert_int_equal(ns_record_name("agent", "s1", "", "vm", n, sizeof(n)), NS_E_NAME);
+    assert_int_equal(ns_record_name("agent", "s/1", "acme", "vm", n, sizeof(n)), NS_E_NAME);
     /* A segment over the store's 128 bytes cannot be named. */
     {
         char sub[129];
@@ -208,6 +217,76 @@ static void test_record_names(void **state)
         assert_int_equal(ns_record_name("agent", "s1", "acme", sub, n, sizeof(n)), NS_E_NAME);
     }
     assert_int_equal(ns_record_name("agent", "s1", "acme", "vm-1", n, 10), NS_E_NAME);
+}
+
+/* Issue 12 (record-name collision): tenant "acme.web" with sub "1" and tenant "acme" with sub "web.1" shared
+ * one record ("acme.web.1.json"); every split of a dotted name must now give its own record name. */
+static void test_record_name_collision(void **state)
+{
+    static const char *const pairs[][2] = {{"acme.web", "1"}, {"acme", "web.1"}, {"a.b.c", "d"},
+                                           {"a.b", "c.d"},    {"a", "b.c.d"},    {"acme-", "x"},
+                                           {"acm", "e-x"}};
+    char names[sizeof(pairs) / sizeof(pairs[0])][600];
+
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        assert_int_equal(ns_record_name("agent", "s1", pairs[i][0], pairs[i][1], names[i], sizeof(names[i])),
+                         0);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                fail_msg("%s/%s and %s/%s share the record %s", pairs[i][0], pairs[i][1], pairs[j][0],
+                         pairs[j][1], names[i]);
+    }
+    {
+        char op[2][600];
+        assert_int_equal(ns_record_name("operator", "s1", pairs[0][0], pairs[0][1], op[0], sizeof(op[0])), 0);
+        assert_int_equal(ns_record_name("operator", "s1", pairs[1][0], pairs[1][1], op[1], sizeof(op[1])), 0);
+        assert_string_not_equal(op[0], op[1]);
+    }
+}
+
+/* Issue 12 (unlimited renewals): one renewal per identity per interval; registrations per address. */
+static void test_rate_limits(void **state)
+{
+    ns_rl *rl = NULL;
+    int64_t retry = 0;
+    int ok = 0;
+
+    assert_int_equal(ns_rl_new(&rl), 0);
+    assert_int_equal(ns_rl_renew_take(rl, "shard/s1/instance/acme/vm-1.json", 1000, 60000, &retry), 0);
+    assert_int_equal(ns_rl_renew_take(rl, "shard/s1/instance/acme/vm-1.json", 1500, 60000, &retry),
+                     NS_E_RATE_LIMITED);
+    assert_int_equal(retry, 59500);
+    /* Another identity is not limited by this one. */
+    assert_int_equal(ns_rl_renew_take(rl, "shard/s1/instance/acme/vm-2.json", 1500, 60000, &retry), 0);
+    /* After the interval, or once given back (the renewal failed), it may renew again. */
+    assert_int_equal(ns_rl_renew_take(rl, "shard/s1/instance/acme/vm-1.json", 61000, 60000, &retry), 0);
+    ns_rl_renew_give_back(rl, "shard/s1/instance/acme/vm-1.json", 61000);
+    assert_int_equal(ns_rl_renew_take(rl, "shard/s1/instance/acme/vm-1.json", 61001, 60000, &retry), 0);
+    /* Interval 0: no limit. */
+    assert_int_equal(ns_rl_renew_take(rl, "x", 1, 0, &retry), 0);
+    assert_int_equal(ns_rl_renew_take(rl, "x", 1, 0, &retry), 0);
+
+    /* Burst 5, 60 per minute (one a second): 5 at once, the 6th waits a second. */
+    for (int i = 0; i < 10; i++)
+        if (ns_rl_register_take(rl, "192.0.2.7", 1000, 5, 60, &retry) == 0)
+            ok++;
+    assert_int_equal(ok, 5);
+    assert_int_equal(ns_rl_register_take(rl, "192.0.2.7", 1000, 5, 60, &retry), NS_E_RATE_LIMITED);
+    assert_true(retry > 0 && retry <= 1001);
+    assert_int_equal(ns_rl_register_take(rl, "192.0.2.7", 2001, 5, 60, &retry), 0);
+    /* The same address written as IPv4-mapped IPv6 is the same client; another address has its own. */
+    assert_int_equal(ns_rl_register_take(rl, "::ffff:192.0.2.7", 2001, 5, 60, &retry), NS_E_RATE_LIMITED);
+    assert_int_equal(ns_rl_register_take(rl, "192.0.2.8", 2001, 5, 60, &retry), 0);
+    /* IPv6 is limited per /64. */
+    ok = 0;
+    for (int i = 0; i < 10; i++) {
+        char a[64];
+        snprintf(a, sizeof(a), "2001:db8:1:2::%x", i + 1);
+        if (ns_rl_register_take(rl, a, 5000, 5, 60, &retry) == 0)
+            ok++;
+    }
+    assert_int_equal(ok, 5);
+    ns_rl_free(rl);
 }
 
 /* A certificate with the given role extension value (DER bytes as given). */
@@ -269,7 +348,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_register_bodies), cmocka_unit_test(test_etag_match),
         cmocka_unit_test(test_record_names),    cmocka_unit_test(test_role_extension),
-        cmocka_unit_test(test_no_certificate),
+        cmocka_unit_test(test_no_certificate),  cmocka_unit_test(test_record_name_collision),
+        cmocka_unit_test(test_rate_limits),
     };
     ns_log_set_level(NS_LOG_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);
