@@ -29,6 +29,7 @@ int ns_agent_exit_code(int err)
     case NS_E_SOURCE_DENIED:
         return NS_AGENT_EXIT_AUTH;
     case NS_E_SOURCE:
+    case NS_E_RATE_LIMITED:
         return NS_AGENT_EXIT_SERVER;
     case NS_E_STORAGE:
         return NS_AGENT_EXIT_LOCAL_IO;
@@ -130,6 +131,8 @@ static int map_status(long status, const char *code)
         return NS_E_SOURCE_DENIED;
     if (status == 404)
         return NS_E_NOT_FOUND;
+    if (status == 429)
+        return NS_E_RATE_LIMITED;
     if (status == 409)
         return NS_E_REPLAYED;
     if (status >= 500)

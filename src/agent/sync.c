@@ -92,7 +92,13 @@ static int follow_ca(const ns_agent_opts *o, ns_agent_client *client)
         (r = ns_agent_renew_needed(o->dir, &needed)) != 0 || !needed)
         return r;
     ns_log(NS_LOG_INFO, "agent: the certificate is not from the newest CA of ca.crt: renewing now");
-    if ((r = ns_agent_renew(o)) != 0) {
+    if ((r = ns_agent_renew(o)) == NS_E_RATE_LIMITED) {
+        /* The files are in place and the certificate still works: the next sync asks again. */
+        ns_log(NS_LOG_WARN, "agent: renewal after the CA rotation deferred (the server rate-limited it); the "
+                            "next sync renews");
+        return 0;
+    }
+    if (r != 0) {
         ns_log(NS_LOG_ERROR, "agent: renewal after the CA rotation failed (%s)", ns_strerror(r));
         return r;
     }

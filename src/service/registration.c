@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
@@ -571,6 +572,24 @@ static int renewed_record(ns_svc *svc, json_t *rec, int which, const ns_peer *pe
     return set_current(rec, x, now, prev_fp, prev_until);
 }
 
+/* A renewal that moves the identity's current certificate to the newest CA after `ca rotate` is not held to
+ * renew_min_interval by the record: agents renew on the first sync after a rotation (doc/agent.md), which may
+ * come minutes after their registration, and must before `ca retire`. It is bounded all the same: once per
+ * rotation, since the certificate it issues is the newest CA's and the old one becomes the record's previous
+ * one (not exempt), and renewals racing on one server still share the in-memory slot. */
+static bool moves_to_newest_ca(const ns_ca_snap *snap, X509 *cert, int which)
+{
+    EVP_PKEY *newest;
+
+    if (which != RECORD_CURRENT || snap->ca == NULL || snap->ca->n < 2 ||
+        (newest = X509_get0_pubkey(snap->ca->certs[0])) == NULL)
+        return false;
+    if (X509_verify(cert, newest) == 1)
+        return false;
+    ERR_clear_error(); /* a signature of another CA, not an error to report */
+    return true;
+}
+
 void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *role, const uint8_t *body,
                   size_t n, ns_reply *rp)
 {
@@ -615,7 +634,8 @@ void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *r
     /* At most one renewal per identity per renew_min_interval: from the record (so a client that moves to
      * another standby server is limited too), and in memory from before the signature to the record write (so
      * renewals racing on this server are too). */
-    if (interval > 0 && parse_time(json_string_value(json_object_get(rec, "issued_at")), &issued) == 0 &&
+    if (interval > 0 && !moves_to_newest_ca(snap, cert, which) &&
+        parse_time(json_string_value(json_object_get(rec, "issued_at")), &issued) == 0 &&
         now < issued + interval) {
         retry_ms = (issued + interval - now > interval ? interval : issued + interval - now) * 1000;
         ns_log(NS_LOG_INFO, "renew: rate limited (a certificate was issued %llds ago)",

@@ -18,7 +18,9 @@
 ns_setup
 ns_need curl openssl go gnutls-cli certtool
 . "$top_srcdir/tests/integration/agent-lib.sh"
-agent_setup
+# The default renewal limit (one per identity per minute) stays on until the restarts below: the renewal an
+# agent makes on its first sync after `ca rotate`, seconds after its registration, must pass it.
+AGENT_SERVER_EXTRA='  renew_min_interval: 60s' agent_setup
 
 # The Go client, built once, offline, standard library only, caches inside $T.
 mkdir -p "$T/go/cache" "$T/go/home" "$T/go/path"
@@ -128,7 +130,13 @@ agent_rc 0 renew --server "$SRV_URL" --dir "$T/a2"
 assert_contains "$T/aout" "renew: new certificate"
 cmp -s "$T/a2/ca.crt" "$T/bundle2.pem" || fail "a2/ca.crt is not the new bundle after renew"
 agent_rc 0 sync --server "$SRV_URL" --dir "$T/a2" --root "$T/root2"
-agent_rc 0 renew --server "$SRV_URL" --dir "$T/a1"
+# a1 renewed moments ago (in its sync): a renewal now is rate-limited (429, exit 5) and changes nothing.
+cp "$T/a1/identity.crt" "$T/a1.crt.saved"
+agent_rc 5 renew --server "$SRV_URL" --dir "$T/a1"
+cmp -s "$T/a1/identity.crt" "$T/a1.crt.saved" || fail "a rate-limited renewal changed identity.crt"
+# From here on agents renew at will: lift the limit for the restarted servers.
+sed -i 's/renew_min_interval: 60s/renew_min_interval: 0s/' "$T/config.yaml"
+grep -q 'renew_min_interval: 0s' "$T/config.yaml" || fail "could not lift the renewal limit"
 
 # restart: a new server process, healthy as seen with the new root (the old one alone may not verify it).
 restart() {
@@ -158,6 +166,7 @@ cp "$T/cross.saved" "$XF"
 
 # ---- a restart: the chain is sent from the start too ----
 restart
+agent_rc 0 renew --server "$SRV_URL" --dir "$T/a1"
 check_clients "$T/old.pem" ok "old root only, after a restart"
 check_clients "$T/new.pem" ok "new root only, after a restart"
 
