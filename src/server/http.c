@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -35,8 +38,35 @@ typedef struct ns_worker {
     struct event *drain;
     struct evbuffer *log; /* request lines not yet written (see log_flush) */
     struct event *log_ev;
+    struct event *resume;      /* re-enables accepting after a pause (accept_failed, new_bev) */
+    long long backoff_ms;      /* the current pause; doubles while failures follow each other */
+    long long last_failure_ms; /* when accept() last failed */
     int started;
 } ns_worker;
+
+/* The worker whose thread this is (accept_failed gets the evhttp, not the worker). */
+static _Thread_local ns_worker *this_worker;
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 1000
+#define LOG_EVERY_MS   1000
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* At most one line per LOG_EVERY_MS per kind, whatever the number of threads: a flood of connections or of
+ * accept() failures must not become a flood of log lines. */
+static int log_due(atomic_llong *last_ms)
+{
+    long long now = mono_ms(), last = atomic_load(last_ms);
+
+    return now - last >= LOG_EVERY_MS && atomic_compare_exchange_strong(last_ms, &last, now);
+}
 
 /* Request lines are gathered per thread and written to stderr with one write() from a zero-length timer:
  * it runs in the loop's next pass after the answers' writes, so a line costs no syscall of its own on the
@@ -142,15 +172,18 @@ void ns_http_set_ctx(ns_server *srv, SSL_CTX *ctx)
     SSL_CTX_free(old); /* connections hold their own reference */
 }
 
-/* A new connection's bufferevent. Over the connection cap the connection is accepted and closed at once:
- * its TLS handshake is made to fail (no protocol version left), which closes it. */
+/* A new connection's bufferevent. Over the connection cap the connection is accepted and closed at once
+ * (refusals.c shuts its socket down right after accept, so it does not hold a descriptor until
+ * header_timeout); should that watch be missing, its TLS handshake is made to fail (no protocol version
+ * left), which closes it too. Returning NULL is not an option: evhttp would then serve the connection
+ * without TLS. */
 static struct bufferevent *new_bev(struct event_base *base, void *arg)
 {
     ns_worker *w = arg;
     ns_server *srv = w->srv;
     struct bufferevent *bev;
     SSL *ssl;
-    int n;
+    int n, over;
 
     pthread_mutex_lock(&srv->ctx_mu);
     ssl = SSL_new(srv->ctx);
@@ -159,10 +192,24 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     n = atomic_fetch_add(&srv->conns, 1) + 1;
     SSL_set_ex_data(ssl, conn_idx, srv);
-    if ((unsigned)n > srv->svc->cfg->server.max_connections || atomic_load(&srv->stopping)) {
-        ns_log(NS_LOG_WARN, "connection refused: %d connections open (server.max_connections %u)", n - 1,
-               srv->svc->cfg->server.max_connections);
+    if ((over = (unsigned)n > srv->svc->cfg->server.max_connections || atomic_load(&srv->stopping))) {
+        atomic_fetch_add(&srv->svc->metrics.over_limit, 1);
+        atomic_fetch_add(&srv->over_unlogged, 1);
+        if (log_due(&srv->over_logged_ms))
+            ns_log(NS_LOG_WARN,
+                   "connection refused: %d connections open (server.max_connections %u); %lu refused since "
+                   "the last such line",
+                   n - 1, srv->svc->cfg->server.max_connections, atomic_exchange(&srv->over_unlogged, 0));
         SSL_set_max_proto_version(ssl, TLS1_2_VERSION);
+        /* libevent accepts in a loop until accept() fails: in a burst, connections over the cap would
+         * take descriptors faster than they are closed (one loop pass later), up to the process's limit,
+         * and the store's and the token's files would fail to open meanwhile. So this thread accepts no
+         * more in this pass; the others wait in the backlog for the next one. */
+        if (w->bound != NULL && !evtimer_pending(w->resume, NULL)) {
+            struct timeval now = {0, 0};
+            evconnlistener_disable(evhttp_bound_socket_get_listener(w->bound));
+            evtimer_add(w->resume, &now);
+        }
     }
     bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                          BEV_OPT_CLOSE_ON_FREE | BEV_OPT_THREADSAFE);
@@ -171,7 +218,7 @@ static struct bufferevent *new_bev(struct event_base *base, void *arg)
         return NULL;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    ns_refusals_watch(srv, ssl, bev);
+    ns_refusals_watch(srv, ssl, bev, over);
     return bev;
 }
 
@@ -297,6 +344,47 @@ static void one_record(struct bufferevent *bev)
     ns_buf_free(b);
 }
 
+/* RFC 9110 §5.6.2: a header name is a token. */
+static int is_token(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s != '\0'; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              strchr("!#$%&'*+-.^_`|~", *s) != NULL))
+            return 0;
+    return 1;
+}
+
+/* How the request's body was delimited, checked before anything looks at the body. libevent 2.1.12 takes
+ * the first Content-Length and reads it with strtoll: a second, different one, "+2", "-0", "0002" and
+ * leading control characters all pass, and "Content-Length : 2" (a blank before the colon) is kept
+ * under another name and ignored. A front end that read any of these otherwise would see other request
+ * boundaries than we do (request smuggling). So (RFC 9112 §6.3, RFC 9110 §8.6): one Content-Length at
+ * most, plain digits without a leading zero (blanks around it are the header's own); not together with
+ * Transfer-Encoding (RFC 9112 §6.1: we may refuse, and must close); every header name a token (RFC 9112
+ * §5.1: no blank before the colon). Returns NS_REFUSED_N when the request is fine. doc/server.md, "Limits".
+ */
+static enum ns_refusal framing_error(const struct evkeyvalq *h)
+{
+    const struct evkeyval *kv;
+    int lengths = 0, chunks = 0;
+
+    for (kv = h->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        if (!is_token(kv->key))
+            return NS_REFUSED_MALFORMED;
+        if (evutil_ascii_strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+            chunks = 1;
+        } else if (evutil_ascii_strcasecmp(kv->key, "Content-Length") == 0) {
+            const char *v = kv->value + strspn(kv->value, " \t");
+            size_t n = strspn(v, "0123456789");
+            if (n == 0 || (v[0] == '0' && n > 1) || v[n + strspn(v + n, " \t")] != '\0' || ++lengths > 1)
+                return NS_REFUSED_BAD_CONTENT_LENGTH;
+        }
+    }
+    return lengths > 0 && chunks ? NS_REFUSED_BAD_CONTENT_LENGTH : NS_REFUSED_N;
+}
+
 static void text_reply(ns_reply *rp, int status, const char *text, const char *type)
 {
     rp->status = status;
@@ -326,10 +414,34 @@ static void handle(struct evhttp_request *req, void *arg)
     ev_uint16_t peer_port = 0;
     struct timespec t0, t1;
     unsigned long us;
+    enum ns_refusal bad;
     int known = 0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(&rp, 0, sizeof(rp));
+    if ((bad = framing_error(evhttp_request_get_input_headers(req))) != NS_REFUSED_N) {
+        /* Refused like libevent's own refusals (a "refused" line, not a request line), and the connection
+         * is closed after the answer: what follows may be another request as a front end saw it. */
+        ns_refusals_refuse(bev, bad, 400);
+        ns_reply_error(&rp, 400);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        ns_refusals_replying = 1;
+        send_reply(req, &rp);
+        ns_refusals_replying = 0;
+        ns_reply_clear(&rp);
+        return;
+    }
+    if (ssl == NULL) {
+        /* new_bev could not make a TLS bufferevent (SSL_new or an allocation failed): libevent then reads
+         * the connection in plain text. Nothing is ever served that way — not even /health — and the
+         * connection is closed after this answer. */
+        ns_log(NS_LOG_WARN, "a connection without TLS (its TLS set-up failed): refused and closed");
+        ns_reply_error(&rp, 503);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        send_reply(req, &rp);
+        ns_reply_clear(&rp);
+        return;
+    }
     if (evcon != NULL)
         evhttp_connection_get_peer(evcon, &peer_addr, &peer_port);
     for (size_t i = 0; path != NULL && i < sizeof(routes) / sizeof(routes[0]); i++)
@@ -371,9 +483,11 @@ static void handle(struct evhttp_request *req, void *arg)
     send_reply(req, &rp);
     one_record(bev);
     ns_refusals_replying = 0;
-    /* From now on the connection waits for its next request: idle_timeout instead of header_timeout. */
+    /* From now on the connection waits for its next request: idle_timeout instead of header_timeout, and
+     * the next request must be complete within idle_timeout + header_timeout (refusals.c). */
     if (evcon != NULL)
         evhttp_connection_set_timeout(evcon, (int)svc->cfg->server.idle_timeout);
+    ns_refusals_answered(bev);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     us = (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000);
     ns_metrics_request(&svc->metrics, rt != NULL ? rt->ep : NS_EP_OTHER, rp.status, us);
@@ -397,6 +511,107 @@ static void handle(struct evhttp_request *req, void *arg)
     ns_reply_clear(&rp);
 }
 
+/* accept() failed; errno says why. libevent 2.1 retries at once while the listening socket is readable, so
+ * without this callback a server out of file descriptors (EMFILE, ENFILE) spins at full CPU and writes a
+ * warning per attempt. Instead: stop accepting for a while (100 ms, doubling up to 1 s while failures
+ * follow each other), and shed the connection that is waiting by accepting it on the reserve descriptor
+ * and closing it, so that its client learns at once instead of waiting in the backlog. One warning per
+ * second at most, with the counts since the last one; every failure is counted in the metrics. */
+static void accept_failed(struct evconnlistener *lev, void *arg)
+{
+    int e = errno;
+    ns_worker *w = this_worker;
+    ns_server *srv;
+    struct timeval tv;
+    long long now = mono_ms();
+    evutil_socket_t c;
+    (void)arg;
+
+    if (w == NULL)
+        return;
+    srv = w->srv;
+    evconnlistener_disable(lev);
+    atomic_fetch_add(&srv->svc->metrics.accept_errors, 1);
+    atomic_fetch_add(&srv->accept_unlogged, 1);
+    if (e == EMFILE || e == ENFILE) {
+        pthread_mutex_lock(&srv->reserve_mu);
+        if (srv->reserve_fd >= 0) {
+            close(srv->reserve_fd);
+            srv->reserve_fd = -1;
+        }
+        if ((c = accept4(evconnlistener_get_fd(lev), NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+            close(c);
+            atomic_fetch_add(&srv->svc->metrics.connections_shed, 1);
+            atomic_fetch_add(&srv->shed_unlogged, 1);
+        }
+        srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        pthread_mutex_unlock(&srv->reserve_mu);
+    }
+    w->backoff_ms = now - w->last_failure_ms < 2 * w->backoff_ms + BACKOFF_MIN_MS
+                        ? (w->backoff_ms * 2 < BACKOFF_MAX_MS ? w->backoff_ms * 2 : BACKOFF_MAX_MS)
+                        : BACKOFF_MIN_MS;
+    w->last_failure_ms = now;
+    if (log_due(&srv->accept_logged_ms))
+        ns_log(NS_LOG_WARN,
+               "accept: %s; not accepting for %lld ms (since the last such line: %lu failures, %lu "
+               "connections shed)",
+               strerror(e), w->backoff_ms, atomic_exchange(&srv->accept_unlogged, 0),
+               atomic_exchange(&srv->shed_unlogged, 0));
+    tv.tv_sec = (time_t)(w->backoff_ms / 1000);
+    tv.tv_usec = (suseconds_t)(w->backoff_ms % 1000) * 1000;
+    if (evtimer_add(w->resume, &tv) != 0)
+        evconnlistener_enable(lev);
+}
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    ns_worker *w = arg;
+    (void)fd;
+    (void)what;
+    if (w->bound != NULL) {
+        pthread_mutex_lock(&w->srv->reserve_mu);
+        if (w->srv->reserve_fd < 0) /* taken by another thread's file meanwhile: try again */
+            w->srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        pthread_mutex_unlock(&w->srv->reserve_mu);
+        evconnlistener_enable(evhttp_bound_socket_get_listener(w->bound));
+    }
+}
+
+int ns_http_fd_limit(ns_server_config *sc)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)sc->max_connections + NS_HTTP_FD_MARGIN(sc->threads);
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0; /* nothing to check against */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+        ns_log(NS_LOG_INFO, "open files: soft limit %llu (server.max_connections %u + %u for the rest)",
+               (unsigned long long)rl.rlim_cur, sc->max_connections, NS_HTTP_FD_MARGIN(sc->threads));
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        if (rl.rlim_cur <= NS_HTTP_FD_MARGIN(sc->threads)) {
+            ns_log(NS_LOG_ERROR,
+                   "open files: the limit is %llu (ulimit -n, hard limit %llu), and the server needs %u "
+                   "besides its connections (server.threads %u)",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                   NS_HTTP_FD_MARGIN(sc->threads), sc->threads);
+            return NS_E_CONFIG;
+        }
+        ns_log(NS_LOG_WARN,
+               "open files: the limit is %llu (ulimit -n, hard limit %llu): server.max_connections lowered "
+               "from %u to %llu (%u descriptors are kept for the rest)",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, sc->max_connections,
+               (unsigned long long)(rl.rlim_cur - NS_HTTP_FD_MARGIN(sc->threads)),
+               NS_HTTP_FD_MARGIN(sc->threads));
+        sc->max_connections = (unsigned)(rl.rlim_cur - NS_HTTP_FD_MARGIN(sc->threads));
+    }
+    return 0;
+}
+
 static void drain_check(evutil_socket_t fd, short what, void *arg)
 {
     ns_worker *w = arg;
@@ -413,6 +628,8 @@ static void stop_accepting(evutil_socket_t fd, short what, void *arg)
     struct timeval tv = {0, 100000};
     (void)fd;
     (void)what;
+    if (w->resume != NULL)
+        event_del(w->resume);
     if (w->bound != NULL) {
         evhttp_del_accept_socket(w->http, w->bound);
         w->bound = NULL;
@@ -427,6 +644,7 @@ static void *worker_main(void *arg)
 {
     ns_worker *w = arg;
 
+    this_worker = w;
     event_base_dispatch(w->base);
     log_flush(-1, 0, w);
     return NULL;
@@ -440,6 +658,7 @@ int ns_http_start(ns_server *srv)
         return NS_E_CRYPTO;
     if (ns_refusals_init() != 0)
         return NS_E_CRYPTO;
+    srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     srv->n_workers = sc->threads;
     if ((srv->workers = calloc(srv->n_workers, sizeof(*srv->workers))) == NULL)
         return NS_E_NOMEM;
@@ -448,8 +667,10 @@ int ns_http_start(ns_server *srv)
         evutil_socket_t fd;
         w->srv = srv;
         if ((w->base = event_base_new()) == NULL || (w->http = evhttp_new(w->base)) == NULL ||
-            (w->log = evbuffer_new()) == NULL || (w->log_ev = evtimer_new(w->base, log_flush, w)) == NULL)
+            (w->log = evbuffer_new()) == NULL || (w->log_ev = evtimer_new(w->base, log_flush, w)) == NULL ||
+            (w->resume = evtimer_new(w->base, resume_accepting, w)) == NULL)
             return NS_E_NOMEM;
+        w->backoff_ms = BACKOFF_MIN_MS;
         evhttp_set_bevcb(w->http, new_bev, w);
         evhttp_set_gencb(w->http, handle, w);
         /* libevent 2.1 has one timeout per connection, for reading and for waiting alike: header_timeout
@@ -465,6 +686,7 @@ int ns_http_start(ns_server *srv)
             ns_log(NS_LOG_ERROR, "cannot accept on the listening socket");
             return NS_E_INTERNAL;
         }
+        evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(w->bound), accept_failed);
         if (pthread_create(&w->th, NULL, worker_main, w) != 0)
             return NS_E_INTERNAL;
         w->started = 1;
@@ -485,6 +707,8 @@ void ns_http_stop(ns_server *srv, long grace_ms)
             pthread_join(w->th, NULL);
         if (w->drain != NULL)
             event_free(w->drain);
+        if (w->resume != NULL)
+            event_free(w->resume);
         if (w->log_ev != NULL)
             event_free(w->log_ev);
         if (w->log != NULL)
@@ -497,4 +721,7 @@ void ns_http_stop(ns_server *srv, long grace_ms)
     free(srv->workers);
     srv->workers = NULL;
     srv->n_workers = 0;
+    if (srv->reserve_fd >= 0)
+        close(srv->reserve_fd);
+    srv->reserve_fd = -1;
 }

@@ -25,7 +25,24 @@ typedef struct ns_server {
     evutil_socket_t fd;
     struct ns_worker *workers;
     unsigned n_workers;
+    /* Out of file descriptors (http.c, accept_failed): a descriptor kept open on /dev/null, closed for a
+     * moment to accept and close one pending connection. */
+    pthread_mutex_t reserve_mu;
+    int reserve_fd;
+    /* Rate-limited warnings: when the last line was written, and what happened since. */
+    atomic_llong accept_logged_ms, over_logged_ms;
+    atomic_ulong accept_unlogged, shed_unlogged, over_unlogged;
 } ns_server;
+
+/* File descriptors the server needs besides its connections: standard streams, the listening socket and
+ * one copy per thread, each event loop's own (2 per thread, 4 for the main one), the reserve descriptor,
+ * and room for the store, the token and its module, KEK sources and OpenSSL (doc/server.md, "Limits"). */
+#define NS_HTTP_FD_MARGIN(threads) (32u + 4u * (threads))
+
+/* Check RLIMIT_NOFILE against server.max_connections + NS_HTTP_FD_MARGIN: raise the soft limit (up to the
+ * hard one) if it is short; if the hard limit is short too, lower max_connections to what fits, with a
+ * warning. NS_E_CONFIG if not even one connection fits. */
+int ns_http_fd_limit(ns_server_config *sc) NS_WUR;
 
 /* Bind and listen on server.listen ("HOST:PORT"); *port gets the port bound (for port 0). */
 int ns_http_listen(const char *listen_addr, evutil_socket_t *fd, unsigned *port) NS_WUR;

@@ -139,7 +139,9 @@ int main(int argc, char **argv)
     ns_json_init();
     memset(&a, 0, sizeof(a));
     a.srv.fd = -1;
+    a.srv.reserve_fd = -1;
     pthread_mutex_init(&a.srv.ctx_mu, NULL);
+    pthread_mutex_init(&a.srv.reserve_mu, NULL);
     while ((opt = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
@@ -168,6 +170,11 @@ int main(int argc, char **argv)
     }
     if ((r = ns_config_load(a.config_path, &cfg)) != 0)
         return 2;
+    /* Before anything opens a descriptor: the connections must not take those the store and token need. */
+    if ((r = ns_http_fd_limit(&cfg->server)) != 0) {
+        ns_config_free(cfg);
+        return 2;
+    }
     if ((r = ns_http_listen(cfg->server.listen, &a.srv.fd, &port)) != 0) {
         ns_config_free(cfg);
         return 2;
@@ -211,5 +218,6 @@ out:
     ns_svc_free(a.srv.svc);
     free(a.tls_ca_version);
     pthread_mutex_destroy(&a.srv.ctx_mu);
+    pthread_mutex_destroy(&a.srv.reserve_mu);
     return rc;
 }

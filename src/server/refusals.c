@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
@@ -26,6 +27,10 @@ typedef struct watch {
     struct bufferevent *bev;
     struct event peer_ev; /* once, right after accept: libevent sets the socket after new_bev returns */
     int peer_ev_added;
+    struct event
+        deadline_ev; /* the connection's deadline (doc/server.md, "Limits"): closes it, whatever trickles */
+    int deadline_added;
+    int over_limit;                  /* over server.max_connections: closed right after accept */
     char peer[INET6_ADDRSTRLEN + 8]; /* "ADDR:PORT", or "-" until known */
     long long last_ms;               /* the last request bytes in, or answer bytes out */
     int answered;                    /* our handler answered a request: idle_timeout applies from then */
@@ -72,13 +77,49 @@ static void record_peer(watch *w)
  * closed without an answer), peer. Never anything the peer sent. */
 static void refused(watch *w, enum ns_refusal why, int status)
 {
-    char st[8] = "-";
+    char st[12] = "-";
 
     w->refused = 1;
     if (status > 0)
         snprintf(st, sizeof(st), "%d", status);
     atomic_fetch_add(&w->srv->svc->metrics.refused[why], 1);
     fprintf(stderr, "nstance-secretsd: refused %s %s %s\n", ns_refusal_name(why), st, w->peer);
+}
+
+/* Close the connection from below: with its socket shut down, libevent's next read sees the end of the
+ * stream and frees the connection through its ordinary path (whatever state evhttp is in: TLS handshake,
+ * request line, headers, body, or writing an answer). */
+static void cut(watch *w)
+{
+    evutil_socket_t fd = bufferevent_getfd(w->bev);
+
+    if (fd >= 0)
+        (void)shutdown(fd, SHUT_RDWR);
+}
+
+/* The deadline passed: the first request (TLS handshake, head and body) did not arrive within
+ * header_timeout of accept, or the next one within idle_timeout + header_timeout of the last answer.
+ * libevent's own timeout restarts on every byte, so without this a client that sends one byte every few
+ * seconds would hold its connection (and a slot of server.max_connections) for ever. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    watch *w = arg;
+    (void)fd;
+    (void)what;
+    w->deadline_added = 0;
+    if (strcmp(w->peer, "-") == 0)
+        record_peer(w);
+    if (!w->refused && !w->over_limit && !atomic_load(&w->srv->stopping))
+        refused(w, w->answered ? NS_REFUSED_IDLE_TIMEOUT : NS_REFUSED_HEADER_TIMEOUT, 0);
+    cut(w);
+}
+
+static void arm(watch *w, long long ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    if (event_add(&w->deadline_ev, &tv) == 0)
+        w->deadline_added = 1;
 }
 
 static void peer_cb(evutil_socket_t fd, short what, void *arg)
@@ -88,6 +129,8 @@ static void peer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     w->peer_ev_added = 0;
     record_peer(w);
+    if (w->over_limit)
+        cut(w); /* its descriptor is free again at once, not after header_timeout */
 }
 
 /* Bytes of a request arrived. */
@@ -148,9 +191,12 @@ static void watch_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lon
         return;
     if (w->peer_ev_added)
         event_del(&w->peer_ev);
+    if (w->deadline_added)
+        event_del(&w->deadline_ev);
     sc = &w->srv->svc->cfg->server;
     limit_ms = (long long)(w->answered ? sc->idle_timeout : sc->header_timeout) * 1000;
-    if (!w->refused && !atomic_load(&w->srv->stopping) && coarse_ms() - w->last_ms + MARGIN_MS >= limit_ms)
+    if (!w->refused && !w->over_limit && !atomic_load(&w->srv->stopping) &&
+        coarse_ms() - w->last_ms + MARGIN_MS >= limit_ms)
         refused(w, w->answered ? NS_REFUSED_IDLE_TIMEOUT : NS_REFUSED_HEADER_TIMEOUT, 0);
     free(w);
 }
@@ -162,7 +208,7 @@ int ns_refusals_init(void)
     return 0;
 }
 
-void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev)
+void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev, int over_limit)
 {
     struct timeval now = {0, 0};
     watch *w;
@@ -171,6 +217,7 @@ void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev)
         return;
     w->srv = srv;
     w->bev = bev;
+    w->over_limit = over_limit;
     w->last_ms = coarse_ms();
     strcpy(w->peer, "-");
     if (evbuffer_add_cb(bufferevent_get_input(bev), input_cb, w) == NULL ||
@@ -185,4 +232,35 @@ void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev)
     if (event_assign(&w->peer_ev, bufferevent_get_base(bev), -1, 0, peer_cb, w) == 0 &&
         event_add(&w->peer_ev, &now) == 0)
         w->peer_ev_added = 1;
+    if (event_assign(&w->deadline_ev, bufferevent_get_base(bev), -1, 0, deadline_cb, w) == 0)
+        arm(w, (long long)srv->svc->cfg->server.header_timeout * 1000);
+}
+
+static watch *watch_of(struct bufferevent *bev)
+{
+    SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
+
+    return ssl != NULL && watch_idx >= 0 ? SSL_get_ex_data(ssl, watch_idx) : NULL;
+}
+
+void ns_refusals_answered(struct bufferevent *bev)
+{
+    watch *w = watch_of(bev);
+    const ns_server_config *sc;
+
+    if (w == NULL || w->refused)
+        return;
+    sc = &w->srv->svc->cfg->server;
+    arm(w, (long long)(sc->idle_timeout + sc->header_timeout) * 1000);
+}
+
+void ns_refusals_refuse(struct bufferevent *bev, enum ns_refusal why, int status)
+{
+    watch *w = watch_of(bev);
+
+    if (w == NULL)
+        return;
+    if (strcmp(w->peer, "-") == 0)
+        record_peer(w);
+    refused(w, why, status);
 }

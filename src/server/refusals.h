@@ -22,8 +22,19 @@ extern _Thread_local int ns_refusals_replying;
 /* Register the SSL ex-data index; once, before the first connection. */
 int ns_refusals_init(void) NS_WUR;
 
-/* Watch a new connection (its SSL object and its bufferevent). On failure (no memory) the connection is
- * served unwatched. The watch is freed with the SSL object. */
-void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev);
+/* Watch a new connection (its SSL object and its bufferevent) and start its deadline: the connection is
+ * closed header_timeout after accept unless our handler has answered a request by then (doc/server.md,
+ * "Limits"). over_limit: the connection is over server.max_connections; it is closed right away (no
+ * refusal is logged for it). On failure (no memory) the connection is served unwatched, with libevent's
+ * timeouts only. The watch is freed with the SSL object. */
+void ns_refusals_watch(ns_server *srv, SSL *ssl, struct bufferevent *bev, int over_limit);
+
+/* Our handler queued an answer on bev's connection: the next request must be complete within
+ * idle_timeout + header_timeout from now, or the connection is closed. */
+void ns_refusals_answered(struct bufferevent *bev);
+
+/* Our handler refuses a request before looking at it (why, status): one "refused" line and a count, as for
+ * libevent's own refusals. The caller answers and closes the connection. */
+void ns_refusals_refuse(struct bufferevent *bev, enum ns_refusal why, int status);
 
 #endif

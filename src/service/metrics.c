@@ -17,8 +17,8 @@ static const unsigned long bucket_us[NS_METRICS_BUCKETS] = {1000,  2500,   5000,
                                                             50000, 100000, 250000, 1000000, 5000000};
 static const char *const tok_names[NS_TOK_N] = {"sign", "decrypt"};
 static const char *const refusal_names[NS_REFUSED_N] = {
-    "body_too_large", "malformed",   "method_not_implemented", "expectation_failed", "other",
-    "header_timeout", "idle_timeout"};
+    "body_too_large", "malformed",      "method_not_implemented", "expectation_failed",
+    "other",          "header_timeout", "idle_timeout",           "bad_content_length"};
 
 const char *ns_refusal_name(enum ns_refusal r)
 {
@@ -133,6 +133,18 @@ int ns_metrics_render(ns_metrics *m, ns_buf **out)
             L("nstance_rate_limited_total{endpoint=\"%s\"} %lu\n", ep_names[limited[k]],
               atomic_load(&m->rate_limited[limited[k]]));
     }
+    L("# HELP nstance_accept_errors_total accept() failures (out of file descriptors: EMFILE, ENFILE); each "
+      "pauses accepting for 100 ms to 1 s.\n");
+    L("# TYPE nstance_accept_errors_total counter\n");
+    L("nstance_accept_errors_total %lu\n", atomic_load(&m->accept_errors));
+    L("# HELP nstance_connections_shed_total Connections accepted and closed at once for want of a file "
+      "descriptor.\n");
+    L("# TYPE nstance_connections_shed_total counter\n");
+    L("nstance_connections_shed_total %lu\n", atomic_load(&m->connections_shed));
+    L("# HELP nstance_connections_over_limit_total Connections accepted and closed at once: "
+      "server.max_connections were open.\n");
+    L("# TYPE nstance_connections_over_limit_total counter\n");
+    L("nstance_connections_over_limit_total %lu\n", atomic_load(&m->over_limit));
 #undef L
     *out = b;
     b = NULL;

@@ -25,7 +25,8 @@ enum ns_endpoint {
 
 enum ns_token_op { NS_TOK_SIGN = 0, NS_TOK_DECRYPT, NS_TOK_N };
 
-/* Why libevent refused a request or closed a connection without our handler (src/server/refusals.c). */
+/* Why libevent refused a request or closed a connection without our handler, or why we refused a request
+ * before our handler looked at it (src/server/refusals.c). */
 enum ns_refusal {
     NS_REFUSED_BODY_TOO_LARGE = 0, /* 413: body over 64 KiB */
     NS_REFUSED_MALFORMED,          /* 400: bad request line or headers, headers over 16 KiB, bad chunks */
@@ -33,7 +34,8 @@ enum ns_refusal {
     NS_REFUSED_EXPECT,             /* 417: an Expect other than 100-continue */
     NS_REFUSED_OTHER,              /* any other status libevent answered by itself */
     NS_REFUSED_HEADER_TIMEOUT,     /* closed: no complete first request within server.header_timeout */
-    NS_REFUSED_IDLE_TIMEOUT,       /* closed: no next request within server.idle_timeout */
+    NS_REFUSED_IDLE_TIMEOUT,       /* closed: no next request within server.idle_timeout (+ header_timeout) */
+    NS_REFUSED_BAD_CONTENT_LENGTH, /* 400 of ours: Content-Length twice, not plain digits, or with chunks */
     NS_REFUSED_N
 };
 
@@ -49,6 +51,9 @@ typedef struct ns_metrics {
     atomic_ulong certificates_issued;
     atomic_ulong refused[NS_REFUSED_N];
     atomic_ulong rate_limited[NS_EP_N]; /* 429 answers by endpoint (register, agent_renew, operator_renew) */
+    atomic_ulong accept_errors;    /* accept() failed (EMFILE, ENFILE, ...): accepting paused for a while */
+    atomic_ulong connections_shed; /* accepted and closed at once for want of a file descriptor */
+    atomic_ulong over_limit;       /* accepted and closed at once: server.max_connections were open */
 } ns_metrics;
 
 const char *ns_endpoint_name(enum ns_endpoint e);

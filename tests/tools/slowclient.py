@@ -14,6 +14,19 @@
   slowclient.py send PORT FILE            the bytes of FILE as they are (any request, well-formed or not) on one
                                           TLS connection, then reads until the server closes it (10 s at most);
                                           prints the status line of every answer, or "no answer"
+  slowclient.py trickle-many PORT KIND N SECONDS GAP
+                                          N connections that each send one byte every GAP seconds, for SECONDS:
+                                          KIND "head" (TLS, then a request head byte by byte), "tls" (the TLS
+                                          ClientHello itself byte by byte) or "next" (one request answered,
+                                          then the next head byte by byte). A connection the server closes is
+                                          opened again 0.5 s later. Prints one line per connection the server
+                                          closed: "closed KIND LIFETIME" (seconds from connect, or from the
+                                          first answer for "next"); then "open KIND AGE" for those still open.
+                                          On stderr "up KIND" whenever a connection sent its first byte
+  slowclient.py flood PORT N STOPFILE     N TCP connections that send nothing; prints "connected N" once they
+                                          are made (the kernel completes them whether or not the server
+                                          accepts), waits for STOPFILE, then prints "closed-by-server K" (how
+                                          many the server had closed) and closes the rest
 """
 import socket, ssl, sys, time
 
@@ -31,6 +44,101 @@ def ctx(ca=None):
 def connect(port, ca=None):
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     return ctx(ca).wrap_socket(s)
+
+
+def trickle_many(port, kind, n, seconds, gap):
+    import threading
+
+    out, lock, stop = [], threading.Lock(), time.time() + seconds
+
+    def one():
+        while time.time() < stop:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            except OSError:
+                time.sleep(0.5)
+                continue
+            t0 = time.time()
+            try:
+                if kind == "tls":
+                    # The ClientHello as the ssl module writes it, sent one byte at a time.
+                    inc, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+                    o = ctx().wrap_bio(inc, outb)
+                    try:
+                        o.do_handshake()
+                    except ssl.SSLWantReadError:
+                        pass
+                    data = outb.read()
+                else:
+                    s = ctx().wrap_socket(s)
+                    if kind == "next":
+                        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                        got = b""
+                        while b"ok\n" not in got:
+                            d = s.recv(4096)
+                            if not d:
+                                raise OSError("closed before the answer")
+                            got += d
+                        t0 = time.time()
+                    data = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 4096
+                s.settimeout(gap)
+                closed = False
+                for i in range(len(data)):
+                    if time.time() >= stop:
+                        break
+                    s.sendall(data[i:i + 1])
+                    if i == 0:
+                        with lock:
+                            sys.stderr.write("up %s\n" % kind)  # a test may wait for these
+                            sys.stderr.flush()
+                    try:
+                        if not s.recv(4096):  # waits GAP seconds unless the server closes
+                            closed = True
+                            break
+                    except socket.timeout:
+                        pass
+                    except ssl.SSLWantReadError:
+                        time.sleep(gap)
+            except (ssl.SSLError, OSError):
+                closed = True
+            with lock:
+                if closed:
+                    out.append("closed %s %.1f" % (kind, time.time() - t0))
+                else:
+                    out.append("open %s %.1f" % (kind, time.time() - t0))
+            s.close()
+            if closed:
+                time.sleep(0.5)
+
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    print("\n".join(out))
+    sys.stdout.flush()
+
+
+def flood(port, n, stopfile):
+    import os, select
+
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    print("connected %d" % len(conns))
+    sys.stdout.flush()
+    while not os.path.exists(stopfile):
+        time.sleep(0.05)
+    gone = 0
+    for c in conns:
+        c.setblocking(False)
+        try:
+            if c.recv(1) == b"":
+                gone += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            gone += 1
+        c.close()
+    print("closed-by-server %d" % gone)
 
 
 def main():
@@ -110,8 +218,13 @@ def main():
                 got += d
         except (ssl.SSLError, OSError):
             pass
-        lines = [l.decode("latin-1") for l in got.split(b"\r\n") if l.startswith(b"HTTP/")]
+        # Split at LF: a JSON body ends in "\n", so the next answer's status line follows a bare LF.
+        lines = [l.rstrip(b"\r").decode("latin-1") for l in got.split(b"\n") if l.startswith(b"HTTP/")]
         print("\n".join(lines) if lines else "no answer")
+    elif cmd == "flood":
+        flood(port, int(sys.argv[3]), sys.argv[4])
+    elif cmd == "trickle-many":
+        trickle_many(port, sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
     else:
         sys.exit("unknown command")
 
