@@ -207,10 +207,13 @@ done
     fail "the session high-water mark grew over removal cycles ($max_1 -> $max_3)"
 # While the token is gone, the token layer tries to find it again at most every 250 ms (NS_P11_RECOVER_BACKOFF_MS),
 # not once per request: each attempt logs one "no token matching" line (it was one per request, ~300 here).
+# The back-off is per token handle, and this server holds two on the token (the KEK's, used by the cache
+# refresh, and the CA signer's, used by renewals): up to two attempts per 250 ms. (The bound was one per
+# 250 ms, and failed on a loaded machine at 4.4-4.6 attempts a second, as the two handles' attempts add up.)
 scans=$(grep -c "no token matching" "$T/s.log" || true)
 echo "# recovery attempts while removed: $scans in $removed_ms ms (load requests kept coming)"
 [ "$scans" -ge 3 ] || fail "no recovery attempt logged during the removals"
-[ "$scans" -le $((removed_ms / 250 + 3 * 3)) ] ||
+[ "$scans" -le $((2 * removed_ms / 250 + 3 * 3)) ] ||
     fail "$scans recovery attempts in $removed_ms ms of removal: the back-off (250 ms) is not applied"
 
 # ---- CK_RVs on the calls the server makes with its keys ----
