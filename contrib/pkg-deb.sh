@@ -45,7 +45,7 @@ cleanup() {
     local rc=$?
     if [ "$installed" = 1 ]; then
         rm -f /etc/nstance/agent.env
-        DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nstance-secrets nstance-secrets-agent \
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 purge -y -q nstance-secrets nstance-secrets-agent \
             >"$W/purge.log" 2>&1 || {
             echo "pkg-deb: purge failed:" >&2
             tail -n 20 "$W/purge.log" >&2
@@ -75,7 +75,7 @@ fi
 echo "built in $(($(date +%s) - start))s: $(cd "$W" && ls ./*.deb | tr '\n' ' ')"
 
 echo "==> pkg-deb: lintian"
-lintian --no-tag-display-limit "$W"/*.changes >"$W/lintian.log" 2>&1 || true
+lintian --tag-display-limit 0 "$W"/*.changes >"$W/lintian.log" 2>&1 || true
 cat "$W/lintian.log"
 if grep -q '^E: ' "$W/lintian.log"; then
     fail "lintian reports errors"
@@ -84,7 +84,7 @@ echo "lintian: $(grep -c '^E: ' "$W/lintian.log" || true) errors, $(grep -c '^W:
 
 echo "==> pkg-deb: apt-get install ./*.deb"
 installed=1
-if ! (cd "$W" && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ./*.deb) \
+if ! (cd "$W" && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends ./nstance-secrets_*.deb ./nstance-secrets-agent_*.deb) \
     >"$W/install.log" 2>&1; then
     tail -n 30 "$W/install.log" >&2
     fail "apt-get install"
@@ -137,7 +137,7 @@ tail -n 6 "$W/demo.log"
 
 echo "==> pkg-deb: apt-get purge"
 installed=0
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -q nstance-secrets nstance-secrets-agent >"$W/purge.log" 2>&1 ||
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 purge -y -q nstance-secrets nstance-secrets-agent >"$W/purge.log" 2>&1 ||
     { tail -n 20 "$W/purge.log" >&2; fail "apt-get purge"; }
 for f in /usr/bin/nstance-secrets /usr/sbin/nstance-secretsd /usr/sbin/nstance-secrets-agent \
     /lib/systemd/system/nstance-secretsd.service /var/cache/nstance-secrets; do
