@@ -4,8 +4,8 @@
 #      tables) and the long options its man page names are one and the same set.
 #   2. The config keys of doc/config.md's tables (first column) and the keys nstance-secrets.yaml(5) lists
 #      (.TP entries) are the same set.
-#   3. Every man page and the bash completions name every long option, and --version prints the configured
-#      version.
+#   3. The bash completions name the same long options, parse, and complete a command, a sub-command and an
+#      option of each program; --version prints the configured version.
 # A man page that misses an option, or names one that no longer exists, fails the test.
 set -euo pipefail
 : "${top_srcdir:?}" "${top_builddir:?}"
@@ -81,4 +81,35 @@ sed -e 's/\\-/-/g' -e 's/\\f[BIRP]//g' man/nstance-secrets.yaml.5 | awk '/^\.TP/
 compare "config keys" "$tmp/keys-doc" "$tmp/keys-man" "doc/config.md" "man/nstance-secrets.yaml.5"
 compare "config keys" "$tmp/keys-man" "$tmp/keys-doc" "man/nstance-secrets.yaml.5" "doc/config.md"
 echo "ok config keys: $(wc -l <"$tmp/keys-doc") in doc/config.md and nstance-secrets.yaml(5)"
+
+# The completions parse, and (with bash-completion installed) complete a command, a sub-command and an option.
+for f in contrib/completion/*; do
+    bash -n "$f" || {
+        echo "FAIL $f: bash syntax"
+        bad=1
+    }
+done
+bc=/usr/share/bash-completion/bash_completion
+[ -f "$bc" ] || {
+    echo "bash-completion not installed"
+    exit 99
+}
+{
+    # complete PROGRAM-FILE FUNCTION WORDS...: prints COMPREPLY for the last word.
+    complete_words() {
+        bash -c '. "$1" >/dev/null 2>&1; . "$2"; f=$3; shift 3; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+            COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; "$f" "$1" "${COMP_WORDS[-1]}" "${COMP_WORDS[-2]:-}"
+            printf "%s\n" "${COMPREPLY[@]}"' _ "$bc" "$@"
+    }
+    got=$(complete_words contrib/completion/nstance-secrets _nstance_secrets nstance-secrets con | tr '\n' ' ')
+    [ "$got" = "config " ] || { echo "FAIL completion 'nstance-secrets con': '$got'"; bad=1; }
+    got=$(complete_words contrib/completion/nstance-secrets _nstance_secrets nstance-secrets ca i | tr '\n' ' ')
+    [ "$got" = "init issue " ] || { echo "FAIL completion 'nstance-secrets ca i': '$got'"; bad=1; }
+    got=$(complete_words contrib/completion/nstance-secrets-agent _nstance_secrets_agent nstance-secrets-agent run --in |
+        tr '\n' ' ')
+    [ "$got" = "--interval " ] || { echo "FAIL completion 'nstance-secrets-agent run --in': '$got'"; bad=1; }
+    got=$(complete_words contrib/completion/nstance-secretsd _nstance_secretsd nstance-secretsd --v | tr '\n' ' ')
+    [ "$got" = "--verbose --version " ] || { echo "FAIL completion 'nstance-secretsd --v': '$got'"; bad=1; }
+    echo "ok bash completions"
+}
 exit "$bad"
