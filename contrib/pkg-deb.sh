@@ -13,9 +13,14 @@
 #      /var/cache/nstance-secrets nstance:nstance 0700, the units, man pages, completions and examples in
 #      place; `systemd-analyze security --offline=true` of both units printed (exposure).
 #   4. contrib/demo.sh with the installed CLI and agent and the server started by the unit's ExecStart line
-#      (no systemd in CI): secret put/get, CA, nonces, server, agent enroll and sync.
+#      (no systemd in CI) with the demo's `-c dev/config.yaml` appended (the last -c wins): secret put/get,
+#      CA, nonces, server, agent enroll and sync. As root, not as the unit's User=nstance: the demo's
+#      token and store are made by root in a 0700 temp dir.
 #   5. apt-get purge: programs, units and /var/cache/nstance-secrets gone. Runs on failure too (a trap), so
 #      the machine is left as it was for the tests that follow (they use the build tree's programs).
+#   4b. The unit's ExecStartPre (config check) and ExecStart lines run as it runs them, as User=nstance with
+#      /etc/nstance/secrets.yaml (a file KEK and a software CA made by the CLI as nstance in
+#      /var/lib/nstance): ready, /health answers, SIGHUP (ExecReload) keeps it serving, SIGTERM stops it.
 # Needs root, dpkg-buildpackage, lintian and apt-get: exit 99 when missing (a hard error, never a skip).
 # Prints "pkg-deb: ok" last and exits 0, or exits 1.
 set -euo pipefail
@@ -31,9 +36,9 @@ done
     echo "pkg-deb: needs root (apt-get install)" >&2
     exit 99
 }
+# An operator's installation is never replaced (nor purged afterwards) by this test.
 for p in nstance-secrets nstance-secrets-agent; do
-    if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "" ] &&
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q installed; then
+    if dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
         echo "pkg-deb: $p is already installed here; refusing to replace it" >&2
         exit 1
     fi
@@ -43,8 +48,13 @@ W=$(mktemp -d /tmp/ns-pkg-deb.XXXXXXXX)
 installed=0
 cleanup() {
     local rc=$?
+    if [ -n "${unit_pid:-}" ]; then
+        kill "$unit_pid" 2>/dev/null || true
+        wait "$unit_pid" 2>/dev/null || true
+    fi
     if [ "$installed" = 1 ]; then
-        rm -f /etc/nstance/agent.env
+        rm -f /etc/nstance/agent.env /etc/nstance/secrets.yaml /etc/nstance/kek.key
+        rm -rf /var/lib/nstance/bucket
         DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 purge -y -q nstance-secrets nstance-secrets-agent \
             >"$W/purge.log" 2>&1 || {
             echo "pkg-deb: purge failed:" >&2
@@ -135,7 +145,60 @@ fi
 grep -q "listening on" "$W/dev/server.log" || fail "the server (ExecStart) did not listen"
 tail -n 6 "$W/demo.log"
 
+echo "==> pkg-deb: the unit's own lines, as its User=nstance, with /etc/nstance/secrets.yaml"
+# A file KEK and a software CA: the packaging's paths and owners are what this checks, not a token.
+runuser() { setpriv --reuid=nstance --regid=nstance --init-groups -- "$@"; }
+umask 027
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >/etc/nstance/kek.key
+chown nstance:nstance /etc/nstance/kek.key
+chmod 0600 /etc/nstance/kek.key
+cat >/etc/nstance/secrets.yaml <<'CONF'
+cluster_id: pkg-test
+storage: {backend: file, path: /var/lib/nstance/bucket}
+encryption_key: {source: file, path: /etc/nstance/kek.key}
+cache_dir: /var/cache/nstance-secrets
+server: {listen: "127.0.0.1:0"}
+CONF
+chgrp nstance /etc/nstance/secrets.yaml
+chmod 0640 /etc/nstance/secrets.yaml
+umask 077
+runuser /usr/bin/nstance-secrets ca init >/dev/null || fail "ca init as nstance"
+runuser /usr/bin/nstance-secrets secret create registration-nonce.key --type ed25519 >/dev/null ||
+    fail "secret create as nstance"
+pre=$(sed -n 's/^ExecStartPre=//p' "$unit")
+read -r -a pre_argv <<<"$pre"
+runuser "${pre_argv[@]}" || fail "ExecStartPre ($pre) as nstance"
+read -r -a start_argv <<<"$execstart"
+# setpriv itself (not the function) so that $! is the server: setpriv execs it.
+setpriv --reuid=nstance --regid=nstance --init-groups -- "${start_argv[@]}" 2>"$W/unit.log" &
+unit_pid=$!
+port=
+for _ in $(seq 1 100); do
+    port=$(sed -n 's/^nstance-secretsd: listening on .* (port \([0-9]*\)).*/\1/p' "$W/unit.log")
+    [ -n "$port" ] && grep -qE ': ready$' "$W/unit.log" && break
+    kill -0 "$unit_pid" 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$port" ] && grep -qE ': ready$' "$W/unit.log" || {
+    cat "$W/unit.log" >&2
+    fail "ExecStart as nstance did not get ready"
+}
+curl -sk --max-time 5 "https://127.0.0.1:$port/health" | grep -q ok || fail "/health of the unit's server"
+[ "$(stat -c %U /var/cache/nstance-secrets)" = nstance ] || fail "cache dir owner changed"
+# ExecReload: SIGHUP, and the server keeps serving.
+kill -HUP "$unit_pid"
+sleep 0.5
+kill -0 "$unit_pid" 2>/dev/null || fail "the server died on SIGHUP (ExecReload)"
+curl -sk --max-time 5 "https://127.0.0.1:$port/health" | grep -q ok || fail "/health after SIGHUP"
+kill -TERM "$unit_pid"
+wait "$unit_pid" || fail "the server exited non-zero on SIGTERM"
+unit_pid=
+grep -q 'stopped' "$W/unit.log" || fail "no 'stopped' line"
+echo "ExecStartPre, ExecStart (ready, /health), ExecReload (SIGHUP) and stop as nstance: ok"
+
 echo "==> pkg-deb: apt-get purge"
+rm -f /etc/nstance/secrets.yaml /etc/nstance/kek.key
+rm -rf /var/lib/nstance/bucket
 installed=0
 DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 purge -y -q nstance-secrets nstance-secrets-agent >"$W/purge.log" 2>&1 ||
     { tail -n 20 "$W/purge.log" >&2; fail "apt-get purge"; }
