@@ -10,7 +10,8 @@
 #
 # Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
 #   N passed, N failed
-# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS);
+# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS)
+# and the packaging step (5);
 # a build that fails to configure or compile counts as one failure. Exit status 0 iff nothing failed.
 #
 # Environment:
