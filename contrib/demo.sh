@@ -18,24 +18,28 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 
-bash contrib/deps.sh
+# NS_DEMO_CLI, NS_DEMO_SERVER (a command line: the unit's ExecStart), NS_DEMO_AGENT and NS_DEMO_DIR run the
+# same flow against installed programs (contrib/pkg-deb.sh): nothing is installed or built then.
+if [ -z "${NS_DEMO_CLI:-}" ]; then
+    bash contrib/deps.sh
 
-if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
-    echo "==> autoreconf"
-    autoreconf -fi >/dev/null 2>&1
+    if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+        echo "==> autoreconf"
+        autoreconf -fi >/dev/null 2>&1
+    fi
+    mkdir -p _build
+    if [ ! -f _build/Makefile ]; then
+        echo "==> configure"
+        (cd _build && ../configure -q)
+    fi
+    echo "==> make"
+    make --no-print-directory -s -C _build -j2 nstance-secrets nstance-secretsd nstance-secrets-agent >/dev/null
 fi
-mkdir -p _build
-if [ ! -f _build/Makefile ]; then
-    echo "==> configure"
-    (cd _build && ../configure -q)
-fi
-echo "==> make"
-make --no-print-directory -s -C _build -j2 nstance-secrets nstance-secretsd nstance-secrets-agent >/dev/null
 
-cli=$root/_build/nstance-secrets
-server=$root/_build/nstance-secretsd
-agent=$root/_build/nstance-secrets-agent
-dev=$root/dev
+cli=${NS_DEMO_CLI:-$root/_build/nstance-secrets}
+read -r -a server <<<"${NS_DEMO_SERVER:-$root/_build/nstance-secretsd}"
+agent=${NS_DEMO_AGENT:-$root/_build/nstance-secrets-agent}
+dev=${NS_DEMO_DIR:-$root/dev}
 module=
 for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
     [ -f "$m" ] && module=$m && break
@@ -154,7 +158,7 @@ stop_server() {
 }
 trap stop_server EXIT
 : >"$dev/server.log"
-"$server" -c "$dev/config.yaml" 2>"$dev/server.log" &
+"${server[@]}" -c "$dev/config.yaml" 2>"$dev/server.log" &
 server_pid=$!
 port=
 for _ in $(seq 1 100); do
@@ -213,4 +217,4 @@ echo "and read back; the agent enrolled with the server and wrote its files unde
 echo "set-up yourself:"
 echo "  export SOFTHSM2_CONF=$SOFTHSM2_CONF"
 echo "  $cli -c dev/config.yaml list"
-echo "  $server -c dev/config.yaml      # then the agent as above (doc/agent.md)"
+echo "  ${server[0]} -c dev/config.yaml      # then the agent as above (doc/agent.md)"

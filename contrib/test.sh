@@ -10,12 +10,18 @@
 #
 # Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
 #   N passed, N failed
-# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS);
+# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS)
+# and the packaging step (5);
 # a build that fails to configure or compile counts as one failure. Exit status 0 iff nothing failed.
 #
 # Environment:
 #   CI=true             plain output, no colours or other terminal tricks.
 #   NS_SKIP_SANITIZE=1  skip the sanitizer build (quick local runs).
+#   NS_SKIP_PACKAGING=1 skip step 5 (quick local runs, or a machine where packages must not be installed).
+#
+#   5. Packaging (contrib/distcheck.sh, contrib/pkg-deb.sh): make distcheck on _build/ (smoke tests only),
+#      then the Debian packages built from its tarball, lintian, installed, the demo run against them,
+#      purged. Each counts as one test in the summary.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -148,6 +154,27 @@ run_build() {
     count_build "$name" "$passed" "$failed"
 }
 
+# Step 5: distcheck, then the .debs from its tarball (installed, exercised, purged). One test each.
+run_packaging() {
+    if [ "${NS_SKIP_PACKAGING:-}" = 1 ]; then
+        say "packaging skipped (NS_SKIP_PACKAGING=1)"
+        return
+    fi
+    say "packaging: make distcheck"
+    if ! bash contrib/distcheck.sh "$root/_build"; then
+        count_build distcheck 0 1
+        count_build pkg-deb 0 1
+        return
+    fi
+    count_build distcheck 1 0
+    say "packaging: Debian packages"
+    if bash contrib/pkg-deb.sh "$(ls -t "$root"/_build/nstance-secrets-*.tar.gz | head -n 1)"; then
+        count_build pkg-deb 1 0
+    else
+        count_build pkg-deb 0 1
+    fi
+}
+
 main() {
     local builds=2
     [ "${NS_SKIP_SANITIZE:-}" = 1 ] && builds=1
@@ -193,6 +220,8 @@ main() {
     else
         say "sanitizer build skipped (NS_SKIP_SANITIZE=1)"
     fi
+
+    run_packaging
 
     printf '%d passed, %d failed\n' "$total_passed" "$total_failed"
     [ "$total_failed" -eq 0 ]

@@ -11,6 +11,7 @@
 
 static const char usage[] =
     "usage: nstance-secrets-agent [-v] COMMAND [OPTIONS]\n"
+    "       nstance-secrets-agent --help | --version\n"
     "\n"
     "  enroll --server URL --ca FILE --nonce-file FILE --dir DIR [--hostname H] [--ipv4 A] [--ipv6 A]\n"
     "        make an Ed25519 identity key in DIR and register it with the server (the nonce file is\n"
@@ -92,6 +93,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc && (strcmp(argv[optind], "-h") == 0 || strcmp(argv[optind], "--help") == 0)) {
         fputs(usage, stdout);
+        return 0;
+    }
+    if (optind < argc && strcmp(argv[optind], "--version") == 0) {
+        puts(PACKAGE_STRING);
         return 0;
     }
     if (optind >= argc) {

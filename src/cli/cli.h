@@ -46,5 +46,6 @@ int ns_cmd_rewrap(ns_cli *cli, int argc, char **argv);
 int ns_cmd_secret(ns_cli *cli, int argc, char **argv);
 int ns_cmd_ca(ns_cli *cli, int argc, char **argv);
 int ns_cmd_nonce(ns_cli *cli, int argc, char **argv);
+int ns_cmd_config(ns_cli *cli, int argc, char **argv);
 
 #endif

@@ -35,6 +35,12 @@ static const char usage[] =
     "              [--on-demand] [--ttl DURATION]\n"
     "  nonce verify|consume JWT|-|--file FILE [--kind K] | nonce jwks | nonce prune [--dry-run]\n"
     "                                 registration-nonce JWTs (doc/nonces.md)\n"
+    "  config check                   validate CONFIG (no token, storage or network is touched)\n"
+    "\n"
+    "  -c, --config FILE              the config\n"
+    "  -v, --verbose                  log more (twice: debug)\n"
+    "  -h, --help                     this help\n"
+    "      --version                  the version\n"
     "\n"
     "CONFIG defaults to $NSTANCE_SECRETS_CONFIG, then /etc/nstance/secrets.yaml.\n"
     "Exit codes: 0 ok, 1 internal, 2 usage/config, 3 not found, 4 integrity or authentication failure,\n"
@@ -47,7 +53,7 @@ static const struct {
 } commands[] = {
     {"put", ns_cmd_put}, {"get", ns_cmd_get},       {"list", ns_cmd_list},     {"delete", ns_cmd_delete},
     {"kek", ns_cmd_kek}, {"verify", ns_cmd_verify}, {"rewrap", ns_cmd_rewrap}, {"secret", ns_cmd_secret},
-    {"ca", ns_cmd_ca},   {"nonce", ns_cmd_nonce},
+    {"ca", ns_cmd_ca},   {"nonce", ns_cmd_nonce},   {"config", ns_cmd_config},
 };
 
 void ns_cli_error(const char *what, int r)

@@ -26,7 +26,9 @@
 static const char usage[] = "usage: nstance-secretsd [-c CONFIG] [-v]\n"
                             "  -c, --config FILE   the config (default $NSTANCE_SECRETS_CONFIG, then "
                             "/etc/nstance/secrets.yaml)\n"
-                            "  -v, --verbose       log more (twice: debug)\n";
+                            "  -v, --verbose       log more (twice: debug)\n"
+                            "  -h, --help          this help\n"
+                            "      --version       the version\n";
 
 typedef struct app {
     ns_server srv;
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     app a;
@@ -152,6 +155,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             fputs(usage, stdout);
+            return 0;
+        case 'V':
+            puts(PACKAGE_STRING);
             return 0;
         default:
             fputs(usage, stderr);
