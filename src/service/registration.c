@@ -30,8 +30,9 @@
  * jwt/nonce.h), which never holds a '/', and each is a path segment of its own. So a record name splits back
  * into its parts in exactly one way: tenant "acme.web" with sub "1" and tenant "acme" with sub "web.1" get
  * two names (the old "<tenant>.<sub>.json" gave both the same). */
-int ns_record_name(const char *kind, const char *shard, const char *tenant, const char *sub, char *out,
-                   size_t n)
+/* The record's name with `sep` between tenant and sub: "/" (now) or "." (the old, colliding layout). */
+static int record_name_sep(const char *kind, const char *shard, const char *tenant, const char *sub, char sep,
+                           char *out, size_t n)
 {
     bool op = strcmp(kind, "operator") == 0;
     int k;
@@ -39,29 +40,24 @@ int ns_record_name(const char *kind, const char *shard, const char *tenant, cons
     if (!ns_nonce_name_ok(tenant) || !ns_nonce_name_ok(sub) || (!op && !ns_nonce_name_ok(shard)))
         return NS_E_NAME;
     if (op)
-        k = snprintf(out, n, "cluster/operator/%s/%s.json", tenant, sub);
+        k = snprintf(out, n, "cluster/operator/%s%c%s.json", tenant, sep, sub);
     else
-        k = snprintf(out, n, "shard/%s/instance/%s/%s.json", shard, tenant, sub);
+        k = snprintf(out, n, "shard/%s/instance/%s%c%s.json", shard, tenant, sep, sub);
     if (k < 0 || (size_t)k >= n)
         return NS_E_NAME;
     return ns_store_name_check(out);
 }
 
+int ns_record_name(const char *kind, const char *shard, const char *tenant, const char *sub, char *out,
+                   size_t n)
+{
+    return record_name_sep(kind, shard, tenant, sub, '/', out, n);
+}
+
 int ns_record_legacy_name(const char *kind, const char *shard, const char *tenant, const char *sub, char *out,
                           size_t n)
 {
-    bool op = strcmp(kind, "operator") == 0;
-    int k;
-
-    if (!ns_nonce_name_ok(tenant) || !ns_nonce_name_ok(sub) || (!op && !ns_nonce_name_ok(shard)))
-        return NS_E_NAME;
-    if (op)
-        k = snprintf(out, n, "cluster/operator/%s.%s.json", tenant, sub);
-    else
-        k = snprintf(out, n, "shard/%s/instance/%s.%s.json", shard, tenant, sub);
-    if (k < 0 || (size_t)k >= n)
-        return NS_E_NAME;
-    return ns_store_name_check(out);
+    return record_name_sep(kind, shard, tenant, sub, '.', out, n);
 }
 
 /* "2026-11-28T12:00:00Z" (as ns_time_format writes it) → seconds. */
