@@ -81,7 +81,7 @@ start_rgw() {
         die "ceph auth get-or-create client.rgw.$name failed"
     }
     radosgw -c "$D/ceph.conf" -n "client.rgw.$name" --keyring "$D/rgw.$name.keyring" \
-        --rgw-frontends "beast endpoint=127.0.0.1:$port" --rgw-data "$D/rgw.$name" \
+        --rgw-frontends "beast endpoint=127.0.0.1:$port tcp_nodelay=1" --rgw-data "$D/rgw.$name" \
         --pid-file "$D/run/client.rgw.$name.pid" >"$D/log/rgw.$name.out" 2>&1 || {
         show_logs "$D"
         die "radosgw $name did not start"
