@@ -94,7 +94,7 @@ start_rgw() {
 
 # stop_pid FILE: TERM the daemon in FILE, wait up to 10 s, then KILL.
 stop_pid() {
-    local f=$1 pid i
+    local f=$1 pid
     [ -f "$f" ] || return 0
     pid=$(cat "$f")
     [ -n "$pid" ] || return 0
@@ -102,7 +102,7 @@ stop_pid() {
         rm -f "$f"
         return 0
     }
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
     done
