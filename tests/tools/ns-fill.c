@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -294,14 +296,19 @@ static void *race_worker(void *arg)
 {
     race *rc = arg;
     char *ver = NULL;
-    char body[64];
+    char body[96];
     unsigned id = atomic_fetch_add(&rc->id, 1);
+    struct timespec ts;
     int r;
 
+    clock_gettime(CLOCK_REALTIME, &ts);
     r = ns_store_get(rc->st, rc->obj, 0, NULL, &ver);
     pthread_barrier_wait(&rc->barrier);
     if (r == 0) {
-        snprintf(body, sizeof(body), "writer %u", id);
+        /* Unique across processes: a writer that stored the bytes already there would keep the ETag, and
+         * the next If-Match on it would rightly succeed. */
+        snprintf(body, sizeof(body), "writer %u of %ld at %ld.%09ld", id, (long)getpid(), (long)ts.tv_sec,
+                 ts.tv_nsec);
         r = ns_store_put(rc->st, rc->obj, (const uint8_t *)body, strlen(body), NS_PUT_IF_MATCH, ver);
     }
     if (r == 0)
