@@ -16,6 +16,7 @@ packages=(
     swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-tools dbus
     libevent-dev curl
     golang-go gnutls-bin debhelper lintian systemd bash-completion
+    ceph-mon ceph-osd radosgw ceph-common uuid-runtime
 )
 # node and npm run s3rver in the tests. A machine may already have them from another package set (a
 # nodesource nodejs bundles npm and conflicts with Debian's npm package), so they count as present when

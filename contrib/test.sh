@@ -7,6 +7,11 @@
 #   3. A normal out-of-tree build in _build/:      ../configure && make -j2 && make -j2 check
 #   4. A sanitizer build in _sanitize/ (ASan+UBSan, clang if present, else gcc): make -j2 check
 #      Runs even when step 3 failed.
+#   One Ceph cluster with RGW (tests/tools/ceph-rgw.sh, in a temporary folder) is started before step 3 and
+#   shared by the RGW tests of both builds (NS_RGW_ENDPOINT, NS_RGW_ACCESS_KEY, NS_RGW_SECRET_KEY,
+#   NS_RGW_DIR exported; each test makes its own buckets); it is stopped when this script exits. If it
+#   does not start, the variables stay unset and each RGW test tries its own cluster, and errors (99) if
+#   that fails too: never a silent skip.
 #
 # Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
 #   N passed, N failed
@@ -191,6 +196,21 @@ main() {
         if ! npm ci --prefix contrib/s3rver --no-audit --no-fund >/dev/null 2>&1; then
             warn "npm ci --prefix contrib/s3rver failed; the S3 tests will report it"
         fi
+    fi
+
+    # One Ceph cluster with RGW for the RGW tests of both builds.
+    rgw_dir=$(mktemp -d /tmp/ns-ceph.XXXXXX)
+    trap 'bash "$root/tests/tools/ceph-rgw.sh" stop "$rgw_dir/c" >/dev/null 2>&1; rm -rf "$rgw_dir"' EXIT
+    say "Ceph RGW (tests/tools/ceph-rgw.sh start)"
+    if bash tests/tools/ceph-rgw.sh start "$rgw_dir/c" >"$rgw_dir/env" 2>"$rgw_dir/err"; then
+        set -a
+        . "$rgw_dir/env"
+        set +a
+        export NS_RGW_DIR=$rgw_dir/c
+        say "Ceph RGW on $NS_RGW_ENDPOINT"
+    else
+        warn "Ceph RGW did not start; the RGW tests will each try their own cluster"
+        show_tail "$rgw_dir/err" 40
     fi
 
     if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then

@@ -31,6 +31,14 @@
  * and then the retry gets 412. When that happens the object is read back; if it holds exactly our bytes,
  * the write is ours and put() succeeds.
  *
+ * If-Match and the quotes of the ETag: RFC 9110 §8.8.3 and §13.1.1 make the entity-tag the quoted string,
+ * and AWS S3 (and s3rver, MinIO, RGW since ceph/ceph PR 63348) accept it, but Ceph RGW before that fix
+ * compares the header with its stored ETag *without* quotes: the quoted form always gets 412. So a 412 to
+ * an If-Match PUT is checked with a HEAD: if the current ETag is still the one we sent, the object did not
+ * change and the 412 was about the form; we then send the other form (unquoted, or quoted again) once, and
+ * if that succeeds the store remembers the form for its later requests. A real change shows a different
+ * ETag on the HEAD (→ NS_E_CONFLICT), and one between the HEAD and the second PUT gets a 412 on it.
+ *
  * Connections: a small pool of HTTP clients (one CURL handle each) shared by the threads of the process;
  * a request takes one, and gives it back with its open connection for the next request. */
 
@@ -51,6 +59,7 @@ typedef struct s3_store {
     pthread_mutex_t lock;
     ns_http_client *pool[S3_POOL_MAX];
     size_t n_pool;
+    bool if_match_bare; /* under lock: this endpoint wants If-Match without quotes (RGW before 2025) */
 } s3_store;
 
 /* ---- clients ---- */
@@ -365,28 +374,105 @@ static bool landed_anyway(s3_store *s, const char *name, const uint8_t *p, size_
     return same;
 }
 
+/* The two forms of an entity-tag: `"x"` (RFC 9110) and `x`. Either is accepted as input. */
+static int etag_form(const char *etag, bool bare, char *out, size_t size)
+{
+    size_t n = strlen(etag);
+    int w;
+
+    if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+        etag++;
+        n -= 2;
+    }
+    if (n == 0 || memchr(etag, '"', n) != NULL)
+        return NS_E_INVAL;
+    w = bare ? snprintf(out, size, "%.*s", (int)n, etag) : snprintf(out, size, "\"%.*s\"", (int)n, etag);
+    if (w < 0 || (size_t)w >= size)
+        return NS_E_TOO_LARGE;
+    return 0;
+}
+
+static bool bare_get(s3_store *s)
+{
+    bool b;
+
+    pthread_mutex_lock(&s->lock);
+    b = s->if_match_bare;
+    pthread_mutex_unlock(&s->lock);
+    return b;
+}
+
+static void bare_set(s3_store *s, bool b)
+{
+    pthread_mutex_lock(&s->lock);
+    s->if_match_bare = b;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* After a 412 to an If-Match PUT: is the object's ETag still the one we sent (quotes aside)? Then the 412
+ * was about the form of the header, not a change. */
+static bool etag_unchanged(s3_store *s, const char *name, const char *if_match)
+{
+    char *cur = NULL;
+    char a[512], b[512];
+    bool same = false;
+
+    if (s3_get(s, name, 0, NULL, &cur) == 0 && etag_form(cur, true, a, sizeof(a)) == 0 &&
+        etag_form(if_match, true, b, sizeof(b)) == 0)
+        same = strcmp(a, b) == 0;
+    free(cur);
+    return same;
+}
+
+/* One PUT of the object with the given conditional header (or none); the answer goes to *resp. */
+static int put_once(s3_store *s, const char *url, const char *hname, const char *hval, const uint8_t *p,
+                    size_t n, ns_http_resp **resp)
+{
+    ns_http_header h[1];
+    size_t nh = 0;
+    int r;
+
+    if (hname != NULL)
+        h[nh++] = (ns_http_header){hname, hval};
+    if ((r = s3_do(s, "PUT", url, h, nh, p, n, S3_ERR_BODY_MAX, false, resp)) != 0)
+        r = r == NS_E_NOMEM || r == NS_E_CONFIG ? r : NS_E_STORAGE;
+    return r;
+}
+
+static bool put_ok(const ns_http_resp *resp)
+{
+    return resp->status == 200 || resp->status == 201 || resp->status == 204;
+}
+
 static int s3_put(void *state, const char *name, const uint8_t *p, size_t n, enum ns_put_mode mode,
                   const char *if_match)
 {
     s3_store *s = state;
     ns_http_resp *resp = NULL;
-    ns_http_header h[1];
-    size_t nh = 0;
-    char url[S3_URL_MAX];
+    const char *hname = NULL, *hval = NULL;
+    char url[S3_URL_MAX], tag[512];
+    bool bare = false;
     int r = NS_E_INTERNAL;
 
     switch (mode) {
     case NS_PUT_REPLACE:
         break;
     case NS_PUT_CREATE:
-        h[nh++] = (ns_http_header){"If-None-Match", "*"};
+        hname = "If-None-Match";
+        hval = "*";
         break;
     case NS_PUT_IF_MATCH:
         if (if_match == NULL || if_match[0] == '\0' || strpbrk(if_match, "\r\n") != NULL) {
             r = NS_E_INVAL;
             goto out;
         }
-        h[nh++] = (ns_http_header){"If-Match", if_match};
+        bare = bare_get(s);
+        if ((r = etag_form(if_match, bare, tag, sizeof(tag))) != 0) {
+            r = NS_E_INVAL;
+            goto out;
+        }
+        hname = "If-Match";
+        hval = tag;
         break;
     default:
         r = NS_E_INVAL;
@@ -394,21 +480,42 @@ static int s3_put(void *state, const char *name, const uint8_t *p, size_t n, enu
     }
     if ((r = object_url(s, name, url, sizeof(url))) != 0)
         goto out;
-    if ((r = s3_do(s, "PUT", url, h, nh, p, n, S3_ERR_BODY_MAX, false, &resp)) != 0) {
-        r = r == NS_E_NOMEM || r == NS_E_CONFIG ? r : NS_E_STORAGE;
+    if ((r = put_once(s, url, hname, hval, p, n, &resp)) != 0)
         goto out;
-    }
-    if (resp->status == 200 || resp->status == 201 || resp->status == 204) {
+    if (put_ok(resp)) {
         r = 0;
         goto out;
     }
-    if (mode != NS_PUT_REPLACE && (resp->status == 412 || resp->status == 409)) {
-        if (resp->status == 412 && resp->attempts > 1 && landed_anyway(s, name, p, n)) {
-            ns_log(NS_LOG_INFO, "storage: s3 PUT bucket '%s' key '%s': an earlier attempt had written it",
-                   s->bucket, name);
+    if (mode != NS_PUT_REPLACE && resp->status == 412 && resp->attempts > 1 && landed_anyway(s, name, p, n)) {
+        ns_log(NS_LOG_INFO, "storage: s3 PUT bucket '%s' key '%s': an earlier attempt had written it",
+               s->bucket, name);
+        r = 0;
+        goto out;
+    }
+    if (mode == NS_PUT_IF_MATCH && resp->status == 412 && etag_unchanged(s, name, if_match)) {
+        /* The 412 was about the quotes (see the top of this file): the other form, once. */
+        bool alt = !bare;
+        if ((r = etag_form(if_match, alt, tag, sizeof(tag))) != 0)
+            goto out;
+        ns_http_resp_free(resp);
+        resp = NULL;
+        if ((r = put_once(s, url, hname, tag, p, n, &resp)) != 0)
+            goto out;
+        if (put_ok(resp)) {
+            ns_log(NS_LOG_INFO,
+                   "storage: s3 bucket '%s': the endpoint wants If-Match %s quotes; using that from now on",
+                   s->bucket, alt ? "without" : "with");
+            bare_set(s, alt);
             r = 0;
             goto out;
         }
+        if (resp->status == 412 && resp->attempts > 1 && landed_anyway(s, name, p, n)) {
+            bare_set(s, alt);
+            r = 0;
+            goto out;
+        }
+    }
+    if (mode != NS_PUT_REPLACE && (resp->status == 412 || resp->status == 409)) {
         r = mode == NS_PUT_CREATE ? NS_E_EXISTS : NS_E_CONFLICT;
         goto out;
     }

@@ -21,10 +21,13 @@ agent_setup() {
     head -c 32 /dev/urandom >"$T/kek"
     chmod 600 "$T/kek"
     CA_URI="pkcs11:token=ca;object=ca-p256?module-path=$SOFTHSM_MODULE&pin-source=file:$T/pin-ca"
+    # AGENT_STORAGE: another storage block (one line of flow YAML), e.g. the s3 backend on RGW.
+    local storage=${AGENT_STORAGE:-}
+    [ -n "$storage" ] || storage="{backend: file, path: $T/bucket}"
     ns_config <<EOF
 cluster_id: e2e
 shard: s1
-storage: {backend: file, path: $T/bucket}
+storage: $storage
 encryption_key: {source: file, path: $T/kek}
 cache_dir: $T/cache
 ca:

@@ -27,6 +27,9 @@ NS_BG_PIDS=()
 
 _ns_cleanup() {
     local pid
+    if [ -n "${NS_RGW_OWN_DIR:-}" ]; then
+        bash "$top_srcdir/tests/tools/ceph-rgw.sh" stop "$NS_RGW_OWN_DIR" || true
+    fi
     for pid in "${NS_BG_PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -298,6 +301,64 @@ ns_s3rver_start() {
     S3_ENDPOINT=http://127.0.0.1:$S3_PORT
     export S3_PORT S3_ENDPOINT S3_PID
     echo "# s3rver on $S3_ENDPOINT (pid $S3_PID)"
+}
+
+# ---- S3 (Ceph RGW) ----
+
+# ns_rgw_start BUCKET...: an RGW endpoint with the BUCKETs created. The shared cluster when contrib/test.sh
+# started one (NS_RGW_ENDPOINT, NS_RGW_ACCESS_KEY, NS_RGW_SECRET_KEY exported), else a private one-node
+# cluster in $T/ceph from tests/tools/ceph-rgw.sh, stopped when the script exits. Bucket names get a
+# random suffix so that tests sharing the cluster never meet: the real names are in RGW_BUCKETS (same
+# order) and the first one in RGW_BUCKET. Sets S3_ENDPOINT, S3_AK, S3_SK, RGW_DIR (the cluster folder,
+# for `ceph-rgw.sh rgw` of a private gateway). A cluster that does not start is a hard error (99).
+ns_rgw_start() {
+    local b name
+    ns_need python3
+    ns_need_py botocore
+    if [ -n "${NS_RGW_ENDPOINT:-}" ]; then
+        [ -n "${NS_RGW_ACCESS_KEY:-}" ] && [ -n "${NS_RGW_SECRET_KEY:-}" ] ||
+            fail "NS_RGW_ENDPOINT is set without NS_RGW_ACCESS_KEY and NS_RGW_SECRET_KEY"
+        RGW_DIR=${NS_RGW_DIR:-}
+        echo "# Ceph RGW (shared) on $NS_RGW_ENDPOINT"
+    else
+        NS_RGW_OWN_DIR=$T/ceph
+        local rc=0
+        bash "$top_srcdir/tests/tools/ceph-rgw.sh" start "$NS_RGW_OWN_DIR" >"$T/ceph.env" 2>"$T/ceph.err" || rc=$?
+        if [ "$rc" != 0 ]; then
+            cat "$T/ceph.err" >&2
+            echo "Ceph RGW did not start (ceph-rgw.sh exit $rc)"
+            exit 99
+        fi
+        . "$T/ceph.env"
+        RGW_DIR=$NS_RGW_OWN_DIR
+        echo "# Ceph RGW (private, $RGW_DIR) on $NS_RGW_ENDPOINT"
+    fi
+    S3_ENDPOINT=$NS_RGW_ENDPOINT
+    S3_AK=$NS_RGW_ACCESS_KEY
+    S3_SK=$NS_RGW_SECRET_KEY
+    export S3_ENDPOINT S3_AK S3_SK
+    RGW_BUCKETS=()
+    for b in "$@"; do
+        name=$b-$(head -c 5 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        ns_rgw_boto create "$name" || fail "creating bucket $name on RGW"
+        RGW_BUCKETS+=("$name")
+    done
+    RGW_BUCKET=${RGW_BUCKETS[0]:-}
+}
+
+# ns_rgw_boto create BUCKET: a bucket, through botocore (an independent S3 client).
+ns_rgw_boto() {
+    /usr/bin/python3 - "$S3_ENDPOINT" "$S3_AK" "$S3_SK" "$@" <<'PY'
+import sys
+import botocore.session
+from botocore.config import Config
+ep, ak, sk, op = sys.argv[1:5]
+s3 = botocore.session.get_session().create_client(
+    "s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id=ak, aws_secret_access_key=sk,
+    config=Config(s3={"addressing_style": "path"}))
+if op == "create":
+    s3.create_bucket(Bucket=sys.argv[5])
+PY
 }
 
 # ---- the fault-injecting PKCS#11 module (tests/tools/faulty-pkcs11.c; rules in its header comment) ----

@@ -14,7 +14,10 @@ Faults are scripted through a control API (never signed): POST /__control/queue 
 whose method matches takes the first matching entry: it waits `delay`, then answers `status`/`body` instead
 of doing the operation (no status: it then does the operation normally). GET /__control/log returns one JSON
 object per S3 request: method, path, host, signature ("ok" | "bad" | "none"), if_match, if_none_match,
-status. POST /__control/reset clears queue, log and objects.
+status. POST /__control/reset clears queue, log and objects. POST /__control/etag-mode with "exact" (the
+default: If-Match must equal the stored, quoted ETag), "bare" (as Ceph RGW before ceph/ceph PR 63348: the
+header is compared with the ETag without its quotes, so the quoted form always fails) or "aws" (quotes
+stripped on both sides, as AWS S3 does); reset does not change it.
 
 IMDSv2: PUT /latest/api/token, GET /latest/meta-data/iam/security-credentials/[ROLE] (token required).
 
@@ -48,6 +51,15 @@ lock = threading.Lock()
 objects = {}  # (bucket, key) -> (bytes, etag)
 queue = []
 log = []
+etag_mode = ["exact"]
+
+
+def if_match_ok(header, etag):
+    if etag_mode[0] == "bare":
+        return header == etag.strip('"')
+    if etag_mode[0] == "aws":
+        return header.strip('"') == etag.strip('"')
+    return header == etag
 
 
 def check_signature(handler, body):
@@ -138,6 +150,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(200, "queued")
             if path == "/__control/log":
                 return self.reply(200, "".join(json.dumps(e) + "\n" for e in log))
+            if path == "/__control/etag-mode":
+                mode = data.decode()
+                if mode not in ("exact", "bare", "aws"):
+                    return self.reply(400, "bad mode")
+                etag_mode[0] = mode
+                return self.reply(200, mode)
             if path == "/__control/reset":
                 queue, log = [], []
                 objects.clear()
@@ -214,7 +232,7 @@ class Handler(BaseHTTPRequestHandler):
                 if im is not None:
                     if cur is None:
                         return self.error(404, "NoSuchKey", "The specified key does not exist.", key)
-                    if im != cur[1]:
+                    if not if_match_ok(im, cur[1]):
                         return self.error(412, "PreconditionFailed", "At least one of the pre-conditions you "
                                           "specified did not hold", key)
                 etag = '"%s"' % hashlib.md5(data).hexdigest()

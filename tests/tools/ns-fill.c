@@ -12,6 +12,12 @@
  *       plaintext's SHA-256. Each blob that does not open or differs is named on stderr
  *       ("ns-fill: FAIL NAME: reason"); prints "checked N" on stdout; exit 1 if any failed.
  *
+ *   ns-fill -c CONFIG --race NAME [-j JOBS]
+ *       A compare-and-swap race on the raw object cluster/secret/NAME (which must exist): every one of JOBS
+ *       threads reads its version, all meet at a barrier, then each writes its own bytes with If-Match
+ *       that version. Prints "race: W won, C conflict, O other"; exit 0 iff exactly one won and every
+ *       other got NS_E_CONFLICT (exit 7 in the CLI). The object then holds raw bytes, not an envelope.
+ *
  * JOBS threads (default 2) share the config's token sessions (raised to JOBS if fewer). This exists so that
  * an integration test can fill and check 10,000 blobs without 10,000 CLI processes; it is not installed. */
 #include "config.h"
@@ -24,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -65,7 +73,8 @@ typedef struct work {
 static void usage(void)
 {
     fputs("usage: ns-fill -c CONFIG -n COUNT [-p PREFIX] [-s SIZE] [-j JOBS]\n"
-          "       ns-fill -c CONFIG --check FILE [-j JOBS]\n",
+          "       ns-fill -c CONFIG --check FILE [-j JOBS]\n"
+          "       ns-fill -c CONFIG --race NAME [-j JOBS]\n",
           stderr);
     exit(2);
 }
@@ -273,6 +282,80 @@ out:
     return r;
 }
 
+/* ---- race ---- */
+
+typedef struct race {
+    ns_store *st;
+    char obj[NS_NAME_MAX + 1];
+    pthread_barrier_t barrier;
+    atomic_uint id;
+    atomic_uint won, conflict, other;
+} race;
+
+static void *race_worker(void *arg)
+{
+    race *rc = arg;
+    char *ver = NULL;
+    char body[96];
+    unsigned id = atomic_fetch_add(&rc->id, 1);
+    struct timespec ts;
+    int r;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r = ns_store_get(rc->st, rc->obj, 0, NULL, &ver);
+    pthread_barrier_wait(&rc->barrier);
+    if (r == 0) {
+        /* Unique across processes: a writer that stored the bytes already there would keep the ETag, and
+         * the next If-Match on it would rightly succeed. */
+        snprintf(body, sizeof(body), "writer %u of %ld at %ld.%09ld", id, (long)getpid(), (long)ts.tv_sec,
+                 ts.tv_nsec);
+        r = ns_store_put(rc->st, rc->obj, (const uint8_t *)body, strlen(body), NS_PUT_IF_MATCH, ver);
+    }
+    if (r == 0)
+        atomic_fetch_add(&rc->won, 1);
+    else if (r == NS_E_CONFLICT)
+        atomic_fetch_add(&rc->conflict, 1);
+    else {
+        fprintf(stderr, "ns-fill: race writer %u: %s\n", id, ns_strerror(r));
+        atomic_fetch_add(&rc->other, 1);
+    }
+    free(ver);
+    return NULL;
+}
+
+static int run_race(ns_store *st, const char *name, unsigned jobs)
+{
+    race rc;
+    pthread_t tids[JOBS_MAX];
+    unsigned started = 0, won, conflict, other;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.st = st;
+    if (object_name(name, rc.obj) != 0) {
+        fprintf(stderr, "ns-fill: '%s' is not a valid object name\n", name);
+        return 1;
+    }
+    if (jobs < 2)
+        jobs = 2;
+    if (pthread_barrier_init(&rc.barrier, NULL, jobs) != 0)
+        return 1;
+    for (unsigned k = 0; k < jobs; k++) {
+        if (pthread_create(&tids[k], NULL, race_worker, &rc) != 0) {
+            fprintf(stderr, "ns-fill: cannot start thread %u\n", k);
+            exit(1); /* the others wait at the barrier for ever */
+        }
+        started++;
+    }
+    for (unsigned k = 0; k < started; k++)
+        pthread_join(tids[k], NULL);
+    pthread_barrier_destroy(&rc.barrier);
+    won = atomic_load(&rc.won);
+    conflict = atomic_load(&rc.conflict);
+    other = atomic_load(&rc.other);
+    printf("race: %u won, %u conflict, %u other\n", won, conflict, other);
+    return won == 1 && conflict == jobs - 1 ? 0 : 1;
+}
+
 /* ---- main ---- */
 
 static void run_threads(work *w, unsigned jobs, void *(*fn)(void *))
@@ -293,15 +376,12 @@ static void run_threads(work *w, unsigned jobs, void *(*fn)(void *))
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"count", required_argument, NULL, 'n'},
-        {"prefix", required_argument, NULL, 'p'},
-        {"size", required_argument, NULL, 's'},
-        {"jobs", required_argument, NULL, 'j'},
-        {"check", required_argument, NULL, 'C'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"count", required_argument, NULL, 'n'},
+        {"prefix", required_argument, NULL, 'p'}, {"size", required_argument, NULL, 's'},
+        {"jobs", required_argument, NULL, 'j'},   {"check", required_argument, NULL, 'C'},
+        {"race", required_argument, NULL, 'R'},   {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *prefix = "p", *check = NULL;
+    const char *config_path = NULL, *prefix = "p", *check = NULL, *race_name = NULL;
     size_t count = 0, size = 64, jobs = 2, width = 5;
     int have_count = 0, opt, r, rc = 1;
     ns_config *cfg = NULL;
@@ -339,11 +419,15 @@ int main(int argc, char **argv)
         case 'C':
             check = optarg;
             break;
+        case 'R':
+            race_name = optarg;
+            break;
         default:
             usage();
         }
     }
-    if (optind != argc || config_path == NULL || (check == NULL) == (have_count == 0))
+    if (optind != argc || config_path == NULL ||
+        (check != NULL) + (have_count != 0) + (race_name != NULL) != 1)
         usage();
 
     if ((r = ns_config_load(config_path, &cfg)) != 0) {
@@ -362,6 +446,11 @@ int main(int argc, char **argv)
     }
     w.st = st;
     w.kr = kr;
+
+    if (race_name != NULL) {
+        rc = run_race(st, race_name, (unsigned)jobs);
+        goto out;
+    }
 
     if (check != NULL) {
         if ((r = read_list(check, &w.items, &w.n)) != 0)
