@@ -77,18 +77,24 @@ done
 med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((RUNS + 1) / 2))p")
 echo "median list: $med s ($(echo "$N / $med" | bc) names/s)"
 
+# timed_rewrap JOBS LABEL: one `rewrap --jobs JOBS` of all N blobs with $tmp/config.yaml, checked and timed.
+timed_rewrap() {
+    local t0 t1 t
+    t0=$(date +%s.%N)
+    "$build/nstance-secrets" -c "$tmp/config.yaml" rewrap --jobs "$1" >"$tmp/rw"
+    t1=$(date +%s.%N)
+    grep -q "^rewrap: $N blobs, $N re-wrapped, 0 already under the primary key, 0 failed" "$tmp/rw" ||
+        { cat "$tmp/rw" >&2; exit 1; }
+    t=$(echo "$t1 - $t0" | bc)
+    echo "$2 --jobs $1: $N in $t s = $(echo "$N / $t" | bc) blobs/s"
+}
+
 echo "## 3. rewrap of $N blobs (file KEKs; direction alternates)"
 dir=ab
 # NS_BENCH_STEP3=0 skips this step (step 4 alone takes some minutes).
 for jobs in $([ "${NS_BENCH_STEP3:-1}" = 0 ] || echo 1 4 8 1 4 8); do
     if [ "$dir" = ab ]; then cfg "$tmp/kek-b" "$tmp/kek-a"; dir=ba; else cfg "$tmp/kek-a" "$tmp/kek-b"; dir=ab; fi
-    t0=$(date +%s.%N)
-    "$build/nstance-secrets" -c "$tmp/config.yaml" rewrap --jobs "$jobs" >"$tmp/rw"
-    t1=$(date +%s.%N)
-    grep -q "^rewrap: $N blobs, $N re-wrapped, 0 already under the primary key, 0 failed" "$tmp/rw" ||
-        { cat "$tmp/rw" >&2; exit 1; }
-    t=$(echo "$t1 - $t0" | bc)
-    echo "rewrap --jobs $jobs: $N in $t s = $(echo "$N / $t" | bc) blobs/s"
+    timed_rewrap "$jobs" rewrap
 done
 rp=$(sed -n 's/^median put: .*raw libcurl \([0-9]*\)\/s.*/\1/p' "$tmp/s3.out")
 rg=$(sed -n 's/^median get: .*raw libcurl \([0-9]*\)\/s.*/\1/p' "$tmp/s3.out")
@@ -123,13 +129,7 @@ tcfg "$(turi tk1)" "$(turi tk2)"
 dir=12
 for jobs in 1 4 8 1 4 8; do
     if [ "$dir" = 12 ]; then tcfg "$(turi tk2)" "$(turi tk1)"; dir=21; else tcfg "$(turi tk1)" "$(turi tk2)"; dir=12; fi
-    t0=$(date +%s.%N)
-    "$build/nstance-secrets" -c "$tmp/config.yaml" rewrap --jobs "$jobs" >"$tmp/rw"
-    t1=$(date +%s.%N)
-    grep -q "^rewrap: $N blobs, $N re-wrapped, 0 already under the primary key, 0 failed" "$tmp/rw" ||
-        { cat "$tmp/rw" >&2; exit 1; }
-    t=$(echo "$t1 - $t0" | bc)
-    echo "token rewrap --jobs $jobs: $N in $t s = $(echo "$N / $t" | bc) blobs/s"
+    timed_rewrap "$jobs" "token rewrap"
     # The token alone, right after, on a token of its own (bench-rewrap makes one): raw ops/s with as many
     # sessions as the machine has cores (bench-rewrap takes 1 or 2 jobs; SoftHSM does not go faster with more).
     rj=$([ "$jobs" -gt 2 ] && echo 2 || echo "$jobs")
