@@ -15,7 +15,7 @@
  * measurements; the machine is noisy). The target for token P-256 is issue/raw >= 0.5.
  *
  * Usage: bench-ca [-d SECONDS] [-r ROUNDS]     defaults: 1 s, 7 rounds */
-#include "config.h"
+#include "ns-build.h"
 
 #include <getopt.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
  * ≥ 0.8.
  *
  * Usage: bench-jwt [-d SECONDS] [-r ROUNDS] [-v]   (defaults: 1 s, 7 rounds) */
-#include "config.h"
+#include "ns-build.h"
 
 #include <getopt.h>
 #include <stdint.h>

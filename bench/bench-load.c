@@ -11,7 +11,7 @@
  *   LABEL conns=N requests=R req/s=X p50_ms=A p99_ms=B errors=E reconnects=C bytes=LEN
  *
  * where latency is from the first byte written to the last byte of the body read, per request. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -24,7 +24,7 @@
  * Usage: bench-open [-d SECONDS] [-r ROUNDS] [-m MECHS] [-k KINDS] [-t THREADS] [-v]
  *   defaults: 2 s, 5 rounds, every mechanism, kind and thread count; -m/-k/-t pick a subset (to profile
  *   one loop under perf), -v prints every measurement. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <getopt.h>

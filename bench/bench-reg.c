@@ -10,7 +10,7 @@
  * registration without HTTP, TLS, JSON and the registration record.
  *
  * Usage: bench-reg [-d SECONDS] [-r ROUNDS] [-t DIR]     defaults: 1 s, 5 rounds */
-#include "config.h"
+#include "ns-build.h"
 
 #include <getopt.h>
 #include <stdio.h>

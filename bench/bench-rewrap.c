@@ -27,7 +27,7 @@
  * 3) and the ratio of the medians. -m and -j restrict the run to one mechanism or one job count (for
  * profiling); -v prints every measurement. Usage:
  *   bench-rewrap [-n N] [-N DISK_N] [-r ROUNDS] [-D DISK_DIR] [-m MECH] [-j JOBS] [-v] */
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <fcntl.h>

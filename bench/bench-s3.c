@@ -13,7 +13,7 @@
  * OBJECTS objects of 4 KiB, then reads them back, through the store and through raw libcurl (which goes first
  * alternates from run to run); the two use different key prefixes. Prints one line per run and the medians
  * and ratios. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * wrapper) raw sign     C_SignInit(CKM_ECDSA) + C_Sign of a SHA-256 digest our sign     ns_signer_sign() of a
  * 200-byte message (SHA-256 here, C_Sign in the token, r||s checked) bench/bench-token.sh starts a software
  * TPM or a p11-kit server and runs this against it. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdio.h>
 #include <stdlib.h>

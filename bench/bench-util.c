@@ -1,5 +1,5 @@
 /* What the benchmark programs share (bench-util.h). */
-#include "config.h"
+#include "ns-build.h"
 
 #include "bench-util.h"
 

@@ -1,4 +1,4 @@
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <fcntl.h>

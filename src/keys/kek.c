@@ -1,4 +1,4 @@
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdlib.h>
 #include <string.h>

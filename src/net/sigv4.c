@@ -1,4 +1,4 @@
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* nstance-secretsd -c CONFIG: the HTTPS server of doc/protocol.md (doc/server.md). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <getopt.h>
 #include <signal.h>

@@ -11,7 +11,7 @@
  *     filled in) and exactly one way to authenticate.
  * Errors are logged at error level, the lowest there is, so the target cannot silence them: run libFuzzer
  * with -close_fd_mask=2 to drop them. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -11,7 +11,7 @@
  *     encoding was tolerated and dropped).
  * The secure heap is deliberately not initialised, as in fuzz-envelope.c: secret buffers and jansson's
  * allocations then come from malloc, where ASan sees every out-of-bounds access. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -13,7 +13,7 @@
  *     are the original's.
  * The secure heap is deliberately not initialised: secret buffers then come from malloc, where ASan
  * sees every out-of-bounds access (the secure arena is one mmap it does not instrument). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stddef.h>
 #include <stdint.h>

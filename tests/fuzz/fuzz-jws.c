@@ -10,7 +10,7 @@
  *     verifier only with those, NS_E_CLAIMS or NS_E_EXPIRED; a token that verifies has its ledger key equal
  *     to SHA-256 of the signing input.
  * The secure heap is deliberately not initialised (as in fuzz-envelope.c), so ASan sees every access. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdbool.h>
 #include <stddef.h>

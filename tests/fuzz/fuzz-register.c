@@ -6,7 +6,7 @@
  *   - a parsed register request has a nonce and an Ed25519 or P-256 key; a parsed renew request has a key
  *     exactly when it has the PEM;
  *   - the same bytes parse the same way again (no hidden state). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stddef.h>
 #include <stdint.h>

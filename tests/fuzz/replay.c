@@ -3,7 +3,7 @@
  * without libFuzzer. Each input is handed over in a buffer of exactly its size, so ASan catches any read
  * past its end. Exit status: 0 when every file was read and run, 1 if a file could not be read (the other
  * files still run); a crash or sanitizer report in the target ends the process as usual. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <stddef.h>

@@ -34,7 +34,7 @@
  *
  * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
  * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <dlfcn.h>
 #include <errno.h>

@@ -20,7 +20,7 @@
  *
  * JOBS threads (default 2) share the config's token sessions (raised to JOBS if fewer). This exists so that
  * an integration test can fill and check 10,000 blobs without 10,000 CLI processes; it is not installed. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -4,7 +4,7 @@
  * waits. On SIGHUP it calls ns_keyring_reload() and prints "reloaded" or "reload failed: <error>" and the
  * ring's keys (the old ones after a failure); on SIGTERM it exits 0. Each report ends with a line "."
  * and is flushed, so a test can wait for it. Exit 1 if the first load fails. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * unwrap "succeeded" with other bytes than the DEK: must never happen). Each line is flushed, so a test can
  * change the faults while it runs. Last line: "done ok=A error=B wrong=C". Exit 0 unless the load or the
  * first wrap failed (1) or a wrong DEK came back (3). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <stdio.h>
 #include <stdlib.h>

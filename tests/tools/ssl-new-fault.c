@@ -1,7 +1,8 @@
 /* An LD_PRELOAD library for tests: SSL_new() returns NULL while the file named by $NS_SSL_NEW_FAIL exists,
  * else calls OpenSSL's. Lets a test make the server's TLS set-up of a connection fail on demand
  * (tests/integration/server-no-plaintext.sh). */
-#define _GNU_SOURCE
+#include "ns-build.h"
+
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <unistd.h>

@@ -10,7 +10,7 @@
  * refused (regression: the cap was applied to rounded-up base64 text). Regressions of issue 12: a folder
  * swapped for a link between the check and the write is refused at the write, nothing made outside; no path
  * may lead into --dir, however it is spelled. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /* Unit tests for src/net/aws_creds.c: the chain (explicit keys, environment, shared credentials file with
  * profiles, IMDSv2 against a scripted server), its refusals (partial environment, missing named profile,
  * loose file permissions, profiles without keys), IMDS caching and refresh before expiry, and copies. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

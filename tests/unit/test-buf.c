@@ -1,5 +1,5 @@
 /* Unit tests for src/common/buf.c: the capped owning buffer and the consume-only cursor. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

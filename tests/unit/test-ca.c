@@ -5,7 +5,7 @@
  * length is NS_E_INTEGRITY. A signer whose back-end returns garbage (a faulty token) never yields a
  * certificate: NS_E_TOKEN from both the CA and the leaf path. Serials are positive and 16 octets. Name checks
  * (DNS, IP, URI, CN) and durations accept and refuse exactly what doc/ca.md says. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

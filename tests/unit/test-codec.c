@@ -1,5 +1,5 @@
 /* Unit tests for src/common/codec.c: hex and strict base64 (RFC 4648). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

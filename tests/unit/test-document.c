@@ -6,7 +6,7 @@
  * (NS_E_FORMAT for every malformed document, NS_E_VERSION for version 2); importing keys (PEM PKCS#8,
  * traditional EC/RSA PEM, PKCS#8 DER; encrypted, garbage, mistyped and RSA-1024 refused); and every
  * export format, with the wrong combinations refused as NS_E_USAGE. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -7,7 +7,7 @@
  *   0 magic "NSEN" | 4 version | 5 mech | 6 param | 7 flags | 8 kek id (16) | 24 u16 wrapped length
  *   | 26 wrapped DEK (60) | 86 header nonce (12) | 98 header tag (16) | 114 payload nonce (12)
  *   | 126 ciphertext (n) | 126+n payload tag (16) */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

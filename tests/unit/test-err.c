@@ -1,5 +1,5 @@
 /* Unit tests for src/common/err.c: descriptions, categories and exit codes of every error code. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <limits.h>
 #include <setjmp.h>

@@ -1,7 +1,7 @@
 /* Unit tests for src/net/http.c against a scripted server in a thread (mini-http.c): responses and
  * headers, connection reuse, request bodies and headers as sent, retries on 5xx/429/hang-ups (bounded, with
  * their count), no retry on 4xx or with no_retry, timeouts, body caps, bad requests, URLs in logs. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -9,7 +9,7 @@
  * (r, n - s) verifies but gives the same ledger key; request validation; and the ledger: replay in the same
  * and in a second ledger sharing the store (a standby server), file modes, pruning, undo on storage
  * failure. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

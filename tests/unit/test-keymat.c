@@ -1,7 +1,7 @@
 /* Unit tests for src/keys/keymat.c (key material for software KEKs: raw, hex, base64; key files and
  * environment variables) and for the software KEK's id (src/keys/kek_soft.c, ns_kek_id_derive in
  * src/keys/kek.c). File tests run in a fresh mkdtemp folder that is removed afterwards. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* Unit tests for src/common/log.c. Regression (issue 12, item 8, log injection): a string from a peer — a
  * JWT kid with newlines, a path from a server's answer — passed to ns_log could forge whole log lines or
  * carry terminal escapes. Every line is now escaped at the sink. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -7,7 +7,7 @@
  * be installed: a missing module is a failure, not a skip. The test keeps one reference to the module for
  * its whole run, so that it can reach the token behind the token layer's back (C_CloseAllSessions,
  * C_Logout, C_DestroyObject) with the very function list the token layer uses. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <ftw.h>
 #include <pthread.h>

@@ -3,7 +3,7 @@
  * generation moves when a secret is rotated in storage; remembered agent groups (service/records.c) are
  * not used for another certificate (renewal, re-registration elsewhere), after a local write, or after
  * their time to live. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <ftw.h>
 #include <setjmp.h>

@@ -1,7 +1,7 @@
 /* The service layer's stateless pieces: register/renew body parsing (exact error codes), If-None-Match
  * matching, record names, the role extension reader. The endpoints themselves are driven end to end by
  * tests/integration/server-*.sh. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

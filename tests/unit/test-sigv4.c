@@ -3,7 +3,7 @@
  * AKIAIOSFODNN7EXAMPLE, 2013-05-24), two vectors of AWS's generic SigV4 test suite (get-vanilla,
  * get-vanilla-query-order-key-case; service "service"), session tokens, the Host header, URI encoding and
  * refused input. The cross-check against botocore is tests/integration/sigv4-botocore.sh. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

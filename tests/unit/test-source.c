@@ -1,7 +1,7 @@
 /* Unit tests for src/keys/source.c (the key-source table and the helpers the sources share) and for
  * ns_keyring_reload (src/keys/keyring.c). The network sources themselves are tested end to end against
  * tests/tools/kek-source-server.py (tests/integration/kek-sources.sh). */
-#include "config.h"
+#include "ns-build.h"
 
 #include <fcntl.h>
 #include <setjmp.h>

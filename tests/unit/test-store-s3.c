@@ -2,7 +2,7 @@
  * a server that wants the quoted entity-tag (AWS S3, RFC 9110), one that wants it bare (Ceph RGW before
  * ceph/ceph PR 63348), and real concurrent changes, which must stay NS_E_CONFLICT on both. Each test
  * asserts the exact requests sent: which form of If-Match, and when a HEAD checks the current ETag. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

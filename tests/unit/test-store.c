@@ -2,7 +2,7 @@
  * create-only and compare-and-swap puts under concurrency, listing, deletion, size caps, symbolic links,
  * permissions, and failures that must leave the existing object untouched). Every test runs in a fresh
  * mkdtemp folder that is removed afterwards. */
-#include "config.h"
+#include "ns-build.h"
 
 #include <dirent.h>
 #include <errno.h>
