@@ -10,6 +10,7 @@
 #include <openssl/x509v3.h>
 
 #include "ca/ca.h"
+#include "common/codec.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "secrets/secret.h"
@@ -89,7 +90,8 @@ out:
     return r;
 }
 
-int ns_ca_load(ns_store *st, ns_ca **out)
+/* cluster/ca.crt as stored: every certificate, nothing authenticated yet. */
+static int load_bundle(ns_store *st, ns_ca **out)
 {
     ns_ca *ca = NULL;
     ns_buf *data = NULL;
@@ -134,29 +136,122 @@ static ns_signer *find_key(const ns_keyset *tok, const ns_keyset *soft, const ch
     return s != NULL ? s : ns_keyset_find(soft, id);
 }
 
-int ns_ca_open(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out)
+/* x names issuer as its issuer and carries a valid signature by issuer's key. */
+static int issued_by(X509 *x, X509 *issuer)
+{
+    int ok = X509_check_issued(issuer, x) == X509_V_OK && X509_verify(x, X509_get0_pubkey(issuer)) == 1;
+    ERR_clear_error();
+    return ok;
+}
+
+/* The key of x is one of the CA keys held here (ca.keys or the ca.key secret). */
+static int key_held(const ns_ca *ca, X509 *x)
+{
+    char id[NS_KEY_ID_MAX];
+    return ns_ca_cert_key_id(x, id) == 0 && find_key(ca->tok, ca->soft, id) != NULL;
+}
+
+/* One line per certificate that is dropped: its subject and SHA-256 fingerprint, so the operator can find
+ * it in the bundle (`openssl x509 -fingerprint -sha256`). */
+static void log_ignored(X509 *x)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    char hex[2 * sizeof(md) + 1] = "?", subject[256] = "?";
+    int n;
+
+    if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0 &&
+        (n = BIO_read(bio, subject, (int)sizeof(subject) - 1)) >= 0)
+        subject[n] = '\0';
+    if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1 && mdlen == sizeof(md))
+        ns_hex_encode(md, sizeof(md), hex);
+    ERR_clear_error();
+    BIO_free(bio);
+    ns_log(NS_LOG_WARN,
+           "%s holds a certificate that no CA key held here vouches for (subject \"%s\", SHA-256 %s): "
+           "ignored, not trusted and not served",
+           NS_CA_BUNDLE, subject, hex);
+}
+
+/* The store is not trusted (DESIGN.md §7, doc/threat-model.md): keep only the certificates of the bundle
+ * that the CA keys held here vouch for. An anchor is a self-signed certificate of a held key; a
+ * certificate that is not self-signed is kept if its key is held and an anchor issued and signed it (a
+ * cross certificate). Everything else is dropped, one warning each, and counted in ca->ignored. The order
+ * is kept. 1 if certs[0] is kept. */
+static int keep_vouched(ns_ca *ca)
+{
+    int keep[NS_CA_MAX];
+    size_t k = 0;
+
+    for (size_t i = 0; i < ca->n; i++)
+        keep[i] = issued_by(ca->certs[i], ca->certs[i]) && key_held(ca, ca->certs[i]);
+    for (size_t i = 0; i < ca->n; i++)
+        for (size_t j = 0; !keep[i] && j < ca->n; j++)
+            keep[i] = j != i && keep[j] && issued_by(ca->certs[j], ca->certs[j]) &&
+                      issued_by(ca->certs[i], ca->certs[j]) && key_held(ca, ca->certs[i]);
+    for (size_t i = 0; i < ca->n; i++) {
+        if (keep[i]) {
+            ca->certs[k++] = ca->certs[i];
+            continue;
+        }
+        log_ignored(ca->certs[i]);
+        X509_free(ca->certs[i]);
+        ca->ignored++;
+    }
+    ca->n = k;
+    return keep[0];
+}
+
+int ns_ca_load(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out)
 {
     ns_ca *ca = NULL;
-    char id[NS_KEY_ID_MAX];
-    int r = NS_E_INTERNAL;
+    char first[NS_KEY_ID_MAX];
+    int r;
 
-    if ((r = ns_ca_load(st, &ca)) != 0)
+    if ((r = load_bundle(st, &ca)) != 0)
         return r;
-    if ((r = ns_ca_cert_key_id(ca->certs[0], id)) != 0)
+    if ((r = ns_ca_cert_key_id(ca->certs[0], first)) != 0 ||
+        (r = load_keys(cfg, st, kr, &ca->tok, &ca->soft)) != 0)
         goto out;
-    if ((r = load_keys(cfg, st, kr, &ca->tok, &ca->soft)) != 0)
-        goto out;
-    if ((ca->signer = find_key(ca->tok, ca->soft, id)) == NULL) {
-        ns_log(NS_LOG_ERROR,
-               "the key of the newest CA certificate (key id %s) is neither among the token keys of ca.keys "
-               "nor in the ca.key secret: add its URI to ca.keys",
-               id);
+    /* The newest certificate issues: when it is not vouched for, nothing falls back to an older one. */
+    if (!keep_vouched(ca)) {
+        if (find_key(ca->tok, ca->soft, first) == NULL)
+            ns_log(NS_LOG_ERROR,
+                   "the key of the newest CA certificate (key id %s) is neither among the token keys of "
+                   "ca.keys nor in the ca.key secret: add its URI to ca.keys",
+                   first);
+        else
+            ns_log(NS_LOG_ERROR,
+                   "the newest CA certificate (key id %s) is not a valid self-signed certificate "
+                   "of its key",
+                   first);
         r = NS_E_TOKEN_OBJECT;
         goto out;
     }
     *out = ca;
     ca = NULL;
-    r = 0;
+out:
+    ns_ca_free(ca);
+    return r;
+}
+
+int ns_ca_open(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out)
+{
+    ns_ca *ca = NULL;
+    char id[NS_KEY_ID_MAX];
+    int r;
+
+    if ((r = ns_ca_load(cfg, st, kr, &ca)) != 0)
+        return r;
+    if ((r = ns_ca_cert_key_id(ca->certs[0], id)) != 0)
+        goto out;
+    if ((ca->signer = find_key(ca->tok, ca->soft, id)) == NULL) {
+        r = NS_E_TOKEN_OBJECT; /* cannot happen: ns_ca_load kept certs[0] for its key */
+        goto out;
+    }
+    *out = ca;
+    ca = NULL;
 out:
     ns_ca_free(ca);
     return r;
@@ -506,7 +601,7 @@ int ns_ca_retire(const ns_config *cfg, ns_store *st, const ns_keyring *kr, X509 
     char id[NS_KEY_ID_MAX], next_id[NS_KEY_ID_MAX], name[NS_NAME_MAX + 1];
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_ca_load(st, &ca)) != 0)
+    if ((r = ns_ca_load(cfg, st, kr, &ca)) != 0)
         goto out;
     if (ca->n < 2) {
         ns_log(NS_LOG_ERROR, "the CA has one certificate only: rotate before retiring");
@@ -535,7 +630,6 @@ int ns_ca_retire(const ns_config *cfg, ns_store *st, const ns_keyring *kr, X509 
     else if (r != 0)
         ns_log(NS_LOG_WARN, "the CA certificate is retired but its key could not be removed from ca.key: %s",
                ns_strerror(r));
-    (void)cfg;
     *removed = ca->certs[ca->n - 1];
     ca->certs[ca->n - 1] = NULL;
     r = 0;
@@ -603,8 +697,7 @@ static int cross_for(ns_store *st, const ns_ca *ca, size_t i, X509 **out)
     if (ns_ca_parse_bundle(pem->data, pem->len, &c, &k) != 0 || k != 1 ||
         EVP_PKEY_eq(X509_get0_pubkey(c[0]), X509_get0_pubkey(ca->certs[i])) != 1 ||
         X509_NAME_cmp(X509_get_subject_name(c[0]), X509_get_subject_name(ca->certs[i])) != 0 ||
-        X509_check_issued(ca->certs[i + 1], c[0]) != X509_V_OK ||
-        X509_verify(c[0], X509_get0_pubkey(ca->certs[i + 1])) != 1) {
+        !issued_by(c[0], ca->certs[i + 1])) {
         ns_log(NS_LOG_WARN, "%s is not a certificate of the CA's key issued by the CA before it: ignored",
                name);
         ERR_clear_error();

@@ -35,11 +35,17 @@ typedef struct ns_ca {
     ns_keyset *tok;    /* token keys of ca.keys (ns_ca_open) */
     ns_keyset *soft;   /* keys of the ca.key secret, if it exists (ns_ca_open) */
     ns_signer *signer; /* the key of certs[0], borrowed from keys */
+    size_t ignored;    /* certificates of cluster/ca.crt dropped by ns_ca_load (not vouched for) */
 } ns_ca;
 
-/* The bundle only (bundle, verification). NS_E_NOT_FOUND if there is no CA yet. */
-int ns_ca_load(ns_store *st, ns_ca **out) NS_WUR;
-/* The bundle and the key of the newest certificate, ready to issue. */
+/* The bundle as far as the CA keys held here vouch for it, and those keys (ca.keys, the ca.key secret).
+ * The store is not trusted (doc/threat-model.md): a certificate is kept only if it is a self-signed
+ * certificate of a held key, or a certificate of a held key issued and signed by such a one; any other is
+ * dropped with one warning naming its subject and SHA-256 fingerprint (counted in ->ignored). The newest
+ * certificate must be kept (NS_E_TOKEN_OBJECT otherwise: nothing falls back to an older one).
+ * NS_E_NOT_FOUND if there is no CA yet. */
+int ns_ca_load(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out) NS_WUR;
+/* ns_ca_load and the key of the newest certificate, ready to issue. */
 int ns_ca_open(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out) NS_WUR;
 void ns_ca_free(ns_ca *ca);
 

@@ -185,9 +185,9 @@ static int ca_bundle(ns_cli *cli, int argc, char **argv)
     }
     if (optind != argc)
         return usage();
-    if ((r = ns_cli_config(cli)) != 0 || (r = ns_cli_store(cli)) != 0)
+    if ((r = ready(cli)) != 0)
         return r;
-    if ((r = ns_ca_load(cli->store, &ca)) != 0) {
+    if ((r = ns_ca_load(cli->cfg, cli->store, cli->kr, &ca)) != 0) {
         ns_cli_error("ca bundle", r);
         goto out;
     }
@@ -212,9 +212,9 @@ static int ca_list(ns_cli *cli, int argc, char **argv)
 
     if (argc != 1)
         return usage();
-    if ((r = ns_cli_config(cli)) != 0 || (r = ns_cli_store(cli)) != 0)
+    if ((r = ready(cli)) != 0)
         return r;
-    if ((r = ns_ca_load(cli->store, &ca)) != 0) {
+    if ((r = ns_ca_load(cli->cfg, cli->store, cli->kr, &ca)) != 0) {
         ns_cli_error("ca list", r);
         return r;
     }

@@ -145,6 +145,10 @@ int ns_metrics_render(ns_metrics *m, ns_buf **out)
       "server.max_connections were open.\n");
     L("# TYPE nstance_connections_over_limit_total counter\n");
     L("nstance_connections_over_limit_total %lu\n", atomic_load(&m->over_limit));
+    L("# HELP nstance_ca_certificates_ignored_total Certificates of the stored CA bundle that no CA key held "
+      "here vouches for, ignored (counted each time the bundle is loaded).\n");
+    L("# TYPE nstance_ca_certificates_ignored_total counter\n");
+    L("nstance_ca_certificates_ignored_total %lu\n", atomic_load(&m->ca_ignored));
 #undef L
     *out = b;
     b = NULL;

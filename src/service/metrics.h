@@ -54,6 +54,7 @@ typedef struct ns_metrics {
     atomic_ulong accept_errors;    /* accept() failed (EMFILE, ENFILE, ...): accepting paused for a while */
     atomic_ulong connections_shed; /* accepted and closed at once for want of a file descriptor */
     atomic_ulong over_limit;       /* accepted and closed at once: server.max_connections were open */
+    atomic_ulong ca_ignored;       /* certificates of cluster/ca.crt no held CA key vouches for, per load */
 } ns_metrics;
 
 const char *ns_endpoint_name(enum ns_endpoint e);

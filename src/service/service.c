@@ -122,6 +122,7 @@ static int snap_build(ns_svc *svc, ns_ca_snap **out)
     atomic_init(&s->refs, 1);
     if ((r = ns_ca_open(cfg, svc->st, svc->kr, &s->ca)) != 0)
         goto out;
+    atomic_fetch_add(&svc->metrics.ca_ignored, s->ca->ignored);
     if ((s->version = strdup(s->ca->version != NULL ? s->ca->version : "")) == NULL ||
         (s->trust = X509_STORE_new()) == NULL) {
         r = NS_E_NOMEM;
