@@ -638,43 +638,6 @@ out:
     return r;
 }
 
-int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out)
-{
-    ns_buf *all = NULL, *one = NULL;
-    char id[NS_KEY_ID_MAX], name[NS_NAME_MAX + 1];
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_buf_new(NS_CA_BUNDLE_MAX, false, &all)) != 0)
-        return r;
-    for (size_t i = 0; i < ca->n; i++) {
-        X509 **c = NULL;
-        size_t k = 0;
-        if ((r = ns_ca_cert_key_id(ca->certs[i], id)) != 0 || (r = cross_name(id, name)) != 0)
-            goto out;
-        r = ns_store_get(st, name, NS_CA_BUNDLE_MAX, &one, NULL);
-        if (r == NS_E_NOT_FOUND)
-            continue;
-        if (r != 0)
-            goto out;
-        if ((r = ns_ca_parse_bundle(one->data, one->len, &c, &k)) != 0) {
-            ns_log(NS_LOG_ERROR, "%s is not a valid certificate", name);
-            goto out;
-        }
-        free_certs(c, k);
-        if ((r = ns_buf_append(all, one->data, one->len)) != 0)
-            goto out;
-        ns_buf_free(one);
-        one = NULL;
-    }
-    *out = all;
-    all = NULL;
-    r = 0;
-out:
-    ns_buf_free(one);
-    ns_buf_free(all);
-    return r;
-}
-
 /* One cross certificate from the store, kept only if it is what it claims: the key and name of certs[i],
  * issued by (name, and signature under the key of) certs[i + 1]. The store is not trusted (DESIGN.md §7):
  * anything else is dropped with a warning. *out NULL when there is none (or it is dropped). */
@@ -708,6 +671,24 @@ static int cross_for(ns_store *st, const ns_ca *ca, size_t i, X509 **out)
     free_certs(c, k);
     ns_buf_free(pem);
     return 0;
+}
+
+int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out)
+{
+    X509 *v[NS_CA_MAX];
+    size_t k = 0;
+    int r = 0;
+
+    /* Checked as the chain the server sends is: the oldest certificate has none (its cross certificate
+     * would be by a retired CA, which vouches for nothing now). */
+    for (size_t i = 0; r == 0 && i + 1 < ca->n; i++)
+        if ((r = cross_for(st, ca, i, &v[k])) == 0 && v[k] != NULL)
+            k++;
+    if (r == 0)
+        r = ns_ca_bundle_pem(v, k, out);
+    for (size_t i = 0; i < k; i++)
+        X509_free(v[i]);
+    return r;
 }
 
 int ns_ca_cross_chain(ns_store *st, const ns_ca *ca, STACK_OF(X509) * *out)

@@ -74,7 +74,8 @@ int ns_ca_rotate(const ns_config *cfg, ns_store *st, const ns_keyring *kr, const
 /* Remove the oldest CA certificate (and its software key). NS_E_CONFLICT if it is the only one. */
 int ns_ca_retire(const ns_config *cfg, ns_store *st, const ns_keyring *kr, X509 **removed) NS_WUR;
 
-/* The cross-signed certificates that exist for the bundle's certificates, newest first. */
+/* The cross-signed certificates that exist for the bundle's certificates, newest first, each checked as in
+ * ns_ca_cross_chain (one that is not what its name says is left out with a warning). */
 int ns_ca_cross_pem(ns_store *st, const ns_ca *ca, ns_buf **out) NS_WUR;
 
 /* The chain that lets a client of any older CA of the bundle verify a certificate of the newest: the cross

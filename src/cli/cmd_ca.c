@@ -166,6 +166,15 @@ static int ca_retire(ns_cli *cli, int argc, char **argv)
     return 0;
 }
 
+/* The bundle as far as the CA keys vouch for it (doc/ca.md, "What is trusted"); errors reported as `what`. */
+static int load_trusted(ns_cli *cli, const char *what, ns_ca **ca)
+{
+    int r = ready(cli);
+    if (r == 0 && (r = ns_ca_load(cli->cfg, cli->store, cli->kr, ca)) != 0)
+        ns_cli_error(what, r);
+    return r;
+}
+
 static int ca_bundle(ns_cli *cli, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -185,12 +194,8 @@ static int ca_bundle(ns_cli *cli, int argc, char **argv)
     }
     if (optind != argc)
         return usage();
-    if ((r = ready(cli)) != 0)
+    if ((r = load_trusted(cli, "ca bundle", &ca)) != 0)
         return r;
-    if ((r = ns_ca_load(cli->cfg, cli->store, cli->kr, &ca)) != 0) {
-        ns_cli_error("ca bundle", r);
-        goto out;
-    }
     /* --cross: the cross-signed certificates alone, as intermediates for those who trust an older CA. */
     if ((r = cross ? ns_ca_cross_pem(cli->store, ca, &pem) : ns_ca_bundle_pem(ca->certs, ca->n, &pem)) != 0)
         goto fail;
@@ -212,12 +217,8 @@ static int ca_list(ns_cli *cli, int argc, char **argv)
 
     if (argc != 1)
         return usage();
-    if ((r = ready(cli)) != 0)
+    if ((r = load_trusted(cli, "ca list", &ca)) != 0)
         return r;
-    if ((r = ns_ca_load(cli->cfg, cli->store, cli->kr, &ca)) != 0) {
-        ns_cli_error("ca list", r);
-        return r;
-    }
     for (size_t i = 0; i < ca->n; i++)
         describe(i == 0 ? "issuing" : "trusted", ca->certs[i]);
     ns_ca_free(ca);

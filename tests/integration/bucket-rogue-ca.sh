@@ -10,7 +10,8 @@
 #   - the server logs one warning naming the rogue certificate's subject and SHA-256 fingerprint, and counts
 #     it in nstance_ca_certificates_ignored_total;
 #   - GET /v1/ca, the ca.crt file of the agent's template, `ca bundle` and `ca list` do not carry it;
-#   - `ca rotate` writes back the bundle without it; the legitimate agent keeps getting its files.
+#   - `ca rotate` writes back the bundle without it; the legitimate agent keeps getting its files;
+#   - `ca bundle --cross` leaves out a cross certificate replaced by the rogue CA.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
@@ -121,6 +122,23 @@ assert_not_contains "$T/out" "rogue" "ca list does not list the rogue CA"
 expect_rc 0 ca rotate
 assert_not_contains "$T/bucket/cluster/ca.crt" "$MARK" "ca rotate writes the bundle back without the rogue CA"
 [ "$(grep -c 'BEGIN CERTIFICATE' "$T/bucket/cluster/ca.crt")" = 2 ] || fail "the rotated bundle is not new + old"
+# A cross certificate replaced by the rogue CA is not printed by `ca bundle --cross` (nor sent by the server:
+# ca-rotate-lockout.sh).
+XF=$(ls "$T"/bucket/cluster/ca-cross/*.crt)
+expect_rc 0 ca bundle --cross -o "$T/cross.pem"
+cmp -s "$XF" "$T/cross.pem" || fail "ca bundle --cross does not print the cross certificate of the rotation"
+# A certificate of a held key issued by a vouched-for CA (the cross certificate) is kept if it is in the bundle.
+cp "$T/bucket/cluster/ca.crt" "$T/rotated.crt"
+cat "$XF" >>"$T/bucket/cluster/ca.crt"
+expect_rc 0 ca list
+assert_eq "$(wc -l <"$T/out")" 3 "ca list: new, old and the cross certificate"
+assert_not_contains "$T/err" "vouches for" "the cross certificate in the bundle is not ignored"
+cp "$T/rotated.crt" "$T/bucket/cluster/ca.crt"
+cp "$T/rogue-ca.crt" "$XF"
+expect_rc 0 ca bundle --cross -o "$T/cross2.pem"
+[ ! -s "$T/cross2.pem" ] || fail "ca bundle --cross printed a cross certificate that is the rogue CA"
+assert_contains "$T/err" "is not a certificate of the CA's key issued by the CA before it: ignored" \
+    "the replaced cross certificate is named"
 
 ns_server_stop "$PID"
 assert_eq "$NS_RC" 0 "SIGTERM exit status (a sanitizer report would change it)"
