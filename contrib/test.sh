@@ -16,7 +16,7 @@
 #   does not start, the variables stay unset and each RGW test tries its own cluster, and errors (99) if
 #   that fails too: never a silent skip.
 #
-# Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
+# Logs of failing tests (FAIL, ERROR, XPASS, SKIP) go to stderr. The last line on stdout is exactly
 #   N passed, N failed
 # summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS
 # + SKIP) and the packaging step (5). A SKIP is a failure: every service a test needs is started here (or
