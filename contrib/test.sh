@@ -4,20 +4,25 @@
 #   1. contrib/deps.sh installs missing Debian packages (needs root, or prints the command); npm ci installs
 #      s3rver into contrib/s3rver/node_modules for the S3 tests.
 #   2. autoreconf -fi when ./configure is missing or older than configure.ac / Makefile.am.
-#   3. A normal out-of-tree build in _build/:      ../configure && make -j2 && make -j2 check
-#   4. A sanitizer build in _sanitize/ (ASan+UBSan, clang if present, else gcc): make -j2 check
-#      Runs even when step 3 failed.
+#   3. A normal out-of-tree build in _build/:      ../configure --enable-werror && make -j2 && make -j2 bench
+#      && make -j2 check  (`make bench` builds the benchmark programs, not run, so that they cannot rot)
+#   4. A sanitizer build in _sanitize/ (ASan+UBSan, clang if present, else gcc), also --enable-werror:
+#      make -j2 check. Runs even when step 3 failed.
+#   Both builds treat compiler warnings as errors (--enable-werror adds -Werror to the warning flags), so
+#   warn_unused_result and the rest are enforced.
 #   One Ceph cluster with RGW (tests/tools/ceph-rgw.sh, in a temporary folder) is started before step 3 and
 #   shared by the RGW tests of both builds (NS_RGW_ENDPOINT, NS_RGW_ACCESS_KEY, NS_RGW_SECRET_KEY,
 #   NS_RGW_DIR exported; each test makes its own buckets); it is stopped when this script exits. If it
 #   does not start, the variables stay unset and each RGW test tries its own cluster, and errors (99) if
 #   that fails too: never a silent skip.
 #
-# Logs of failing tests (FAIL, ERROR, XPASS) go to stderr. The last line on stdout is exactly
+# Logs of failing tests (FAIL, ERROR, XPASS, SKIP) go to stderr. The last line on stdout is exactly
 #   N passed, N failed
-# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS)
-# and the packaging step (5);
-# a build that fails to configure or compile counts as one failure. Exit status 0 iff nothing failed.
+# summed over both builds from each test-suite.log (passed = PASS + XFAIL, failed = FAIL + ERROR + XPASS
+# + SKIP) and the packaging step (5). A SKIP is a failure: every service a test needs is started here (or
+# by the test itself), so nothing may skip silently; the skipped tests are named on stderr.
+# A build that fails to configure or compile counts as one failure, and so does `make bench` failing.
+# Exit status 0 iff nothing failed.
 #
 # Environment:
 #   CI=true             plain output, no colours or other terminal tricks.
@@ -72,12 +77,12 @@ parse_suite_log() {
     ' "$1"
 }
 
-# Print the log of every test whose .trs records FAIL, ERROR or XPASS, to stderr.
+# Print the log of every test whose .trs records FAIL, ERROR, XPASS or SKIP, to stderr.
 show_failed_logs() {
     local dir=$1 trs log
     [ -d "$dir/tests" ] || return 0
     while IFS= read -r trs; do
-        if grep -qE '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+        if grep -qE '^:test-result: (FAIL|ERROR|XPASS|SKIP)' "$trs"; then
             log=${trs%.trs}.log
             printf '==== %s ====\n' "${log#"$root"/}" >&2
             if [ -f "$log" ]; then
@@ -97,9 +102,9 @@ count_build() {
     total_failed=$((total_failed + $3))
 }
 
-# run_build NAME DIR BUILD_ALL(yes|no) CONFIGURE_ARGS...
+# run_build NAME DIR BUILD_ALL(yes|no) CONFIGURE_ARGS...  (BUILD_ALL yes: make, then make bench, first)
 run_build() {
-    local name=$1 dir=$root/$2 build_all=$3 rc=0
+    local name=$1 dir=$root/$2 build_all=$3 rc=0 bench_failed=0
     shift 3
 
     say "$name: configure in ${dir#"$root"/}/${*:+ $*}"
@@ -122,6 +127,12 @@ run_build() {
             count_build "$name" 0 1
             return
         fi
+        say "$name: make -j2 bench"
+        if ! make --no-print-directory -C "$dir" -j2 bench >"$dir/bench.out" 2>&1; then
+            warn "$name: the benchmark programs do not build (make bench)"
+            show_tail "$dir/bench.out"
+            bench_failed=1
+        fi
     fi
 
     # Stale results from an earlier run must not be read as this run's.
@@ -142,7 +153,7 @@ run_build() {
     local pass xfail fail error xpass skip total passed failed
     read -r pass xfail fail error xpass skip total < <(parse_suite_log "$dir/test-suite.log")
     passed=$((pass + xfail))
-    failed=$((fail + error + xpass))
+    failed=$((fail + error + xpass + skip + bench_failed))
     show_failed_logs "$dir"
     if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
         warn "$name: 'make check' exited $rc but test-suite.log records no failure"
@@ -154,7 +165,9 @@ run_build() {
         failed=$((failed + 1))
     fi
     if [ "$skip" -gt 0 ]; then
-        warn "$name: $skip test(s) skipped"
+        warn "$name: $skip test(s) skipped, counted as failed (never a silent skip):"
+        find "$dir/tests" -name '*.trs' -type f -exec grep -l '^:test-result: SKIP' {} + | sort |
+            sed "s|^$dir/||; s|\.trs\$||; s|^|    |" >&2
     fi
     count_build "$name" "$passed" "$failed"
 }
@@ -228,7 +241,7 @@ main() {
         rm -f "$out"
     fi
 
-    run_build build _build yes
+    run_build build _build yes --enable-werror
 
     if [ "$builds" -eq 2 ]; then
         local cc=gcc
@@ -236,7 +249,7 @@ main() {
         export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
         export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
         export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
-        run_build sanitize _sanitize no --enable-sanitizers CC="$cc"
+        run_build sanitize _sanitize no --enable-werror --enable-sanitizers CC="$cc"
     else
         say "sanitizer build skipped (NS_SKIP_SANITIZE=1)"
     fi

@@ -11,7 +11,8 @@
 # written. enroll --hostname/--ipv4/--ipv6: the record's fields (and null without them), the certificate's DNS
 # and IP SANs (none without them), kept by a renewal; bad values: exit 2 naming the option, before the nonce
 # is read (no DIR, no record, nonce kept and usable after), and the server's 400 for them from another
-# client. 50 agents enrolling at once: all succeed, 50 distinct certificates, 50 registration records.
+# client. 50 agents enrolling at once: all succeed, 50 distinct certificates, 50 registration records. The
+# server exits 0 on SIGTERM with no sanitizer report in its log.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 . "$top_srcdir/tests/integration/agent-lib.sh"
@@ -248,4 +249,8 @@ for i in $(seq 1 50); do
 done | sort -u >"$T/serials"
 assert_eq "$(wc -l <"$T/serials")" 50 "distinct certificates"
 assert_eq "$(ls "$T/bucket/shard/s1/instance/acme/" | grep -c '^c-[0-9]*\.json$')" 50 "registration records"
+
+# The server ends cleanly: exit 0 and no sanitizer report in its log.
+ns_server_stop "$SRV_PID" "$T/server.log"
+assert_eq "$NS_RC" 0 "the server's exit status after SIGTERM"
 echo "# agent-e2e: ok"

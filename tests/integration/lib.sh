@@ -195,6 +195,19 @@ fail() {
     exit 1
 }
 
+# ns_wait_until SECONDS WHAT CMD [ARGS...]: run CMD (a command or a function) every 0.1 s until it succeeds;
+# fail with "WHAT" once SECONDS have passed without. For "wait until the condition holds, then assert": a
+# fixed sleep passes before the event on a loaded machine, or waits longer than needed.
+ns_wait_until() {
+    local max=$1 what=$2 end
+    shift 2
+    end=$((SECONDS + max))
+    until "$@"; do
+        [ "$SECONDS" -lt "$end" ] || fail "$what (not within $max s)"
+        sleep 0.1
+    done
+}
+
 # assert_eq A B MSG
 assert_eq() {
     if [ "$1" != "$2" ]; then
@@ -612,11 +625,18 @@ ns_server_ready() {
     fail "the server on port $port did not become ready within $max s (last /health status: $code)"
 }
 
-# ns_server_stop PID: SIGTERM, then wait; sets NS_RC to its exit status.
+# ns_server_stop PID [LOG]: SIGTERM, then wait; sets NS_RC to its exit status. With LOG (the server's
+# stderr, $T/NAME.log), also fail if it holds a sanitizer report: in the sanitizer build a report ends the
+# process with a non-zero status (contrib/test.sh sets abort_on_error/halt_on_error), but not in a run by
+# hand without those options.
 ns_server_stop() {
     NS_RC=0
     kill -TERM "$1"
     wait "$1" || NS_RC=$?
+    if [ -n "${2:-}" ] && grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error: |^SUMMARY: [A-Za-z]+Sanitizer' "$2"; then
+        grep -E -A20 'ERROR: [A-Za-z]+Sanitizer|runtime error: ' "$2" | head -n 60 >&2
+        fail "sanitizer report in $2"
+    fi
 }
 
 # ns_https OUT ARGS...: curl against the server, trusting only $T/ca.pem; the body goes to OUT and the

@@ -6,7 +6,8 @@
 # endpoints and an agent certificate on /v1/operator/renew (403); error bodies are JSON with the code only.
 # An agent gets its own group's template and nothing else; an agent without a record, or whose group has no
 # template, gets 404. Two servers sharing one store (own cache_dir each): the same nonce sent to both at once
-# registers exactly once (one 200, one 409), and a nonce used on one is refused by the other.
+# registers exactly once (one 200, one 409), and a nonce used on one is refused by the other. Both servers
+# exit 0 on SIGTERM with no sanitizer report in their logs.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 
@@ -27,8 +28,10 @@ expect_rc 0 secret create web.key --type ecdsa-p256
 expect_rc 0 ca bundle -o "$T/ca.pem"
 ns_server_start a "$T/config.yaml"
 PA=$SRV_PORT
+PIDA=$SRV_PID
 ns_server_start b "$T/standby.yaml"
 PB=$SRV_PORT
+PIDB=$SRV_PID
 ns_server_ready "$PA"
 ns_server_ready "$PB"
 
@@ -157,4 +160,10 @@ for i in 1 2 3 4 5; do
     got=$(printf '%s\n%s\n' "$(cat "$T/ra.code")" "$(cat "$T/rb.code")" | sort | tr '\n' ' ')
     assert_eq "$got" "200 409 " "race $i: exactly one registration"
 done
+
+# Both servers end cleanly: exit 0 and no sanitizer report in their logs.
+ns_server_stop "$PIDA" "$T/a.log"
+assert_eq "$NS_RC" 0 "server a: exit status after SIGTERM"
+ns_server_stop "$PIDB" "$T/b.log"
+assert_eq "$NS_RC" 0 "server b: exit status after SIGTERM"
 echo "PASS"

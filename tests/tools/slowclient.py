@@ -2,7 +2,8 @@
 """Clients that misbehave, for tests/integration/server-limits.sh.
 
   slowclient.py idle PORT                 TLS handshake, half a request line, then nothing: prints the seconds
-                                          until the server closes the connection
+                                          until the server closes the connection ("connected" on stderr once
+                                          the half line is sent)
   slowclient.py cap PORT N                N idle TLS connections, then one more: prints "refused" or
                                           "accepted" for the extra one, then closes all and checks that a new
                                           connection works again ("recovered")
@@ -147,6 +148,8 @@ def main():
         t = connect(port)
         t.sendall(b"GET /health HTTP/1.1\r\n")
         t0 = time.time()
+        sys.stderr.write("connected\n")  # a test may wait for this before acting on the server
+        sys.stderr.flush()
         try:
             while t.recv(4096):
                 pass

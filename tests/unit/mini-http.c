@@ -99,8 +99,9 @@ static void serve_conn(mini_server *s, int fd, unsigned conn)
             rq->conn = conn;
         }
         pthread_mutex_unlock(&s->lock);
-        if (resp.delay_ms > 0) {
-            struct timespec ts = {(time_t)(resp.delay_ms / 1000), (long)(resp.delay_ms % 1000) * 1000000L};
+        /* The delay in 10 ms steps, cut short by mini_stop: a test need not wait out a long one. */
+        for (unsigned waited = 0; waited < resp.delay_ms && !s->stop; waited += 10) {
+            struct timespec ts = {0, 10 * 1000000L};
             nanosleep(&ts, NULL);
         }
         if (resp.hang_up)

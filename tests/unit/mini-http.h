@@ -13,7 +13,7 @@ typedef struct mini_resp {
     int status;
     const char *headers; /* extra header lines, each ending "\r\n", or NULL */
     const char *body;    /* NULL: empty */
-    unsigned delay_ms;   /* wait this long before answering */
+    unsigned delay_ms;   /* wait this long before answering (cut short by mini_stop) */
     bool hang_up;        /* close the connection instead of answering */
 } mini_resp;
 

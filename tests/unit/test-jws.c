@@ -817,7 +817,7 @@ static void rm_rf(const char *dir)
 
 static ns_store *open_store(const char *root)
 {
-    ns_storage_config sc = {"file", (char *)root, 1};
+    ns_storage_config sc = {.backend = "file", .path = (char *)root, .line = 1};
     ns_store *st = NULL;
     assert_int_equal(ns_store_open(&sc, &st), 0);
     return st;

@@ -58,7 +58,7 @@ static int open_store(const char *root, ns_store **st)
     char path[512];
     ns_storage_config cfg = {.backend = backend, .path = path, .line = 1};
 
-    snprintf(path, sizeof(path), "%s", root);
+    assert_true(snprintf(path, sizeof(path), "%s", root) < (int)sizeof(path));
     return ns_store_open(&cfg, st);
 }
 
