@@ -1,0 +1,123 @@
+#include "ns-build.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "settings/settings.h"
+
+/* server.listen: "HOST:PORT" with HOST an IPv4 dotted quad, "[IPv6]" or "localhost", PORT 0..65535. */
+static bool valid_listen(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    size_t hn, pn;
+    unsigned long port = 0;
+
+    if (colon == NULL || strlen(s) > 64)
+        return false;
+    hn = (size_t)(colon - s);
+    pn = strlen(colon + 1);
+    if (hn == 0 || pn == 0 || pn > 5)
+        return false;
+    for (size_t i = 0; i < pn; i++) {
+        if (colon[1 + i] < '0' || colon[1 + i] > '9')
+            return false;
+        port = port * 10 + (unsigned long)(colon[1 + i] - '0');
+    }
+    if (port > 65535)
+        return false;
+    if (hn == 9 && strncmp(s, "localhost", 9) == 0)
+        return true;
+    if (s[0] == '[')
+        return s[hn - 1] == ']' && hn > 2 && strspn(s + 1, "0123456789abcdefABCDEF:.") == hn - 2;
+    return strspn(s, "0123456789.") == hn;
+}
+
+/* server.names: a DNS name or an IP literal, checked again (strictly) when the certificate is made. */
+static bool valid_server_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 253)
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:*") == n;
+}
+
+#define DAY  86400u
+#define YEAR (366u * DAY)
+#define U(k, m, lo, hi)                                                                                      \
+    {                                                                                                        \
+        .key = k, .type = NS_CFG_UINT, .off = offsetof(ns_server_config, m), .allowed = 1u, .min = lo,       \
+        .max = hi                                                                                            \
+    }
+#define D(k, m, lo, hi)                                                                                      \
+    {                                                                                                        \
+        .key = k, .type = NS_CFG_DURATION, .off = offsetof(ns_server_config, m), .allowed = 1u, .min = lo,   \
+        .max = hi                                                                                            \
+    }
+static const ns_cfg_field server_fields[] = {
+    {.key = "listen",
+     .type = NS_CFG_STR,
+     .off = offsetof(ns_server_config, listen),
+     .allowed = 1u,
+     .valid = valid_listen,
+     .rule = "must be HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost"},
+    {.key = "names",
+     .type = NS_CFG_STRV,
+     .off = offsetof(ns_server_config, names),
+     .allowed = 1u,
+     .valid = valid_server_name,
+     .rule = "must be a DNS name or an IP address"},
+    D("agent_cert_ttl", agent_cert_ttl, 60, 5 * YEAR),
+    D("operator_cert_ttl", operator_cert_ttl, 60, 5 * YEAR),
+    U("max_connections", max_connections, 1, 65536),
+    D("header_timeout", header_timeout, 1, 3600),
+    D("idle_timeout", idle_timeout, 1, DAY),
+    D("cache_check", cache_check, 1, DAY),
+    U("threads", threads, 1, 64),
+    /* 0s allowed (min 0): no limit, no hand-over. */
+    D("renew_min_interval", renew_min_interval, 0, DAY),
+    D("renew_grace", renew_grace, 0, DAY),
+    U("register_burst", register_burst, 1, 1000000),
+    U("register_per_minute", register_per_minute, 1, 1000000),
+};
+static const ns_cfg_spec server_spec = NS_CFG_SPEC(NULL, NULL, server_fields);
+
+void ns_server_config_init(ns_server_config *sc)
+{
+    sc->agent_cert_ttl = 24 * 3600;
+    sc->operator_cert_ttl = 8 * 3600;
+    sc->max_connections = 1024;
+    sc->header_timeout = 10;
+    sc->idle_timeout = 60;
+    sc->cache_check = 5;
+    sc->threads = 4;
+    sc->renew_min_interval = 60; /* these two may be set to 0s (off) */
+    sc->renew_grace = 600;
+    sc->register_burst = 20;
+    sc->register_per_minute = 60;
+}
+
+int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+{
+    ns_server_config *sc = slot;
+    int lines[NS_CFG_MAX_FIELDS];
+    size_t var = 0;
+
+    sc->line = v->line;
+    return ns_cfg_parse_map(c, v, "server", &server_spec, sc, &var, lines);
+}
+
+int ns_server_config_finish(ns_server_config *sc)
+{
+    if (ns_cfg_set_default(&sc->listen, "127.0.0.1:8443") != 0)
+        return NS_E_NOMEM;
+    if (sc->names.n == 0 &&
+        (ns_strv_push(&sc->names, "localhost") != 0 || ns_strv_push(&sc->names, "127.0.0.1") != 0))
+        return NS_E_NOMEM;
+    return 0;
+}
+
+void ns_server_config_clear(ns_server_config *sc)
+{
+    ns_cfg_clear(&server_spec, sc);
+}

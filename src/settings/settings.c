@@ -1,0 +1,181 @@
+#include "ns-build.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/secmem.h"
+#include "settings/settings.h"
+
+#define DEFAULT_PATH      "/etc/nstance/secrets.yaml"
+#define DEFAULT_SHARD     "default"
+#define DEFAULT_CACHE_DIR "/var/cache/nstance-secrets"
+
+/* ---- the top-level keys that belong to no module's section ---- */
+
+static int sec_cluster_id(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+{
+    return ns_cfg_string(c, v, "cluster_id", ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
+}
+
+static int sec_shard(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+{
+    return ns_cfg_string(c, v, "shard", ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
+}
+
+static int sec_cache_dir(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+{
+    char **dir = slot;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_cfg_expect_string(c, v, "cache_dir")) != 0)
+        return r;
+    return ns_cfg_resolve_path(c->base_dir, v->value, dir);
+}
+
+static const ns_cfg_field pkcs11_fields[] = {
+    {.key = "sessions",
+     .type = NS_CFG_UINT,
+     .off = offsetof(ns_config, token_sessions),
+     .allowed = 1u,
+     .min = 1,
+     .max = 64},
+};
+static const ns_cfg_spec pkcs11_spec = NS_CFG_SPEC(NULL, NULL, pkcs11_fields);
+
+static int sec_pkcs11(ns_cfg_ctx *c, const ns_cfg_node *v, void *cfg)
+{
+    int lines[NS_CFG_MAX_FIELDS];
+    size_t var = 0;
+
+    return ns_cfg_parse_map(c, v, "pkcs11", &pkcs11_spec, cfg, &var, lines);
+}
+
+static int sec_old_keys(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+{
+    ns_config *cfg = slot;
+
+    return ns_kek_config_parse_list(c, v, "old_encryption_keys", &cfg->old, &cfg->n_old);
+}
+
+/* Every top-level key, run in this order (groups after templates: each names an existing template). */
+static const ns_cfg_section sections[] = {
+    {"cluster_id", true, offsetof(ns_config, cluster_id), sec_cluster_id},
+    {"storage", true, offsetof(ns_config, storage), ns_store_config_parse},
+    {"encryption_key", false, offsetof(ns_config, primary), ns_kek_config_section},
+    {"old_encryption_keys", false, 0, sec_old_keys},
+    {"pkcs11", false, 0, sec_pkcs11},
+    {"shard", false, offsetof(ns_config, shard), sec_shard},
+    {"cache_dir", false, offsetof(ns_config, cache_dir), sec_cache_dir},
+    {"ca", false, offsetof(ns_config, ca), ns_ca_config_parse},
+    {"registration_nonce", false, offsetof(ns_config, nonce), ns_nonce_config_parse},
+    {"server", false, offsetof(ns_config, server), ns_server_config_parse},
+    {"templates", false, 0, ns_templates_config_parse},
+    {"groups", false, 0, ns_groups_config_parse},
+};
+
+/* Defaults that depend on other sections, once every section is read; the keyring's view. */
+static int finish(ns_config *cfg)
+{
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_cfg_set_default(&cfg->shard, DEFAULT_SHARD)) != 0 ||
+        (r = ns_cfg_set_default(&cfg->cache_dir, DEFAULT_CACHE_DIR)) != 0 ||
+        (r = ns_ca_config_finish(&cfg->ca, cfg->cluster_id)) != 0 ||
+        (r = ns_nonce_config_finish(&cfg->nonce, cfg->cluster_id)) != 0 ||
+        (r = ns_server_config_finish(&cfg->server)) != 0)
+        return r;
+    cfg->has_primary = cfg->primary.source != 0;
+    cfg->keys.origin = cfg->origin;
+    cfg->keys.primary = cfg->has_primary ? &cfg->primary : NULL;
+    cfg->keys.old = cfg->old;
+    cfg->keys.n_old = cfg->n_old;
+    cfg->keys.sessions = cfg->token_sessions;
+    return 0;
+}
+
+void ns_config_free(ns_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->origin);
+    free(cfg->cluster_id);
+    ns_store_config_clear(&cfg->storage);
+    ns_kek_config_clear(&cfg->primary);
+    ns_kek_config_free_list(cfg->old, cfg->n_old);
+    free(cfg->shard);
+    free(cfg->cache_dir);
+    ns_ca_config_clear(&cfg->ca);
+    ns_nonce_config_clear(&cfg->nonce);
+    ns_server_config_clear(&cfg->server);
+    ns_templates_config_clear(cfg);
+    free(cfg);
+}
+
+int ns_config_parse(const char *text, size_t n, const char *origin, const char *base_dir, ns_config **out)
+{
+    ns_cfg_ctx c = {origin != NULL ? origin : "<string>", base_dir};
+    ns_cfg_node *root = NULL;
+    ns_config *cfg = NULL;
+    int r = NS_E_INTERNAL;
+
+    if (out == NULL || (text == NULL && n > 0)) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if ((r = ns_cfg_tree_build(&c, text != NULL ? text : "", n, &root)) != 0)
+        goto out;
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL || (cfg->origin = strdup(c.origin)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
+    cfg->token_sessions = 4;
+    ns_store_config_init(&cfg->storage);
+    ns_ca_config_init(&cfg->ca);
+    ns_server_config_init(&cfg->server);
+    if ((r = ns_cfg_parse_sections(&c, root, sections, sizeof(sections) / sizeof(sections[0]), cfg)) != 0 ||
+        (r = finish(cfg)) != 0)
+        goto out;
+    *out = cfg;
+    cfg = NULL;
+    r = 0;
+out:
+    ns_config_free(cfg);
+    ns_cfg_node_free(root);
+    return r;
+}
+
+int ns_config_load(const char *path, ns_config **out)
+{
+    char *text = NULL, *dir = NULL;
+    size_t n = 0;
+    int r = NS_E_INTERNAL;
+
+    if (out == NULL) {
+        r = NS_E_INVAL;
+        goto out;
+    }
+    if ((r = ns_cfg_read_file(path, &text, &n, &dir)) != 0 ||
+        (r = ns_config_parse(text, n, path, dir, out)) != 0)
+        goto out;
+    r = 0;
+out:
+    if (text != NULL) {
+        ns_wipe(text, n); /* may hold a pin-value */
+        free(text);
+    }
+    free(dir);
+    return r;
+}
+
+const char *ns_config_default_path(const char *cli_path)
+{
+    const char *env;
+
+    if (cli_path != NULL)
+        return cli_path;
+    env = getenv("NSTANCE_SECRETS_CONFIG");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    return DEFAULT_PATH;
+}
