@@ -42,51 +42,30 @@ static bool valid_oid(const char *s)
     return arcs >= 3 && (s[0] == '0' || s[0] == '1' || s[0] == '2') && s[1] == '.';
 }
 
-#define F(k, t, m, v, r)                                                                                     \
-    {                                                                                                        \
-        .key = k, .type = t, .off = offsetof(ns_ca_config, m), .allowed = 1u, .valid = v, .rule = r          \
-    }
-#define DN(k, m) F(k, NS_CFG_STR, m, ns_cfg_valid_dn_value, "must be 1..64 printable characters")
+#define F(k, t, m, ...) NS_CFG_ROW(ns_ca_config, k, t, m, __VA_ARGS__)
+#define DN(k, m)                                                                                             \
+    F(k, NS_CFG_STR, m, .valid = ns_cfg_valid_dn_value, .rule = "must be 1..64 printable characters")
 
 /* ca.subject: fields of ns_ca_config itself. */
 static const ns_cfg_field subject_fields[] = {
     DN("cn", cn),
     DN("o", o),
-    F("c", NS_CFG_STR, c, valid_country, "must be a two-letter country code in capitals (ISO 3166)"),
+    F("c", NS_CFG_STR, c, .valid = valid_country,
+      .rule = "must be a two-letter country code in capitals (ISO 3166)"),
     DN("st", st),
     DN("l", l),
 };
 static const ns_cfg_spec subject_spec = NS_CFG_SPEC(NULL, NULL, subject_fields);
 
 static const ns_cfg_field ca_fields[] = {
-    {.key = "keys",
-     .type = NS_CFG_STRV,
-     .off = offsetof(ns_ca_config, keys),
-     .allowed = 1u,
-     .valid = ns_p11_uri_valid,
-     .rule = NS_P11_URI_RULE,
-     .secret = true},
-    F("pin_env", NS_CFG_STR, pin_env, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
+    F("keys", NS_CFG_STRV, keys, .valid = ns_p11_uri_valid, .rule = NS_P11_URI_RULE, .secret = true),
+    F("pin_env", NS_CFG_STR, pin_env, .valid = ns_cfg_valid_env_name, .rule = NS_CFG_RULE_ENV),
     {.key = "subject", .type = NS_CFG_MAPPING, .allowed = 1u, .sub = &subject_spec},
-    {.key = "validity",
-     .type = NS_CFG_DURATION,
-     .off = offsetof(ns_ca_config, validity),
-     .allowed = 1u,
-     .min = DAY,
-     .max = 50 * YEAR},
-    {.key = "path_len",
-     .type = NS_CFG_UINT,
-     .off = offsetof(ns_ca_config, path_len),
-     .allowed = 1u,
-     .max = 8},
-    F("role_oid", NS_CFG_STR, role_oid, valid_oid,
-      "must be a dotted numeric OID such as 1.3.6.1.4.1.999999.1"),
-    {.key = "cert_ttl",
-     .type = NS_CFG_DURATION,
-     .off = offsetof(ns_ca_config, cert_ttl),
-     .allowed = 1u,
-     .min = 60,
-     .max = 5 * YEAR},
+    F("validity", NS_CFG_DURATION, validity, .min = DAY, .max = 50 * YEAR),
+    F("path_len", NS_CFG_UINT, path_len, .max = 8),
+    F("role_oid", NS_CFG_STR, role_oid, .valid = valid_oid,
+      .rule = "must be a dotted numeric OID such as 1.3.6.1.4.1.999999.1"),
+    F("cert_ttl", NS_CFG_DURATION, cert_ttl, .min = 60, .max = 5 * YEAR),
 };
 static const ns_cfg_spec ca_spec = NS_CFG_SPEC(NULL, NULL, ca_fields);
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "common/strv.h"
@@ -18,35 +19,31 @@
 
 /* ---- values ---- */
 
-bool ns_cfg_valid_name(const char *s)
+bool ns_cfg_chars(const char *s, size_t min, size_t max, const char *set)
 {
     size_t n = strlen(s);
 
-    if (n < 1 || n > 63)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        bool alnum = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
-        if (!alnum && (i == 0 || (ch != '.' && ch != '_' && ch != '-')))
+    return n >= min && n <= max && strspn(s, set) == n;
+}
+
+bool ns_cfg_bytes(const char *s, size_t min, size_t max, unsigned lo, unsigned hi)
+{
+    size_t n = strlen(s);
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < lo || (unsigned char)s[i] > hi)
             return false;
-    }
-    return true;
+    return n >= min && n <= max;
+}
+
+bool ns_cfg_valid_name(const char *s)
+{
+    return ns_cfg_chars(s, 1, 63, NS_CFG_ALNUM "._-") && strchr(NS_CFG_ALNUM, s[0]) != NULL;
 }
 
 bool ns_cfg_valid_env_name(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_' ||
-                  (i > 0 && ch >= '0' && ch <= '9');
-        if (!ok)
-            return false;
-    }
-    return true;
+    return ns_cfg_chars(s, 1, 128, NS_CFG_ALNUM "_") && !(s[0] >= '0' && s[0] <= '9');
 }
 
 /* The host part of a URL's authority ("host" or "host:port"), for the plain-http rule below. */
@@ -95,65 +92,40 @@ bool ns_config_url_ok(const char *s)
 /* Printable ASCII, 1..2048 bytes: names and ids that go into JSON request bodies. */
 bool ns_cfg_valid_printable(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 2048)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return false;
-    return true;
+    return ns_cfg_bytes(s, 1, 2048, 0x20, 0x7e);
 }
 
 /* One URL path segment that needs no escaping: [A-Za-z0-9._-]{1,255}, not "." or "..". */
 bool ns_cfg_valid_segment(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 255 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == '-'))
-            return false;
-    }
-    return true;
+    return ns_cfg_chars(s, 1, 255, NS_CFG_ALNUM "._-") && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 /* Segments joined by single slashes (a Vault mount or secret path), at most 512 bytes. */
 bool ns_cfg_valid_segments(const char *s)
 {
     char seg[256];
-    size_t n = strlen(s), start = 0;
 
-    if (n < 1 || n > 512)
+    if (strlen(s) < 1 || strlen(s) > 512)
         return false;
-    for (size_t i = 0; i <= n; i++) {
-        if (i < n && s[i] != '/')
-            continue;
-        if (i - start < 1 || i - start > 255)
+    for (;;) {
+        size_t k = strcspn(s, "/");
+        if (k < 1 || k > 255)
             return false;
-        memcpy(seg, s + start, i - start);
-        seg[i - start] = '\0';
+        memcpy(seg, s, k);
+        seg[k] = '\0';
         if (!ns_cfg_valid_segment(seg))
             return false;
-        start = i + 1;
+        if (s[k] == '\0')
+            return true;
+        s += k + 1;
     }
-    return true;
 }
 
 /* AWS region: [a-z0-9-]{1,32} (it becomes part of a host name). */
 bool ns_cfg_valid_region(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 32 || s[0] == '-')
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return false;
-    return true;
+    return ns_cfg_chars(s, 1, 32, "abcdefghijklmnopqrstuvwxyz0123456789-") && s[0] != '-';
 }
 
 /* http(s)://HOST[:PORT] with an optional trailing '/': a host name, IPv4 or [IPv6] literal, no user name,
@@ -172,26 +144,12 @@ bool ns_cfg_valid_endpoint(const char *s)
     n = strlen(h);
     if (n > 0 && h[n - 1] == '/')
         n--;
-    if (n == 0 || n > 255)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = h[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '-' || ch == ':' || ch == '[' || ch == ']'))
-            return false;
-    }
-    return h[0] != ':' && h[0] != '.';
+    return n > 0 && n <= 255 && strspn(h, NS_CFG_ALNUM ".-:[]") >= n && h[0] != ':' && h[0] != '.';
 }
 
 bool ns_cfg_valid_dn_value(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return false;
-    return true;
+    return ns_cfg_bytes(s, 1, 64, 0x20, 0xff) && strchr(s, 0x7f) == NULL;
 }
 
 /* `p` made absolute: kept if absolute, else joined to base_dir, itself joined to the cwd if relative. */
@@ -376,10 +334,36 @@ static int parse_duration(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what,
     return 0;
 }
 
+/* A string value of field f: not empty, one of its choices, passing its rule. */
+static int check_string(ns_cfg_ctx *c, const ns_cfg_field *f, const ns_cfg_node *v, const char *what)
+{
+    char q[NS_CFG_QUOTE_MAX + 4], list[256];
+    size_t ci = 0;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_cfg_expect_string(c, v, what)) != 0)
+        return r;
+    if (f->choices != NULL) {
+        while (f->choices[ci] != NULL && strcmp(f->choices[ci], v->value) != 0)
+            ci++;
+        if (f->choices[ci] == NULL) {
+            ns_cfg_quote(v->value, q);
+            list_choices(f->choices, list, sizeof(list));
+            return ns_cfg_fail(c, v->line, "%s: unknown value '%s' (expected %s)", what, q, list);
+        }
+    }
+    if (f->valid == NULL || f->valid(v->value))
+        return 0;
+    if (f->secret)
+        return ns_cfg_fail(c, v->line, "%s: %s", what, f->rule);
+    ns_cfg_quote(v->value, q);
+    return ns_cfg_fail(c, v->line, "%s: %s (got '%s')", what, f->rule, q);
+}
+
 static int parse_strv(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, const ns_cfg_field *f,
                       ns_strv *out)
 {
-    char item[300], q[NS_CFG_QUOTE_MAX + 4];
+    char item[300];
     int r = NS_E_INTERNAL;
 
     if ((r = ns_cfg_expect_kind(c, v, NS_CFG_SEQ, what)) != 0)
@@ -387,14 +371,8 @@ static int parse_strv(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, con
     for (size_t i = 0; i < v->n; i++) {
         const ns_cfg_node *it = v->items[i];
         snprintf(item, sizeof(item), "%s[%zu]", what, i);
-        if ((r = ns_cfg_expect_string(c, it, item)) != 0)
+        if ((r = check_string(c, f, it, item)) != 0)
             return r;
-        if (f->valid != NULL && !f->valid(it->value)) {
-            if (f->secret)
-                return ns_cfg_fail(c, it->line, "%s: %s", item, f->rule);
-            ns_cfg_quote(it->value, q);
-            return ns_cfg_fail(c, it->line, "%s: %s (got '%s')", item, f->rule, q);
-        }
         for (size_t j = 0; j < out->n; j++)
             if (strcmp(out->v[j], it->value) == 0)
                 return ns_cfg_fail(c, it->line, "%s: listed twice", item);
@@ -433,6 +411,38 @@ static int parse_bool(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, boo
         return ns_cfg_fail(c, v->line, "%s: expected true or false, got %s", what, ns_cfg_node_type_name(v));
     ns_cfg_quote(v->value, q);
     return ns_cfg_fail(c, v->line, "%s: expected true or false, got '%s'", what, q);
+}
+
+/* The value v of field f into slot (its member of the struct being filled). */
+static int parse_value(ns_cfg_ctx *c, const ns_cfg_field *f, const ns_cfg_node *v, const char *what,
+                       void *slot)
+{
+    int lines[NS_CFG_MAX_FIELDS];
+    size_t var = 0;
+    int r = NS_E_INTERNAL;
+
+    switch (f->type) {
+    case NS_CFG_MAPPING:
+        return ns_cfg_parse_map(c, v, what, f->sub, slot, &var, lines);
+    case NS_CFG_UINT:
+        return parse_uint(c, v, what, f->min, f->max, slot);
+    case NS_CFG_OWN:
+        return f->parse(c, v, what, slot);
+    case NS_CFG_STRV:
+        return parse_strv(c, v, what, f, slot);
+    case NS_CFG_DURATION:
+        return parse_duration(c, v, what, f->min, f->max, slot);
+    case NS_CFG_BOOL:
+        return parse_bool(c, v, what, slot);
+    case NS_CFG_STR:
+    case NS_CFG_PATH:
+        break;
+    }
+    if ((r = check_string(c, f, v, what)) != 0)
+        return r;
+    if (f->type == NS_CFG_PATH)
+        return ns_cfg_resolve_path(c->base_dir, v->value, slot);
+    return (*(char **)slot = strdup(v->value)) == NULL ? NS_E_NOMEM : 0;
 }
 
 /* Check mapping `m` at `path` against `spec` and fill `obj`. `*variant` gets the discriminator's index (0
@@ -495,69 +505,8 @@ int ns_cfg_parse_map(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, cons
                             spec->variants[var]);
             goto out;
         }
-        if (f->type == NS_CFG_MAPPING) {
-            int sub_lines[NS_CFG_MAX_FIELDS];
-            size_t sub_var = 0;
-            if ((r = ns_cfg_parse_map(c, v, what, f->sub, (char *)obj + f->off, &sub_var, sub_lines)) != 0)
-                goto out;
-            continue;
-        }
-        if (f->type == NS_CFG_UINT) {
-            if ((r = parse_uint(c, v, what, f->min, f->max, (unsigned *)((char *)obj + f->off))) != 0)
-                goto out;
-            continue;
-        }
-        if (f->type == NS_CFG_OWN) {
-            if ((r = f->parse(c, v, what, (char *)obj + f->off)) != 0)
-                goto out;
-            continue;
-        }
-        if (f->type == NS_CFG_STRV) {
-            if ((r = parse_strv(c, v, what, f, (ns_strv *)((char *)obj + f->off))) != 0)
-                goto out;
-            continue;
-        }
-        if (f->type == NS_CFG_DURATION) {
-            if ((r = parse_duration(c, v, what, f->min, f->max, (int64_t *)((char *)obj + f->off))) != 0)
-                goto out;
-            continue;
-        }
-        if (f->type == NS_CFG_BOOL) {
-            if ((r = parse_bool(c, v, what, (bool *)((char *)obj + f->off))) != 0)
-                goto out;
-            continue;
-        }
-        if ((r = ns_cfg_expect_string(c, v, what)) != 0)
+        if ((r = parse_value(c, f, v, what, (char *)obj + f->off)) != 0)
             goto out;
-        if (f->choices != NULL) {
-            size_t ci = 0;
-            while (f->choices[ci] != NULL && strcmp(f->choices[ci], v->value) != 0)
-                ci++;
-            if (f->choices[ci] == NULL) {
-                ns_cfg_quote(v->value, q);
-                list_choices(f->choices, list, sizeof(list));
-                r = ns_cfg_fail(c, v->line, "%s: unknown value '%s' (expected %s)", what, q, list);
-                goto out;
-            }
-        }
-        if (f->valid != NULL && !f->valid(v->value)) {
-            if (f->secret) {
-                r = ns_cfg_fail(c, v->line, "%s: %s", what, f->rule);
-            } else {
-                ns_cfg_quote(v->value, q);
-                r = ns_cfg_fail(c, v->line, "%s: %s (got '%s')", what, f->rule, q);
-            }
-            goto out;
-        }
-        {
-            char **slot = (char **)((char *)obj + f->off);
-            if (f->type == NS_CFG_PATH)
-                r = ns_cfg_resolve_path(c->base_dir, v->value, slot);
-            else
-                r = (*slot = strdup(v->value)) == NULL ? NS_E_NOMEM : 0;
-            if (r != 0)
-                goto out;
-        }
     }
 
     for (size_t fi = 0; fi < spec->n_fields; fi++) {
@@ -679,15 +628,15 @@ int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_s
     return 0;
 }
 
-int ns_cfg_read_file(const char *path, char **out, size_t *n, char **dir_out)
+int ns_cfg_read_file(const char *path, ns_buf **text, char **dir_out)
 {
-    char *text = NULL, *dir = NULL, *slash;
-    size_t len = 0;
+    char *dir = NULL, *slash;
+    ns_buf *b = NULL;
     struct stat st;
     int fd = -1;
     int r = NS_E_INTERNAL;
 
-    if (path == NULL || out == NULL || n == NULL || dir_out == NULL) {
+    if (path == NULL || text == NULL || dir_out == NULL) {
         r = NS_E_INVAL;
         goto out;
     }
@@ -703,58 +652,29 @@ int ns_cfg_read_file(const char *path, char **out, size_t *n, char **dir_out)
         r = NS_E_CONFIG;
         goto out;
     }
-    if (S_ISREG(st.st_mode) && st.st_size > (off_t)NS_CFG_MAX_BYTES) {
-        ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", path, NS_CFG_MAX_BYTES);
-        r = NS_E_CONFIG;
-        goto out;
-    }
-    /* Read at most one byte past the cap, so that pipes and files growing under us are caught too. */
-    if ((text = malloc(NS_CFG_MAX_BYTES + 1)) == NULL) {
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    while (len <= NS_CFG_MAX_BYTES) {
-        ssize_t got = read(fd, text + len, NS_CFG_MAX_BYTES + 1 - len);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
+    /* The cap holds for files growing under us too. */
+    if (st.st_size > (off_t)NS_CFG_MAX_BYTES || (r = ns_fd_read_all(fd, NS_CFG_MAX_BYTES, false, &b)) != 0) {
+        if (r == NS_E_STORAGE)
             ns_log(NS_LOG_ERROR, "%s: cannot read the config: %s", path, strerror(errno));
-            r = NS_E_CONFIG;
-            goto out;
-        }
-        if (got == 0)
-            break;
-        len += (size_t)got;
-    }
-    if (len > NS_CFG_MAX_BYTES) {
-        ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", path, NS_CFG_MAX_BYTES);
-        r = NS_E_CONFIG;
+        else if (r != NS_E_NOMEM)
+            ns_log(NS_LOG_ERROR, "%s: the config is larger than %u bytes", path, NS_CFG_MAX_BYTES);
+        r = r == NS_E_NOMEM ? r : NS_E_CONFIG;
         goto out;
     }
-
-    if ((dir = strdup(path)) == NULL) {
+    if ((slash = strrchr(path, '/')) != NULL &&
+        (dir = strndup(path, slash == path ? 1 : (size_t)(slash - path))) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
-    slash = strrchr(dir, '/');
-    if (slash == dir)
-        dir[1] = '\0';
-    else if (slash != NULL)
-        *slash = '\0';
-    if (slash == NULL) {
-        free(dir);
-        dir = NULL;
-    }
-    *out = text;
-    *n = len;
+    *text = b;
     *dir_out = dir;
-    text = dir = NULL;
+    b = NULL;
+    dir = NULL;
     r = 0;
 out:
-    if (text != NULL) {
-        ns_wipe(text, len); /* may hold a pin-value */
-        free(text);
-    }
+    if (b != NULL)
+        ns_wipe(b->data, b->len); /* may hold a pin-value */
+    ns_buf_free(b);
     free(dir);
     if (fd >= 0)
         close(fd);

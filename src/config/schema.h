@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "config/tree.h"
 
@@ -57,6 +58,16 @@ typedef struct ns_cfg_spec {
 } ns_cfg_spec;
 
 #define NS_CFG_MAX_FIELDS 48
+/* Table rows for member m of struct T: allowed in the one variant of a spec without discriminator (ROW),
+ * or in the variants `allow` and required in `req` (VROW). Further designated initializers follow. */
+#define NS_CFG_ROW(T, k, t, m, ...)                                                                          \
+    {                                                                                                        \
+        .key = k, .type = t, .off = offsetof(T, m), .allowed = 1u, __VA_ARGS__                               \
+    }
+#define NS_CFG_VROW(T, k, t, m, allow, req, ...)                                                             \
+    {                                                                                                        \
+        .key = k, .type = t, .off = offsetof(T, m), .allowed = allow, .required = req, __VA_ARGS__           \
+    }
 #define NS_CFG_SPEC(disc, variants, fields)                                                                  \
     {                                                                                                        \
         disc, variants, fields, sizeof(fields) / sizeof(fields[0])                                           \
@@ -94,6 +105,11 @@ int ns_cfg_resolve_path(const char *base_dir, const char *p, char **out) NS_WUR;
 int ns_cfg_set_default(char **slot, const char *value) NS_WUR;
 
 /* ---- generic value rules ---- */
+
+#define NS_CFG_ALNUM "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+/* min..max bytes, each in `set` / each in lo..hi. */
+bool ns_cfg_chars(const char *s, size_t min, size_t max, const char *set);
+bool ns_cfg_bytes(const char *s, size_t min, size_t max, unsigned lo, unsigned hi);
 
 /* [A-Za-z0-9][A-Za-z0-9._-]{0,62}: cluster ids, shards, template and group names. */
 bool ns_cfg_valid_name(const char *s);
@@ -142,9 +158,9 @@ typedef struct ns_cfg_section {
 int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_section *table, size_t n,
                           void *obj) NS_WUR;
 
-/* Read the config file at `path` (a regular file of at most NS_CFG_MAX_BYTES) into *text (n bytes; wipe
- * and free it) and its folder into *dir (NULL when the path has none). NS_E_NOT_FOUND if it is missing,
+/* Read the config file at `path` (a regular file of at most NS_CFG_MAX_BYTES) into *text (wipe it before
+ * freeing) and its folder into *dir (NULL when the path has none). NS_E_NOT_FOUND if it is missing,
  * NS_E_CONFIG for the rest; logged. */
-int ns_cfg_read_file(const char *path, char **text, size_t *n, char **dir) NS_WUR;
+int ns_cfg_read_file(const char *path, ns_buf **text, char **dir) NS_WUR;
 
 #endif

@@ -15,34 +15,14 @@ static bool valid_issuer(const char *s)
     return ns_cfg_valid_dn_value(s) && strlen(s) <= 128;
 }
 
-#define D(k, m, lo, hi)                                                                                      \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_DURATION, .off = offsetof(ns_nonce_config, m), .allowed = 1u, .min = lo,    \
-        .max = hi                                                                                            \
-    }
+#define F(k, t, m, ...) NS_CFG_ROW(ns_nonce_config, k, t, m, __VA_ARGS__)
 static const ns_cfg_field nonce_fields[] = {
-    {.key = "keys",
-     .type = NS_CFG_STRV,
-     .off = offsetof(ns_nonce_config, keys),
-     .allowed = 1u,
-     .valid = ns_p11_uri_valid,
-     .rule = NS_P11_URI_RULE,
-     .secret = true},
-    {.key = "pin_env",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_nonce_config, pin_env),
-     .allowed = 1u,
-     .valid = ns_cfg_valid_env_name,
-     .rule = NS_CFG_RULE_ENV},
-    {.key = "issuer",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_nonce_config, issuer),
-     .allowed = 1u,
-     .valid = valid_issuer,
-     .rule = "must be 1..128 printable characters"},
-    D("leeway", leeway, 1, MAX_LEEWAY),
-    D("agent_ttl", agent_ttl, 10, 30 * DAY),
-    D("operator_ttl", operator_ttl, 10, 30 * DAY),
+    F("keys", NS_CFG_STRV, keys, .valid = ns_p11_uri_valid, .rule = NS_P11_URI_RULE, .secret = true),
+    F("pin_env", NS_CFG_STR, pin_env, .valid = ns_cfg_valid_env_name, .rule = NS_CFG_RULE_ENV),
+    F("issuer", NS_CFG_STR, issuer, .valid = valid_issuer, .rule = "must be 1..128 printable characters"),
+    F("leeway", NS_CFG_DURATION, leeway, .min = 1, .max = MAX_LEEWAY),
+    F("agent_ttl", NS_CFG_DURATION, agent_ttl, .min = 10, .max = 30 * DAY),
+    F("operator_ttl", NS_CFG_DURATION, operator_ttl, .min = 10, .max = 30 * DAY),
 };
 static const ns_cfg_spec nonce_spec = NS_CFG_SPEC(NULL, NULL, nonce_fields);
 

@@ -34,94 +34,60 @@ static const enum ns_kek_source kek_source_ids[] = {NS_KEK_SRC_PKCS11, NS_KEK_SR
 static const char *const kek_mechanisms[] = {"aes-gcm", "aes-kwp", "rsa-oaep", NULL};
 static const char *const oaep_hashes[] = {"auto", "sha256", "sha1", NULL};
 
-#define AF(k, t, m, req, va, ru, se)                                                                         \
-    {                                                                                                        \
-        .key = k, .type = t, .off = offsetof(ns_vault_approle, m), .allowed = 1u, .required = req,           \
-        .valid = va, .rule = ru, .secret = se                                                                \
-    }
+#define A(k, t, m, ...) NS_CFG_ROW(ns_vault_approle, k, t, m, __VA_ARGS__)
 static const ns_cfg_field approle_fields[] = {
-    AF("role_id", NS_CFG_STR, role_id, 1u, ns_cfg_valid_printable, NS_CFG_RULE_PRINT, true),
-    AF("secret_id_file", NS_CFG_PATH, secret_id_file, 1u, NULL, NULL, false),
-    AF("mount", NS_CFG_STR, mount, 0, ns_cfg_valid_segments, NS_CFG_RULE_SEGS, false),
+    A("role_id", NS_CFG_STR, role_id, .required = 1u, .valid = ns_cfg_valid_printable,
+      .rule = NS_CFG_RULE_PRINT, .secret = true),
+    A("secret_id_file", NS_CFG_PATH, secret_id_file, .required = 1u),
+    A("mount", NS_CFG_STR, mount, .valid = ns_cfg_valid_segments, .rule = NS_CFG_RULE_SEGS),
 };
 static const ns_cfg_spec approle_spec = NS_CFG_SPEC(NULL, NULL, approle_fields);
 
-#define KF(k, t, m, allow, req, va, ru)                                                                      \
-    {                                                                                                        \
-        .key = k, .type = t, .off = offsetof(ns_kek_config, m), .allowed = allow, .required = req,           \
-        .valid = va, .rule = ru                                                                              \
-    }
+#define K(k, t, m, a, r, ...)     NS_CFG_VROW(ns_kek_config, k, t, m, a, r, __VA_ARGS__)
+#define KV(k, t, m, a, r, va, ru) K(k, t, m, a, r, .valid = va, .rule = ru)
 
 static const ns_cfg_field kek_fields[] = {
-    {.key = "uri",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_kek_config, uri),
-     .allowed = V_PKCS11,
-     .required = V_PKCS11,
-     .valid = ns_p11_uri_valid,
-     .rule = NS_P11_URI_RULE,
-     .secret = true},
-    {.key = "mechanism",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_kek_config, mechanism),
-     .allowed = V_PKCS11,
-     .required = V_PKCS11,
-     .choices = kek_mechanisms},
-    {.key = "oaep_hash",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_kek_config, oaep_hash),
-     .allowed = V_PKCS11,
-     .choices = oaep_hashes},
-    KF("pin_env", NS_CFG_STR, pin_env, V_PKCS11, 0, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
-    KF("path", NS_CFG_PATH, path, V_FILE, V_FILE, NULL, NULL),
-    KF("name", NS_CFG_STR, name, V_ENV, V_ENV, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
+    K("uri", NS_CFG_STR, uri, V_PKCS11, V_PKCS11, .valid = ns_p11_uri_valid, .rule = NS_P11_URI_RULE,
+      .secret = true),
+    K("mechanism", NS_CFG_STR, mechanism, V_PKCS11, V_PKCS11, .choices = kek_mechanisms),
+    K("oaep_hash", NS_CFG_STR, oaep_hash, V_PKCS11, 0, .choices = oaep_hashes),
+    KV("pin_env", NS_CFG_STR, pin_env, V_PKCS11, 0, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
+    K("path", NS_CFG_PATH, path, V_FILE, V_FILE),
+    KV("name", NS_CFG_STR, name, V_ENV, V_ENV, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
     /* vault */
-    KF("address", NS_CFG_STR, address, V_VAULT, V_VAULT, ns_config_url_ok, NS_CFG_RULE_URL),
-    KF("mount", NS_CFG_STR, mount, V_VAULT, 0, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
-    KF("path", NS_CFG_STR, kv_path, V_VAULT, V_VAULT, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
-    KF("field", NS_CFG_STR, field, V_VAULT, V_VAULT, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
-    KF("token_env", NS_CFG_STR, token_env, V_VAULT, 0, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
-    KF("token_file", NS_CFG_PATH, token_file, V_VAULT, 0, NULL, NULL),
-    KF("namespace", NS_CFG_STR, vault_namespace, V_VAULT, 0, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
-    {.key = "approle",
-     .type = NS_CFG_MAPPING,
-     .off = offsetof(ns_kek_config, approle),
-     .allowed = V_VAULT,
-     .sub = &approle_spec},
+    KV("address", NS_CFG_STR, address, V_VAULT, V_VAULT, ns_config_url_ok, NS_CFG_RULE_URL),
+    KV("mount", NS_CFG_STR, mount, V_VAULT, 0, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
+    KV("path", NS_CFG_STR, kv_path, V_VAULT, V_VAULT, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
+    KV("field", NS_CFG_STR, field, V_VAULT, V_VAULT, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
+    KV("token_env", NS_CFG_STR, token_env, V_VAULT, 0, ns_cfg_valid_env_name, NS_CFG_RULE_ENV),
+    K("token_file", NS_CFG_PATH, token_file, V_VAULT, 0),
+    KV("namespace", NS_CFG_STR, vault_namespace, V_VAULT, 0, ns_cfg_valid_segments, NS_CFG_RULE_SEGS),
+    K("approle", NS_CFG_MAPPING, approle, V_VAULT, 0, .sub = &approle_spec),
     /* aws */
-    KF("secret_id", NS_CFG_STR, secret_id, V_AWS_SM, V_AWS_SM, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
-    KF("version_stage", NS_CFG_STR, version_stage, V_AWS_SM, 0, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
-    KF("name", NS_CFG_STR, name, V_AWS_SSM, V_AWS_SSM, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
-    KF("region", NS_CFG_STR, region, V_AWS, V_AWS, ns_cfg_valid_region,
+    KV("secret_id", NS_CFG_STR, secret_id, V_AWS_SM, V_AWS_SM, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
+    KV("version_stage", NS_CFG_STR, version_stage, V_AWS_SM, 0, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
+    KV("name", NS_CFG_STR, name, V_AWS_SSM, V_AWS_SSM, ns_cfg_valid_printable, NS_CFG_RULE_PRINT),
+    KV("region", NS_CFG_STR, region, V_AWS, V_AWS, ns_cfg_valid_region,
        "must be an AWS region name ([a-z0-9-], at most 32)"),
     /* google */
-    KF("project", NS_CFG_STR, project, V_GCP, V_GCP, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("secret", NS_CFG_STR, secret, V_GCP, V_GCP, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("credentials_file", NS_CFG_PATH, credentials_file, V_GCP, 0, NULL, NULL),
+    KV("project", NS_CFG_STR, project, V_GCP, V_GCP, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    KV("secret", NS_CFG_STR, secret, V_GCP, V_GCP, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    K("credentials_file", NS_CFG_PATH, credentials_file, V_GCP, 0),
     /* azure */
-    KF("vault_url", NS_CFG_STR, vault_url, V_AZURE, V_AZURE, ns_config_url_ok, NS_CFG_RULE_URL),
-    KF("name", NS_CFG_STR, name, V_AZURE, V_AZURE, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("tenant_id", NS_CFG_STR, tenant_id, V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("client_id", NS_CFG_STR, client_id, V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("client_secret_file", NS_CFG_PATH, client_secret_file, V_AZURE, 0, NULL, NULL),
-    KF("authority", NS_CFG_STR, authority, V_AZURE, 0, ns_config_url_ok, NS_CFG_RULE_URL),
+    KV("vault_url", NS_CFG_STR, vault_url, V_AZURE, V_AZURE, ns_config_url_ok, NS_CFG_RULE_URL),
+    KV("name", NS_CFG_STR, name, V_AZURE, V_AZURE, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    KV("tenant_id", NS_CFG_STR, tenant_id, V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    KV("client_id", NS_CFG_STR, client_id, V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    K("client_secret_file", NS_CFG_PATH, client_secret_file, V_AZURE, 0),
+    KV("authority", NS_CFG_STR, authority, V_AZURE, 0, ns_config_url_ok, NS_CFG_RULE_URL),
     /* shared */
-    KF("version", NS_CFG_STR, version, V_GCP | V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
-    KF("endpoint", NS_CFG_STR, endpoint, V_AWS | V_GCP, 0, ns_config_url_ok, NS_CFG_RULE_URL),
-    KF("metadata_endpoint", NS_CFG_STR, metadata_endpoint, V_GCP | V_AZURE, 0, ns_config_url_ok,
+    KV("version", NS_CFG_STR, version, V_GCP | V_AZURE, 0, ns_cfg_valid_segment, NS_CFG_RULE_SEG),
+    KV("endpoint", NS_CFG_STR, endpoint, V_AWS | V_GCP, 0, ns_config_url_ok, NS_CFG_RULE_URL),
+    KV("metadata_endpoint", NS_CFG_STR, metadata_endpoint, V_GCP | V_AZURE, 0, ns_config_url_ok,
        NS_CFG_RULE_URL),
-    KF("ca_file", NS_CFG_PATH, ca_file, V_REMOTE, 0, NULL, NULL),
-    {.key = "timeout",
-     .type = NS_CFG_UINT,
-     .off = offsetof(ns_kek_config, timeout_s),
-     .allowed = V_REMOTE,
-     .min = 1,
-     .max = 300},
-    {.key = "retries",
-     .type = NS_CFG_UINT,
-     .off = offsetof(ns_kek_config, retries),
-     .allowed = V_REMOTE,
-     .max = 10},
+    K("ca_file", NS_CFG_PATH, ca_file, V_REMOTE, 0),
+    K("timeout", NS_CFG_UINT, timeout_s, V_REMOTE, 0, .min = 1, .max = 300),
+    K("retries", NS_CFG_UINT, retries, V_REMOTE, 0, .max = 10),
 };
 static const ns_cfg_spec kek_spec = NS_CFG_SPEC("source", kek_sources, kek_fields);
 _Static_assert(sizeof(kek_fields) / sizeof(kek_fields[0]) <= NS_CFG_MAX_FIELDS, "raise NS_CFG_MAX_FIELDS");

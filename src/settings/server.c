@@ -35,50 +35,28 @@ static bool valid_listen(const char *s)
 /* server.names: a DNS name or an IP literal, checked again (strictly) when the certificate is made. */
 static bool valid_server_name(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 253)
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:*") == n;
+    return ns_cfg_chars(s, 1, 253, NS_CFG_ALNUM ".-:*");
 }
 
-#define DAY  86400u
-#define YEAR (366u * DAY)
-#define U(k, m, lo, hi)                                                                                      \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_UINT, .off = offsetof(ns_server_config, m), .allowed = 1u, .min = lo,       \
-        .max = hi                                                                                            \
-    }
-#define D(k, m, lo, hi)                                                                                      \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_DURATION, .off = offsetof(ns_server_config, m), .allowed = 1u, .min = lo,   \
-        .max = hi                                                                                            \
-    }
+#define DAY             86400u
+#define YEAR            (366u * DAY)
+#define F(k, t, m, ...) NS_CFG_ROW(ns_server_config, k, t, m, __VA_ARGS__)
 static const ns_cfg_field server_fields[] = {
-    {.key = "listen",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_server_config, listen),
-     .allowed = 1u,
-     .valid = valid_listen,
-     .rule = "must be HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost"},
-    {.key = "names",
-     .type = NS_CFG_STRV,
-     .off = offsetof(ns_server_config, names),
-     .allowed = 1u,
-     .valid = valid_server_name,
-     .rule = "must be a DNS name or an IP address"},
-    D("agent_cert_ttl", agent_cert_ttl, 60, 5 * YEAR),
-    D("operator_cert_ttl", operator_cert_ttl, 60, 5 * YEAR),
-    U("max_connections", max_connections, 1, 65536),
-    D("header_timeout", header_timeout, 1, 3600),
-    D("idle_timeout", idle_timeout, 1, DAY),
-    D("cache_check", cache_check, 1, DAY),
-    U("threads", threads, 1, 64),
+    F("listen", NS_CFG_STR, listen, .valid = valid_listen,
+      .rule = "must be HOST:PORT with HOST an IPv4 address, [IPv6 address] or localhost"),
+    F("names", NS_CFG_STRV, names, .valid = valid_server_name, .rule = "must be a DNS name or an IP address"),
+    F("agent_cert_ttl", NS_CFG_DURATION, agent_cert_ttl, .min = 60, .max = 5 * YEAR),
+    F("operator_cert_ttl", NS_CFG_DURATION, operator_cert_ttl, .min = 60, .max = 5 * YEAR),
+    F("max_connections", NS_CFG_UINT, max_connections, .min = 1, .max = 65536),
+    F("header_timeout", NS_CFG_DURATION, header_timeout, .min = 1, .max = 3600),
+    F("idle_timeout", NS_CFG_DURATION, idle_timeout, .min = 1, .max = DAY),
+    F("cache_check", NS_CFG_DURATION, cache_check, .min = 1, .max = DAY),
+    F("threads", NS_CFG_UINT, threads, .min = 1, .max = 64),
     /* 0s allowed (min 0): no limit, no hand-over. */
-    D("renew_min_interval", renew_min_interval, 0, DAY),
-    D("renew_grace", renew_grace, 0, DAY),
-    U("register_burst", register_burst, 1, 1000000),
-    U("register_per_minute", register_per_minute, 1, 1000000),
+    F("renew_min_interval", NS_CFG_DURATION, renew_min_interval, .min = 0, .max = DAY),
+    F("renew_grace", NS_CFG_DURATION, renew_grace, .min = 0, .max = DAY),
+    F("register_burst", NS_CFG_UINT, register_burst, .min = 1, .max = 1000000),
+    F("register_per_minute", NS_CFG_UINT, register_per_minute, .min = 1, .max = 1000000),
 };
 static const ns_cfg_spec server_spec = NS_CFG_SPEC(NULL, NULL, server_fields);
 

@@ -34,12 +34,7 @@ static int sec_cache_dir(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 }
 
 static const ns_cfg_field pkcs11_fields[] = {
-    {.key = "sessions",
-     .type = NS_CFG_UINT,
-     .off = offsetof(ns_config, token_sessions),
-     .allowed = 1u,
-     .min = 1,
-     .max = 64},
+    NS_CFG_ROW(ns_config, "sessions", NS_CFG_UINT, token_sessions, .min = 1, .max = 64),
 };
 static const ns_cfg_spec pkcs11_spec = NS_CFG_SPEC(NULL, NULL, pkcs11_fields);
 
@@ -147,24 +142,18 @@ out:
 
 int ns_config_load(const char *path, ns_config **out)
 {
-    char *text = NULL, *dir = NULL;
-    size_t n = 0;
+    ns_buf *text = NULL;
+    char *dir = NULL;
     int r = NS_E_INTERNAL;
 
-    if (out == NULL) {
-        r = NS_E_INVAL;
-        goto out;
+    if (out == NULL)
+        return NS_E_INVAL;
+    if ((r = ns_cfg_read_file(path, &text, &dir)) == 0) {
+        r = ns_config_parse((const char *)text->data, text->len, path, dir, out);
+        ns_wipe(text->data, text->len); /* may hold a pin-value */
+        ns_buf_free(text);
+        free(dir);
     }
-    if ((r = ns_cfg_read_file(path, &text, &n, &dir)) != 0 ||
-        (r = ns_config_parse(text, n, path, dir, out)) != 0)
-        goto out;
-    r = 0;
-out:
-    if (text != NULL) {
-        ns_wipe(text, n); /* may hold a pin-value */
-        free(text);
-    }
-    free(dir);
     return r;
 }
 

@@ -28,7 +28,7 @@ static bool valid_abs_path(const char *s)
             seg = 0;
             continue;
         }
-        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+-", s[i]) == NULL)
+        if (strchr(NS_CFG_ALNUM "._@+-", s[i]) == NULL)
             return false;
         seg++;
     }
@@ -38,11 +38,7 @@ static bool valid_abs_path(const char *s)
 /* A user or group name (or a numeric id): [A-Za-z0-9_][A-Za-z0-9._-]{0,31}. */
 static bool valid_owner(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 32 || s[0] == '-' || s[0] == '.')
-        return false;
-    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+    return ns_cfg_chars(s, 1, 32, NS_CFG_ALNUM "._-") && s[0] != '-' && s[0] != '.';
 }
 
 /* mode: a quoted octal string "0000".."0777" (quoted, so that YAML cannot read it as a number). */
@@ -71,33 +67,19 @@ static bool valid_secret_name(const char *s)
     return strlen(s) <= 256 && ns_store_name_check(s) == 0;
 }
 
-#define F(k, m, v, r)                                                                                        \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_STR, .off = offsetof(ns_tmpl_file, m), .allowed = 1u, .valid = v, .rule = r \
-    }
+#define F(k, t, m, ...) NS_CFG_ROW(ns_tmpl_file, k, t, m, __VA_ARGS__)
 static const ns_cfg_field tmpl_file_fields[] = {
-    {.key = "path",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_tmpl_file, path),
-     .allowed = 1u,
-     .required = 1u,
-     .valid = valid_abs_path,
-     .rule = "must be an absolute, normalised path (no '..', '.', '//' or trailing '/'; [A-Za-z0-9._@+-])"},
-    F("secret", secret, valid_secret_name,
-      "must be a secret name (segments of [A-Za-z0-9._-] separated by '/')"),
-    {.key = "format",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_tmpl_file, format),
-     .allowed = 1u,
-     .choices = tmpl_formats},
-    {.key = "ca_bundle", .type = NS_CFG_BOOL, .off = offsetof(ns_tmpl_file, ca_bundle), .allowed = 1u},
-    {.key = "mode",
-     .type = NS_CFG_OWN,
-     .off = offsetof(ns_tmpl_file, mode),
-     .allowed = 1u,
-     .parse = parse_mode},
-    F("owner", owner, valid_owner, "must be a user name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)"),
-    F("group", group, valid_owner, "must be a group name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)"),
+    F("path", NS_CFG_STR, path, .required = 1u, .valid = valid_abs_path,
+      .rule = "must be an absolute, normalised path (no '..', '.', '//' or trailing '/'; [A-Za-z0-9._@+-])"),
+    F("secret", NS_CFG_STR, secret, .valid = valid_secret_name,
+      .rule = "must be a secret name (segments of [A-Za-z0-9._-] separated by '/')"),
+    F("format", NS_CFG_STR, format, .choices = tmpl_formats),
+    F("ca_bundle", NS_CFG_BOOL, ca_bundle),
+    F("mode", NS_CFG_OWN, mode, .parse = parse_mode),
+    F("owner", NS_CFG_STR, owner, .valid = valid_owner,
+      .rule = "must be a user name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)"),
+    F("group", NS_CFG_STR, group, .valid = valid_owner,
+      .rule = "must be a group name ([A-Za-z0-9_][A-Za-z0-9._-], at most 32)"),
 };
 static const ns_cfg_spec tmpl_file_spec = NS_CFG_SPEC(NULL, NULL, tmpl_file_fields);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/store.h"
 #include "store/store_config.h"
 
 /* S3 bucket names: 3-63 of [a-z0-9.-], first and last a letter or digit, no "..". */
@@ -24,29 +25,19 @@ static bool valid_bucket(const char *s)
     return true;
 }
 
-/* Folder names as object names have them, each followed by '/' except maybe the last. */
+/* Folder names as object names have them (store.h: at most 128 bytes each), each followed by '/' except
+ * maybe the last; at most 256 bytes. */
 static bool valid_prefix(const char *s)
 {
-    size_t n = strlen(s), seg = 0;
+    char name[257];
+    size_t n = strlen(s);
 
-    if (n == 0 || n > 256 || s[0] == '/')
+    if (n == 0 || n > 256)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '/') {
-            if (seg == 0)
-                return false;
-            seg = 0;
-            continue;
-        }
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == '-'))
-            return false;
-        if (seg == 0 && ch == '.')
-            return false;
-        seg++;
-    }
-    return true;
+    memcpy(name, s, n + 1);
+    if (name[n - 1] == '/')
+        name[n - 1] = '\0';
+    return ns_store_name_check(name) == 0;
 }
 
 #define V_STORE_FILE (1u << 0)
@@ -56,126 +47,71 @@ static bool valid_prefix(const char *s)
  * what would break the Authorization header ("Credential=ID/date/...,") or a log line. */
 static bool valid_access_key_id(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e || s[i] == '/' || s[i] == ',' ||
-            s[i] == '=')
-            return false;
-    return true;
-}
-
-static bool printable_upto(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n < 1 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return false;
-    return true;
+    return ns_cfg_bytes(s, 1, 128, 0x21, 0x7e) && strcspn(s, "/,=") == strlen(s);
 }
 
 static bool valid_secret(const char *s)
 {
-    return printable_upto(s, 1024);
+    return ns_cfg_bytes(s, 1, 1024, 0x21, 0x7e);
 }
 
 static bool valid_secret_token(const char *s)
 {
-    return printable_upto(s, 4096);
+    return ns_cfg_bytes(s, 1, 4096, 0x21, 0x7e);
 }
 
 static bool valid_profile(const char *s)
 {
-    size_t n = strlen(s);
-
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-              ch == '_' || ch == '-'))
-            return false;
-    }
-    return true;
+    return ns_cfg_chars(s, 1, 64, NS_CFG_ALNUM "._-");
 }
 
-#define CF(k, m, va, ru, se)                                                                                 \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_STR, .off = offsetof(ns_s3_creds_config, m), .allowed = 1u, .valid = va,    \
-        .rule = ru, .secret = se                                                                             \
-    }
+#define C(k, t, m, ...) NS_CFG_ROW(ns_s3_creds_config, k, t, m, __VA_ARGS__)
 static const ns_cfg_field s3_creds_fields[] = {
-    CF("access_key_id", access_key_id, valid_access_key_id,
-       "must be an access key id (1-128 printable characters, no blank, '/', ',' or '=')", false),
-    CF("secret_access_key", secret_access_key, valid_secret, "must be 1-1024 printable characters", true),
-    CF("session_token", session_token, valid_secret_token, "must be 1-4096 printable characters", true),
-    CF("profile", profile, valid_profile, "must be a profile name ([A-Za-z0-9._-], at most 64 characters)",
-       false),
-    {.key = "credentials_file",
-     .type = NS_CFG_PATH,
-     .off = offsetof(ns_s3_creds_config, credentials_file),
-     .allowed = 1u},
-    CF("imds_endpoint", imds_endpoint, ns_cfg_valid_endpoint, NS_CFG_RULE_ENDPOINT, false),
-    {.key = "imds", .type = NS_CFG_BOOL, .off = offsetof(ns_s3_creds_config, imds), .allowed = 1u},
+    C("access_key_id", NS_CFG_STR, access_key_id, .valid = valid_access_key_id,
+      .rule = "must be an access key id (1-128 printable characters, no blank, '/', ',' or '=')"),
+    C("secret_access_key", NS_CFG_STR, secret_access_key, .valid = valid_secret,
+      .rule = "must be 1-1024 printable characters", .secret = true),
+    C("session_token", NS_CFG_STR, session_token, .valid = valid_secret_token,
+      .rule = "must be 1-4096 printable characters", .secret = true),
+    C("profile", NS_CFG_STR, profile, .valid = valid_profile,
+      .rule = "must be a profile name ([A-Za-z0-9._-], at most 64 characters)"),
+    C("credentials_file", NS_CFG_PATH, credentials_file),
+    C("imds_endpoint", NS_CFG_STR, imds_endpoint, .valid = ns_cfg_valid_endpoint,
+      .rule = NS_CFG_RULE_ENDPOINT),
+    C("imds", NS_CFG_BOOL, imds),
 };
 static const ns_cfg_spec s3_creds_spec = NS_CFG_SPEC(NULL, NULL, s3_creds_fields);
 
-#define UF(k, m, lo, hi)                                                                                     \
-    {                                                                                                        \
-        .key = k, .type = NS_CFG_UINT, .off = offsetof(ns_storage_config, m), .allowed = 1u, .min = lo,      \
-        .max = hi                                                                                            \
-    }
 /* storage.timeouts and storage.retries: fields of ns_storage_config itself. */
+#define U(k, m, lo, hi) NS_CFG_ROW(ns_storage_config, k, NS_CFG_UINT, m, .min = lo, .max = hi)
 static const ns_cfg_field s3_timeouts_fields[] = {
-    UF("connect_ms", connect_timeout_ms, 1, 600000),
-    UF("request_ms", timeout_ms, 1, 3600000),
+    U("connect_ms", connect_timeout_ms, 1, 600000),
+    U("request_ms", timeout_ms, 1, 3600000),
 };
 static const ns_cfg_spec s3_timeouts_spec = NS_CFG_SPEC(NULL, NULL, s3_timeouts_fields);
 static const ns_cfg_field s3_retries_fields[] = {
-    UF("max", retries, 0, 10),
-    UF("base_delay_ms", retry_base_ms, 0, 10000),
+    U("max", retries, 0, 10),
+    U("base_delay_ms", retry_base_ms, 0, 10000),
 };
 static const ns_cfg_spec s3_retries_spec = NS_CFG_SPEC(NULL, NULL, s3_retries_fields);
 
-#define SF(k, t, m, va, ru)                                                                                  \
-    {                                                                                                        \
-        .key = k, .type = t, .off = offsetof(ns_storage_config, m), .allowed = V_STORE_S3, .valid = va,      \
-        .rule = ru                                                                                           \
-    }
+#define S(k, t, m, ...) NS_CFG_VROW(ns_storage_config, k, t, m, V_STORE_S3, 0, __VA_ARGS__)
 static const char *const storage_backends[] = {"file", "s3", NULL};
 static const ns_cfg_field storage_fields[] = {
-    {.key = "path",
-     .type = NS_CFG_PATH,
-     .off = offsetof(ns_storage_config, path),
-     .allowed = V_STORE_FILE,
-     .required = V_STORE_FILE},
-    {.key = "bucket",
-     .type = NS_CFG_STR,
-     .off = offsetof(ns_storage_config, bucket),
-     .allowed = V_STORE_S3,
-     .required = V_STORE_S3,
-     .valid = valid_bucket,
-     .rule =
-         "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a "
-         "letter or digit)"},
-    SF("prefix", NS_CFG_STR, prefix, valid_prefix,
-       "must be folder names ([A-Za-z0-9._-], not starting with '.') separated by single '/', not starting "
-       "with '/'"),
-    SF("region", NS_CFG_STR, region, ns_cfg_valid_region,
-       "must be a region name (a-z, 0-9 and '-', at most 32 characters)"),
-    SF("endpoint", NS_CFG_STR, endpoint, ns_cfg_valid_endpoint, NS_CFG_RULE_ENDPOINT),
-    SF("path_style", NS_CFG_BOOL, path_style, NULL, NULL),
-    SF("ca_file", NS_CFG_PATH, ca_file, NULL, NULL),
-    {.key = "credentials",
-     .type = NS_CFG_MAPPING,
-     .off = offsetof(ns_storage_config, creds),
-     .allowed = V_STORE_S3,
-     .sub = &s3_creds_spec},
+    NS_CFG_VROW(ns_storage_config, "path", NS_CFG_PATH, path, V_STORE_FILE, V_STORE_FILE),
+    NS_CFG_VROW(ns_storage_config, "bucket", NS_CFG_STR, bucket, V_STORE_S3, V_STORE_S3,
+                .valid = valid_bucket,
+                .rule = "must be an S3 bucket name (3-63 characters of a-z, 0-9, '.' and '-', starting and "
+                        "ending with a letter or digit)"),
+    S("prefix", NS_CFG_STR, prefix, .valid = valid_prefix,
+      .rule = "must be folder names ([A-Za-z0-9._-], not starting with '.') separated by single '/', not "
+              "starting with '/'"),
+    S("region", NS_CFG_STR, region, .valid = ns_cfg_valid_region,
+      .rule = "must be a region name (a-z, 0-9 and '-', at most 32 characters)"),
+    S("endpoint", NS_CFG_STR, endpoint, .valid = ns_cfg_valid_endpoint, .rule = NS_CFG_RULE_ENDPOINT),
+    S("path_style", NS_CFG_BOOL, path_style),
+    S("ca_file", NS_CFG_PATH, ca_file),
+    S("credentials", NS_CFG_MAPPING, creds, .sub = &s3_creds_spec),
     {.key = "timeouts", .type = NS_CFG_MAPPING, .allowed = V_STORE_S3, .sub = &s3_timeouts_spec},
     {.key = "retries", .type = NS_CFG_MAPPING, .allowed = V_STORE_S3, .sub = &s3_retries_spec},
 };
