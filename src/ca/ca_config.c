@@ -79,11 +79,8 @@ void ns_ca_config_init(ns_ca_config *ca)
 int ns_ca_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 {
     ns_ca_config *ca = slot;
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
 
-    ca->line = v->line;
-    return ns_cfg_parse_map(c, v, "ca", &ca_spec, ca, &var, lines);
+    return ns_cfg_parse_struct(c, v, "ca", &ca_spec, ca, &ca->line);
 }
 
 int ns_ca_config_finish(ns_ca_config *ca, const char *cluster_id)

@@ -529,6 +529,16 @@ out:
 /* Free every string a spec's fields point to in obj (wiped first: a uri may carry pin-value, a role id is
  * a credential), recursing into nested mappings. Rows that share a member are harmless: the slot is
  * NULL after the first. */
+int ns_cfg_parse_struct(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, const ns_cfg_spec *spec,
+                        void *obj, int *line)
+{
+    int lines[NS_CFG_MAX_FIELDS];
+    size_t var = 0;
+
+    *line = m->line;
+    return ns_cfg_parse_map(c, m, path, spec, obj, &var, lines);
+}
+
 void ns_cfg_clear(const ns_cfg_spec *spec, void *obj)
 {
     for (size_t i = 0; i < spec->n_fields; i++) {

@@ -79,6 +79,10 @@ typedef struct ns_cfg_spec {
 int ns_cfg_parse_map(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, const ns_cfg_spec *spec,
                      void *obj, size_t *variant, int lines[NS_CFG_MAX_FIELDS]) NS_WUR;
 
+/* The same for a spec without discriminator; *line gets the mapping's line. */
+int ns_cfg_parse_struct(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, const ns_cfg_spec *spec,
+                        void *obj, int *line) NS_WUR;
+
 /* Free (wiped first) every string and string list the spec's fields point to in obj, nested mappings too.
  * Rows that share a member are harmless: the slot is NULL after the first. */
 void ns_cfg_clear(const ns_cfg_spec *spec, void *obj);

@@ -29,6 +29,8 @@ typedef struct ctx {
     size_t n;
     size_t n_nodes;
     yaml_parser_t parser;
+    yaml_event_t ev; /* build_tree's current event */
+    bool have_ev;
 } ctx;
 
 void ns_cfg_node_free(ns_cfg_node *nd)
@@ -264,43 +266,37 @@ out:
     return r;
 }
 
+/* The next event into c->ev, the one before it deleted. */
+static int advance(ctx *c)
+{
+    int r = NS_E_INTERNAL;
+
+    if (c->have_ev)
+        yaml_event_delete(&c->ev);
+    r = next_event(c, &c->ev);
+    c->have_ev = r == 0;
+    return r;
+}
+
 /* Parse the whole stream into one tree; exactly one non-empty document. */
 static int build_tree(ctx *c, node **out)
 {
-    yaml_event_t ev;
-    bool have_ev = false;
     node *root = NULL;
     int doc_line = 1;
     int r = NS_E_INTERNAL;
 
-    if ((r = next_event(c, &ev)) != 0) /* STREAM-START */
+    if ((r = advance(c)) != 0 || (r = advance(c)) != 0) /* STREAM-START, DOCUMENT-START */
         goto out;
-    yaml_event_delete(&ev);
-    if ((r = next_event(c, &ev)) != 0)
-        goto out;
-    have_ev = true;
-    if (ev.type == YAML_STREAM_END_EVENT) {
-        r = ns_cfg_fail(c->cc, mark_line(&ev.start_mark), "empty document");
+    if (c->ev.type == YAML_STREAM_END_EVENT) {
+        r = ns_cfg_fail(c->cc, mark_line(&c->ev.start_mark), "empty document");
         goto out;
     }
-    doc_line = mark_line(&ev.start_mark); /* DOCUMENT-START */
-    yaml_event_delete(&ev);
-    have_ev = false;
-    if ((r = next_event(c, &ev)) != 0)
+    doc_line = mark_line(&c->ev.start_mark);
+    if ((r = advance(c)) != 0 || (r = build_node(c, &c->ev, 0, &root)) != 0 || (r = advance(c)) != 0 ||
+        (r = advance(c)) != 0) /* the root, DOCUMENT-END, STREAM-END */
         goto out;
-    have_ev = true;
-    if ((r = build_node(c, &ev, 0, &root)) != 0)
-        goto out;
-    yaml_event_delete(&ev);
-    have_ev = false;
-    if ((r = next_event(c, &ev)) != 0) /* DOCUMENT-END */
-        goto out;
-    yaml_event_delete(&ev);
-    if ((r = next_event(c, &ev)) != 0)
-        goto out;
-    have_ev = true;
-    if (ev.type != YAML_STREAM_END_EVENT) {
-        r = ns_cfg_fail(c->cc, mark_line(&ev.start_mark), "only one YAML document is allowed");
+    if (c->ev.type != YAML_STREAM_END_EVENT) {
+        r = ns_cfg_fail(c->cc, mark_line(&c->ev.start_mark), "only one YAML document is allowed");
         goto out;
     }
     if (root->kind == NS_CFG_SCALAR && root->plain && root->len == 0) {
@@ -311,8 +307,6 @@ static int build_tree(ctx *c, node **out)
     root = NULL;
     r = 0;
 out:
-    if (have_ev)
-        yaml_event_delete(&ev);
     ns_cfg_node_free(root);
     return r;
 }
@@ -334,6 +328,8 @@ int ns_cfg_tree_build(ns_cfg_ctx *cc, const char *text, size_t n, ns_cfg_node **
         return NS_E_NOMEM;
     yaml_parser_set_input_string(&c.parser, (const unsigned char *)text, n);
     r = build_tree(&c, out);
+    if (c.have_ev)
+        yaml_event_delete(&c.ev);
     yaml_parser_delete(&c.parser);
     return r;
 }

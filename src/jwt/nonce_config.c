@@ -29,11 +29,8 @@ static const ns_cfg_spec nonce_spec = NS_CFG_SPEC(NULL, NULL, nonce_fields);
 int ns_nonce_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 {
     ns_nonce_config *nc = slot;
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
 
-    nc->line = v->line;
-    return ns_cfg_parse_map(c, v, "registration_nonce", &nonce_spec, nc, &var, lines);
+    return ns_cfg_parse_struct(c, v, "registration_nonce", &nonce_spec, nc, &nc->line);
 }
 
 int ns_nonce_config_finish(ns_nonce_config *nc, const char *cluster_id)

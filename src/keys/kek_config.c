@@ -158,29 +158,20 @@ int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, n
 {
     int lines[NS_CFG_MAX_FIELDS];
     size_t var = 0;
+    bool oaep;
     int r = NS_E_INTERNAL;
 
     if ((r = ns_cfg_parse_map(c, m, path, &kek_spec, k, &var, lines)) != 0)
-        goto out;
+        return r;
     k->source = kek_source_ids[var];
     k->line = m->line;
-    if (k->source == NS_KEK_SRC_PKCS11) {
-        bool oaep = strcmp(k->mechanism, "rsa-oaep") == 0;
-        if (!oaep && k->oaep_hash != NULL) {
-            r = ns_cfg_fail(c, ns_cfg_key_line(&kek_spec, lines, "oaep_hash"),
-                            "%s.oaep_hash is only valid with mechanism rsa-oaep", path);
-            goto out;
-        }
-        if (oaep && k->oaep_hash == NULL && (k->oaep_hash = strdup("auto")) == NULL) {
-            r = NS_E_NOMEM;
-            goto out;
-        }
-    }
-    if ((r = kek_check_remote(c, lines, path, k)) != 0)
-        goto out;
-    r = 0;
-out:
-    return r;
+    oaep = k->source == NS_KEK_SRC_PKCS11 && strcmp(k->mechanism, "rsa-oaep") == 0;
+    if (!oaep && k->oaep_hash != NULL)
+        return ns_cfg_fail(c, ns_cfg_key_line(&kek_spec, lines, "oaep_hash"),
+                           "%s.oaep_hash is only valid with mechanism rsa-oaep", path);
+    if (oaep && (r = ns_cfg_set_default(&k->oaep_hash, "auto")) != 0)
+        return r;
+    return kek_check_remote(c, lines, path, k);
 }
 
 int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)

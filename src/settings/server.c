@@ -78,11 +78,8 @@ void ns_server_config_init(ns_server_config *sc)
 int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 {
     ns_server_config *sc = slot;
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
 
-    sc->line = v->line;
-    return ns_cfg_parse_map(c, v, "server", &server_spec, sc, &var, lines);
+    return ns_cfg_parse_struct(c, v, "server", &server_spec, sc, &sc->line);
 }
 
 int ns_server_config_finish(ns_server_config *sc)

@@ -85,13 +85,10 @@ static const ns_cfg_spec tmpl_file_spec = NS_CFG_SPEC(NULL, NULL, tmpl_file_fiel
 
 static int parse_tmpl_file(ns_cfg_ctx *c, const ns_cfg_node *v, const char *path, ns_tmpl_file *f)
 {
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_cfg_parse_map(c, v, path, &tmpl_file_spec, f, &var, lines)) != 0)
+    if ((r = ns_cfg_parse_struct(c, v, path, &tmpl_file_spec, f, &f->line)) != 0)
         return r;
-    f->line = v->line;
     if ((f->secret != NULL) == f->ca_bundle)
         return ns_cfg_fail(c, v->line, "%s: give either 'secret' (with 'format') or 'ca_bundle: true'", path);
     if (f->secret != NULL && f->format == NULL)
@@ -138,38 +135,48 @@ static const ns_cfg_field tmpl_fields[] = {
 };
 static const ns_cfg_spec tmpl_spec = NS_CFG_SPEC(NULL, NULL, tmpl_fields);
 
+/* The keys of mapping v (templates, groups): names, each given once. */
+static int check_names(ns_cfg_ctx *c, const ns_cfg_node *v, const char *sec, const char *kind)
+{
+    char what[64];
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_cfg_expect_kind(c, v, NS_CFG_MAP, sec)) != 0)
+        return r;
+    snprintf(what, sizeof(what), "%s: a %s name", sec, kind);
+    for (size_t i = 0; i < v->n; i += 2) {
+        const ns_cfg_node *k = v->items[i];
+        if ((r = ns_cfg_expect_string(c, k, what)) != 0)
+            return r;
+        if (!ns_cfg_valid_name(k->value))
+            return ns_cfg_fail(c, k->line, "%s: a name must be " NS_CFG_RULE_NAME, sec);
+        for (size_t j = 0; j < i; j += 2)
+            if (strcmp(v->items[j]->value, k->value) == 0)
+                return ns_cfg_fail(c, k->line, "duplicate key '%s.%s' (first on line %d)", sec, k->value,
+                                   v->items[j]->line);
+    }
+    return 0;
+}
+
 int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 {
     ns_config *cfg = slot;
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
     char what[128];
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_cfg_expect_kind(c, v, NS_CFG_MAP, "templates")) != 0)
+    if ((r = check_names(c, v, "templates", "template")) != 0)
         return r;
-    if (v->n == 0)
-        return 0;
-    if ((cfg->templates = calloc(v->n / 2, sizeof(*cfg->templates))) == NULL)
+    if (v->n > 0 && (cfg->templates = calloc(v->n / 2, sizeof(*cfg->templates))) == NULL)
         return NS_E_NOMEM;
     for (size_t i = 0; i < v->n; i += 2) {
-        const ns_cfg_node *k = v->items[i];
         ns_template *t = &cfg->templates[i / 2];
-        if ((r = ns_cfg_expect_string(c, k, "templates: a template name")) != 0)
-            return r;
-        if (!ns_cfg_valid_name(k->value))
-            return ns_cfg_fail(c, k->line, "templates: a name must be " NS_CFG_RULE_NAME);
-        for (size_t j = 0; j < i / 2; j++)
-            if (strcmp(cfg->templates[j].name, k->value) == 0)
-                return ns_cfg_fail(c, k->line, "duplicate key 'templates.%s' (first on line %d)", k->value,
-                                   cfg->templates[j].line);
         cfg->n_templates = i / 2 + 1;
-        if ((t->name = strdup(k->value)) == NULL)
+        if ((t->name = strdup(v->items[i]->value)) == NULL)
             return NS_E_NOMEM;
-        t->line = k->line;
-        snprintf(what, sizeof(what), "templates.%s", k->value);
-        if ((r = ns_cfg_parse_map(c, v->items[i + 1], what, &tmpl_spec, t, &var, lines)) != 0)
+        snprintf(what, sizeof(what), "templates.%s", t->name);
+        if ((r = ns_cfg_parse_struct(c, v->items[i + 1], what, &tmpl_spec, t, &t->line)) != 0)
             return r;
+        t->line = v->items[i]->line;
     }
     return 0;
 }
@@ -178,33 +185,23 @@ int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 int ns_groups_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 {
     ns_config *cfg = slot;
-    char what[128];
+    char what[128], q[NS_CFG_QUOTE_MAX + 4];
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_cfg_expect_kind(c, v, NS_CFG_MAP, "groups")) != 0)
+    if ((r = check_names(c, v, "groups", "group")) != 0)
         return r;
-    if (v->n == 0)
-        return 0;
-    if ((cfg->groups = calloc(v->n / 2, sizeof(*cfg->groups))) == NULL)
+    if (v->n > 0 && (cfg->groups = calloc(v->n / 2, sizeof(*cfg->groups))) == NULL)
         return NS_E_NOMEM;
     for (size_t i = 0; i < v->n; i += 2) {
-        const ns_cfg_node *k = v->items[i], *t = v->items[i + 1];
+        const ns_cfg_node *t = v->items[i + 1];
         ns_group_map *g = &cfg->groups[i / 2];
-        if ((r = ns_cfg_expect_string(c, k, "groups: a group name")) != 0)
-            return r;
-        if (!ns_cfg_valid_name(k->value))
-            return ns_cfg_fail(c, k->line, "groups: a name must be " NS_CFG_RULE_NAME);
-        for (size_t j = 0; j < i / 2; j++)
-            if (strcmp(cfg->groups[j].group, k->value) == 0)
-                return ns_cfg_fail(c, k->line, "duplicate key 'groups.%s'", k->value);
-        snprintf(what, sizeof(what), "groups.%s", k->value);
+        snprintf(what, sizeof(what), "groups.%s", v->items[i]->value);
         if ((r = ns_cfg_expect_string(c, t, what)) != 0)
             return r;
         cfg->n_groups = i / 2 + 1;
-        if ((g->group = strdup(k->value)) == NULL || (g->tmpl = strdup(t->value)) == NULL)
+        if ((g->group = strdup(v->items[i]->value)) == NULL || (g->tmpl = strdup(t->value)) == NULL)
             return NS_E_NOMEM;
         if (ns_config_template_for(cfg, g->group) == NULL) {
-            char q[NS_CFG_QUOTE_MAX + 4];
             ns_cfg_quote(t->value, q);
             return ns_cfg_fail(c, t->line, "%s: there is no template '%s'", what, q);
         }
