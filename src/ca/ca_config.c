@@ -76,11 +76,11 @@ void ns_ca_config_init(ns_ca_config *ca)
     ca->cert_ttl = 24LL * 3600;
 }
 
-int ns_ca_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_ca_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
     ns_ca_config *ca = slot;
 
-    return ns_cfg_parse_struct(c, v, "ca", &ca_spec, ca, &ca->line);
+    return ns_cfg_parse_struct(c, v, what, &ca_spec, ca, &ca->line);
 }
 
 int ns_ca_config_finish(ns_ca_config *ca, const char *cluster_id)

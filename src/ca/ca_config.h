@@ -31,7 +31,7 @@ typedef struct ns_ca_config {
 void ns_ca_config_init(ns_ca_config *ca);
 
 /* The `ca` section into slot (an ns_ca_config). */
-int ns_ca_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot) NS_WUR;
+int ns_ca_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot) NS_WUR;
 
 /* Defaults that depend on the cluster, once everything is read. */
 int ns_ca_config_finish(ns_ca_config *ca, const char *cluster_id) NS_WUR;

@@ -593,13 +593,14 @@ int ns_cfg_exclusive(ns_cfg_ctx *c, const ns_cfg_spec *spec, const int lines[NS_
     return 0;
 }
 
-int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_section *sections, size_t n,
-                          void *obj)
+int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_spec *spec, void *obj)
 {
     char q[NS_CFG_QUOTE_MAX + 4];
-    const ns_cfg_node *keys[32] = {NULL}, *vals[32] = {NULL};
+    const ns_cfg_field *sections = spec->fields;
+    size_t n = spec->n_fields;
+    const ns_cfg_node *keys[NS_CFG_MAX_FIELDS] = {NULL}, *vals[NS_CFG_MAX_FIELDS] = {NULL};
 
-    if (n > 32)
+    if (n > NS_CFG_MAX_FIELDS)
         return NS_E_INTERNAL;
 
     if (root->kind != NS_CFG_MAP)
@@ -632,7 +633,7 @@ int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_s
                 return ns_cfg_fail(c, root->line, "missing required key '%s'", sections[s].key);
             continue;
         }
-        if ((r = sections[s].parse(c, vals[s], (char *)obj + sections[s].off)) != 0)
+        if ((r = parse_value(c, &sections[s], vals[s], sections[s].key, (char *)obj + sections[s].off)) != 0)
             return r;
     }
     return 0;

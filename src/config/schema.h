@@ -149,18 +149,9 @@ bool ns_config_url_ok(const char *url);
 
 /* ---- top-level sections ---- */
 
-/* One row per top-level key: parse() gets the value and the member at `off` of the caller's struct. */
-typedef struct ns_cfg_section {
-    const char *key;
-    bool required;
-    size_t off;
-    int (*parse)(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot);
-} ns_cfg_section;
-
-/* Check the root mapping's keys against the table (unknown and duplicate keys reported where they are),
- * then run the sections in table order. */
-int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_section *table, size_t n,
-                          void *obj) NS_WUR;
+/* The root mapping: its keys are the rows of `spec` (no discriminator), each parsed like a field of a
+ * mapping, in table order (not the file's). Unknown and duplicate keys are reported where they are. */
+int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_spec *spec, void *obj) NS_WUR;
 
 /* Read the config file at `path` (a regular file of at most NS_CFG_MAX_BYTES) into *text (wipe it before
  * freeing) and its folder into *dir (NULL when the path has none). NS_E_NOT_FOUND if it is missing,

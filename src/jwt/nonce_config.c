@@ -26,11 +26,11 @@ static const ns_cfg_field nonce_fields[] = {
 };
 static const ns_cfg_spec nonce_spec = NS_CFG_SPEC(NULL, NULL, nonce_fields);
 
-int ns_nonce_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_nonce_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
     ns_nonce_config *nc = slot;
 
-    return ns_cfg_parse_struct(c, v, "registration_nonce", &nonce_spec, nc, &nc->line);
+    return ns_cfg_parse_struct(c, v, what, &nonce_spec, nc, &nc->line);
 }
 
 int ns_nonce_config_finish(ns_nonce_config *nc, const char *cluster_id)

@@ -20,7 +20,7 @@ typedef struct ns_nonce_config {
 } ns_nonce_config;
 
 /* The `registration_nonce` section into slot (an ns_nonce_config). */
-int ns_nonce_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot) NS_WUR;
+int ns_nonce_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot) NS_WUR;
 
 /* Defaults, once everything is read (the issuer names the cluster). */
 int ns_nonce_config_finish(ns_nonce_config *nc, const char *cluster_id) NS_WUR;

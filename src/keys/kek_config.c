@@ -174,9 +174,9 @@ int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, n
     return kek_check_remote(c, lines, path, k);
 }
 
-int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
-    return ns_kek_config_parse(c, v, "encryption_key", slot);
+    return ns_kek_config_parse(c, v, what, slot);
 }
 
 int ns_kek_config_parse_list(ns_cfg_ctx *c, const ns_cfg_node *seq, const char *path, ns_kek_config **v,

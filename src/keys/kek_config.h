@@ -91,7 +91,7 @@ typedef struct ns_keys_config {
 int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, ns_kek_config *k) NS_WUR;
 
 /* The `encryption_key` section into slot (an ns_kek_config). */
-int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot) NS_WUR;
+int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot) NS_WUR;
 
 /* A sequence of entries at `path` into *v (calloc'd, *n entries; free with ns_kek_config_free_list). */
 int ns_kek_config_parse_list(ns_cfg_ctx *c, const ns_cfg_node *seq, const char *path, ns_kek_config **v,

@@ -75,11 +75,11 @@ void ns_server_config_init(ns_server_config *sc)
     sc->register_per_minute = 60;
 }
 
-int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
     ns_server_config *sc = slot;
 
-    return ns_cfg_parse_struct(c, v, "server", &server_spec, sc, &sc->line);
+    return ns_cfg_parse_struct(c, v, what, &server_spec, sc, &sc->line);
 }
 
 int ns_server_config_finish(ns_server_config *sc)

@@ -11,26 +11,17 @@
 #define DEFAULT_SHARD     "default"
 #define DEFAULT_CACHE_DIR "/var/cache/nstance-secrets"
 
-/* ---- the top-level keys that belong to no module's section ---- */
-
-static int sec_cluster_id(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+/* cluster_id, shard */
+static int parse_name(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
-    return ns_cfg_string(c, v, "cluster_id", ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
+    return ns_cfg_string(c, v, what, ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
 }
 
-static int sec_shard(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+static int parse_old_keys(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
-    return ns_cfg_string(c, v, "shard", ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
-}
+    ns_config *cfg = slot;
 
-static int sec_cache_dir(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
-{
-    char **dir = slot;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_cfg_expect_string(c, v, "cache_dir")) != 0)
-        return r;
-    return ns_cfg_resolve_path(c->base_dir, v->value, dir);
+    return ns_kek_config_parse_list(c, v, what, &cfg->old, &cfg->n_old);
 }
 
 static const ns_cfg_field pkcs11_fields[] = {
@@ -38,36 +29,23 @@ static const ns_cfg_field pkcs11_fields[] = {
 };
 static const ns_cfg_spec pkcs11_spec = NS_CFG_SPEC(NULL, NULL, pkcs11_fields);
 
-static int sec_pkcs11(ns_cfg_ctx *c, const ns_cfg_node *v, void *cfg)
-{
-    int lines[NS_CFG_MAX_FIELDS];
-    size_t var = 0;
-
-    return ns_cfg_parse_map(c, v, "pkcs11", &pkcs11_spec, cfg, &var, lines);
-}
-
-static int sec_old_keys(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
-{
-    ns_config *cfg = slot;
-
-    return ns_kek_config_parse_list(c, v, "old_encryption_keys", &cfg->old, &cfg->n_old);
-}
-
-/* Every top-level key, run in this order (groups after templates: each names an existing template). */
-static const ns_cfg_section sections[] = {
-    {"cluster_id", true, offsetof(ns_config, cluster_id), sec_cluster_id},
-    {"storage", true, offsetof(ns_config, storage), ns_store_config_parse},
-    {"encryption_key", false, offsetof(ns_config, primary), ns_kek_config_section},
-    {"old_encryption_keys", false, 0, sec_old_keys},
-    {"pkcs11", false, 0, sec_pkcs11},
-    {"shard", false, offsetof(ns_config, shard), sec_shard},
-    {"cache_dir", false, offsetof(ns_config, cache_dir), sec_cache_dir},
-    {"ca", false, offsetof(ns_config, ca), ns_ca_config_parse},
-    {"registration_nonce", false, offsetof(ns_config, nonce), ns_nonce_config_parse},
-    {"server", false, offsetof(ns_config, server), ns_server_config_parse},
-    {"templates", false, 0, ns_templates_config_parse},
-    {"groups", false, 0, ns_groups_config_parse},
+/* Every top-level key, parsed in this order (groups after templates: each names an existing template). */
+#define S(k, t, m, ...) NS_CFG_ROW(ns_config, k, t, m, __VA_ARGS__)
+static const ns_cfg_field sections[] = {
+    S("cluster_id", NS_CFG_OWN, cluster_id, .required = 1u, .parse = parse_name),
+    S("storage", NS_CFG_OWN, storage, .required = 1u, .parse = ns_store_config_parse),
+    S("encryption_key", NS_CFG_OWN, primary, .parse = ns_kek_config_section),
+    {.key = "old_encryption_keys", .type = NS_CFG_OWN, .allowed = 1u, .parse = parse_old_keys},
+    {.key = "pkcs11", .type = NS_CFG_MAPPING, .allowed = 1u, .sub = &pkcs11_spec},
+    S("shard", NS_CFG_OWN, shard, .parse = parse_name),
+    S("cache_dir", NS_CFG_PATH, cache_dir),
+    S("ca", NS_CFG_OWN, ca, .parse = ns_ca_config_parse),
+    S("registration_nonce", NS_CFG_OWN, nonce, .parse = ns_nonce_config_parse),
+    S("server", NS_CFG_OWN, server, .parse = ns_server_config_parse),
+    {.key = "templates", .type = NS_CFG_OWN, .allowed = 1u, .parse = ns_templates_config_parse},
+    {.key = "groups", .type = NS_CFG_OWN, .allowed = 1u, .parse = ns_groups_config_parse},
 };
+static const ns_cfg_spec root_spec = NS_CFG_SPEC(NULL, NULL, sections);
 
 /* Defaults that depend on other sections, once every section is read; the keyring's view. */
 static int finish(ns_config *cfg)
@@ -128,8 +106,7 @@ int ns_config_parse(const char *text, size_t n, const char *origin, const char *
     ns_store_config_init(&cfg->storage);
     ns_ca_config_init(&cfg->ca);
     ns_server_config_init(&cfg->server);
-    if ((r = ns_cfg_parse_sections(&c, root, sections, sizeof(sections) / sizeof(sections[0]), cfg)) != 0 ||
-        (r = finish(cfg)) != 0)
+    if ((r = ns_cfg_parse_sections(&c, root, &root_spec, cfg)) != 0 || (r = finish(cfg)) != 0)
         goto out;
     *out = cfg;
     cfg = NULL;

@@ -112,11 +112,13 @@ const char *ns_config_default_path(const char *cli_path);
 
 /* Sections of this file (server.c, templates.c). */
 void ns_server_config_init(ns_server_config *sc);
-int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot) NS_WUR;
+int ns_server_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot) NS_WUR;
 int ns_server_config_finish(ns_server_config *sc) NS_WUR;
 void ns_server_config_clear(ns_server_config *sc);
-int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *cfg) NS_WUR; /* an ns_config */
-int ns_groups_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *cfg) NS_WUR;    /* after templates */
+int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what,
+                              void *cfg) NS_WUR; /* an ns_config */
+int ns_groups_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what,
+                           void *cfg) NS_WUR; /* after templates */
 void ns_templates_config_clear(ns_config *cfg);
 
 #endif

@@ -158,13 +158,13 @@ static int check_names(ns_cfg_ctx *c, const ns_cfg_node *v, const char *sec, con
     return 0;
 }
 
-int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *sec, void *slot)
 {
     ns_config *cfg = slot;
     char what[128];
     int r = NS_E_INTERNAL;
 
-    if ((r = check_names(c, v, "templates", "template")) != 0)
+    if ((r = check_names(c, v, sec, "template")) != 0)
         return r;
     if (v->n > 0 && (cfg->templates = calloc(v->n / 2, sizeof(*cfg->templates))) == NULL)
         return NS_E_NOMEM;
@@ -182,13 +182,13 @@ int ns_templates_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
 }
 
 /* Parsed after templates (sections run in table order), so every target can be checked. */
-int ns_groups_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_groups_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *sec, void *slot)
 {
     ns_config *cfg = slot;
     char what[128], q[NS_CFG_QUOTE_MAX + 4];
     int r = NS_E_INTERNAL;
 
-    if ((r = check_names(c, v, "groups", "group")) != 0)
+    if ((r = check_names(c, v, sec, "group")) != 0)
         return r;
     if (v->n > 0 && (cfg->groups = calloc(v->n / 2, sizeof(*cfg->groups))) == NULL)
         return NS_E_NOMEM;

@@ -142,7 +142,7 @@ static int check_creds(ns_cfg_ctx *c, const ns_cfg_node *v, const ns_s3_creds_co
     return 0;
 }
 
-int ns_store_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
+int ns_store_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
     ns_storage_config *sc = slot;
     const ns_cfg_node *creds;
@@ -150,7 +150,7 @@ int ns_store_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *slot)
     size_t var = 0;
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_cfg_parse_map(c, v, "storage", &storage_spec, sc, &var, lines)) != 0)
+    if ((r = ns_cfg_parse_map(c, v, what, &storage_spec, sc, &var, lines)) != 0)
         return r;
     if ((sc->backend = strdup(storage_backends[var])) == NULL)
         return NS_E_NOMEM;

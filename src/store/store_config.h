@@ -41,7 +41,7 @@ typedef struct ns_storage_config {
 void ns_store_config_init(ns_storage_config *sc);
 
 /* The `storage` section into sc (an ns_storage_config). */
-int ns_store_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, void *sc) NS_WUR;
+int ns_store_config_parse(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *sc) NS_WUR;
 
 /* Frees (wiping credentials) every string of sc. */
 void ns_store_config_clear(ns_storage_config *sc);
