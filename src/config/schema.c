@@ -220,22 +220,6 @@ int ns_cfg_expect_kind(ns_cfg_ctx *c, const ns_cfg_node *v, enum ns_cfg_kind kin
     return 0;
 }
 
-int ns_cfg_string(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, bool (*valid)(const char *),
-                  const char *rule, char **out)
-{
-    char q[NS_CFG_QUOTE_MAX + 4];
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_cfg_expect_string(c, v, what)) != 0)
-        return r;
-    if (!valid(v->value)) {
-        ns_cfg_quote(v->value, q);
-        return ns_cfg_fail(c, v->line, "%s: '%s' is not valid (%s)", what, q, rule);
-    }
-    free(*out);
-    return (*out = strdup(v->value)) == NULL ? NS_E_NOMEM : 0;
-}
-
 /* "a, b or c" */
 static void list_choices(const char *const *choices, char *out, size_t n)
 {
@@ -262,20 +246,21 @@ static int check_keys(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, con
         bool known = false;
 
         if (k->kind != NS_CFG_SCALAR || ns_cfg_node_is_null(k))
-            return ns_cfg_fail(c, k->line, "%s: keys must be strings, got %s", path,
-                               ns_cfg_node_type_name(k));
+            return ns_cfg_fail(c, k->line, "%s%skeys must be strings, got %s", path ? path : "",
+                               path ? ": " : "", ns_cfg_node_type_name(k));
         if (spec->disc != NULL && strcmp(k->value, spec->disc) == 0)
             known = true;
         for (size_t f = 0; !known && f < spec->n_fields; f++)
             known = strcmp(k->value, spec->fields[f].key) == 0;
-        if (!known) {
-            ns_cfg_quote(k->value, q);
+        ns_cfg_quote(k->value, q);
+        if (!known && path == NULL)
+            return ns_cfg_fail(c, k->line, "unknown top-level key '%s'", q);
+        if (!known)
             return ns_cfg_fail(c, k->line, "unknown key '%s' in %s", q, path);
-        }
         for (size_t j = 0; j < i; j += 2)
             if (strcmp(m->items[j]->value, k->value) == 0)
-                return ns_cfg_fail(c, k->line, "duplicate key '%s.%s' (first on line %d)", path, k->value,
-                                   m->items[j]->line);
+                return ns_cfg_fail(c, k->line, "duplicate key '%s%s%s' (first on line %d)", path ? path : "",
+                                   path ? "." : "", k->value, m->items[j]->line);
     }
     return 0;
 }
@@ -595,45 +580,20 @@ int ns_cfg_exclusive(ns_cfg_ctx *c, const ns_cfg_spec *spec, const int lines[NS_
 
 int ns_cfg_parse_sections(ns_cfg_ctx *c, const ns_cfg_node *root, const ns_cfg_spec *spec, void *obj)
 {
-    char q[NS_CFG_QUOTE_MAX + 4];
-    const ns_cfg_field *sections = spec->fields;
-    size_t n = spec->n_fields;
-    const ns_cfg_node *keys[NS_CFG_MAX_FIELDS] = {NULL}, *vals[NS_CFG_MAX_FIELDS] = {NULL};
-
-    if (n > NS_CFG_MAX_FIELDS)
-        return NS_E_INTERNAL;
+    int r = NS_E_INTERNAL;
 
     if (root->kind != NS_CFG_MAP)
         return ns_cfg_fail(c, root->line, "the top level must be a mapping, got %s",
                            ns_cfg_node_type_name(root));
     /* Keys first, in document order: unknown and duplicate keys are reported where they are. */
-    for (size_t i = 0; i < root->n; i += 2) {
-        const ns_cfg_node *k = root->items[i];
-        size_t s;
-
-        if (k->kind != NS_CFG_SCALAR || ns_cfg_node_is_null(k))
-            return ns_cfg_fail(c, k->line, "keys must be strings, got %s", ns_cfg_node_type_name(k));
-        for (s = 0; s < n; s++)
-            if (strcmp(k->value, sections[s].key) == 0)
-                break;
-        if (s == n) {
-            ns_cfg_quote(k->value, q);
-            return ns_cfg_fail(c, k->line, "unknown top-level key '%s'", q);
-        }
-        if (keys[s] != NULL)
-            return ns_cfg_fail(c, k->line, "duplicate key '%s' (first on line %d)", sections[s].key,
-                               keys[s]->line);
-        keys[s] = k;
-        vals[s] = root->items[i + 1];
-    }
-    for (size_t s = 0; s < n; s++) {
-        int r;
-        if (vals[s] == NULL) {
-            if (sections[s].required)
-                return ns_cfg_fail(c, root->line, "missing required key '%s'", sections[s].key);
-            continue;
-        }
-        if ((r = parse_value(c, &sections[s], vals[s], sections[s].key, (char *)obj + sections[s].off)) != 0)
+    if ((r = check_keys(c, root, NULL, spec)) != 0)
+        return r;
+    for (size_t s = 0; s < spec->n_fields; s++) {
+        const ns_cfg_field *f = &spec->fields[s];
+        const ns_cfg_node *v = ns_cfg_map_get(root, f->key);
+        if (v == NULL && f->required)
+            return ns_cfg_fail(c, root->line, "missing required key '%s'", f->key);
+        if (v != NULL && (r = parse_value(c, f, v, f->key, (char *)obj + f->off)) != 0)
             return r;
     }
     return 0;

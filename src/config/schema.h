@@ -98,10 +98,6 @@ int ns_cfg_exclusive(ns_cfg_ctx *c, const ns_cfg_spec *spec, const int lines[NS_
 int ns_cfg_expect_string(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what) NS_WUR;
 int ns_cfg_expect_kind(ns_cfg_ctx *c, const ns_cfg_node *v, enum ns_cfg_kind kind, const char *what) NS_WUR;
 
-/* A string that must pass valid(): "what: '<value>' is not valid (<rule>)" otherwise. Stored in *out. */
-int ns_cfg_string(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, bool (*valid)(const char *),
-                  const char *rule, char **out) NS_WUR;
-
 /* `p` made absolute: kept if absolute, else joined to base_dir, itself joined to the cwd if relative. */
 int ns_cfg_resolve_path(const char *base_dir, const char *p, char **out) NS_WUR;
 

@@ -14,7 +14,16 @@
 /* cluster_id, shard */
 static int parse_name(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
 {
-    return ns_cfg_string(c, v, what, ns_cfg_valid_name, NS_CFG_RULE_NAME, slot);
+    char q[NS_CFG_QUOTE_MAX + 4], **out = slot;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_cfg_expect_string(c, v, what)) != 0)
+        return r;
+    if (!ns_cfg_valid_name(v->value)) {
+        ns_cfg_quote(v->value, q);
+        return ns_cfg_fail(c, v->line, "%s: '%s' is not valid (" NS_CFG_RULE_NAME ")", what, q);
+    }
+    return (*out = strdup(v->value)) == NULL ? NS_E_NOMEM : 0;
 }
 
 static int parse_old_keys(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
