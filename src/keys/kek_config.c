@@ -154,8 +154,9 @@ static int kek_check_remote(ns_cfg_ctx *c, const int lines[NS_CFG_MAX_FIELDS], c
     }
 }
 
-int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, ns_kek_config *k)
+int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, void *slot)
 {
+    ns_kek_config *k = slot;
     int lines[NS_CFG_MAX_FIELDS];
     size_t var = 0;
     bool oaep;
@@ -172,11 +173,6 @@ int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, n
     if (oaep && (r = ns_cfg_set_default(&k->oaep_hash, "auto")) != 0)
         return r;
     return kek_check_remote(c, lines, path, k);
-}
-
-int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot)
-{
-    return ns_kek_config_parse(c, v, what, slot);
 }
 
 int ns_kek_config_parse_list(ns_cfg_ctx *c, const ns_cfg_node *seq, const char *path, ns_kek_config **v,

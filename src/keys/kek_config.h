@@ -87,11 +87,9 @@ typedef struct ns_keys_config {
     unsigned sessions; /* pkcs11.sessions */
 } ns_keys_config;
 
-/* One KEK entry (mapping m at `path`) into k, defaults filled in. k is cleared by the caller on failure. */
-int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, ns_kek_config *k) NS_WUR;
-
-/* The `encryption_key` section into slot (an ns_kek_config). */
-int ns_kek_config_section(ns_cfg_ctx *c, const ns_cfg_node *v, const char *what, void *slot) NS_WUR;
+/* One KEK entry (mapping m at `path`, the `encryption_key` section) into slot, an ns_kek_config, defaults
+ * filled in. The caller clears it on failure. */
+int ns_kek_config_parse(ns_cfg_ctx *c, const ns_cfg_node *m, const char *path, void *slot) NS_WUR;
 
 /* A sequence of entries at `path` into *v (calloc'd, *n entries; free with ns_kek_config_free_list). */
 int ns_kek_config_parse_list(ns_cfg_ctx *c, const ns_cfg_node *seq, const char *path, ns_kek_config **v,

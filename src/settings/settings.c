@@ -43,7 +43,7 @@ static const ns_cfg_spec pkcs11_spec = NS_CFG_SPEC(NULL, NULL, pkcs11_fields);
 static const ns_cfg_field sections[] = {
     S("cluster_id", NS_CFG_OWN, cluster_id, .required = 1u, .parse = parse_name),
     S("storage", NS_CFG_OWN, storage, .required = 1u, .parse = ns_store_config_parse),
-    S("encryption_key", NS_CFG_OWN, primary, .parse = ns_kek_config_section),
+    S("encryption_key", NS_CFG_OWN, primary, .parse = ns_kek_config_parse),
     {.key = "old_encryption_keys", .type = NS_CFG_OWN, .allowed = 1u, .parse = parse_old_keys},
     {.key = "pkcs11", .type = NS_CFG_MAPPING, .allowed = 1u, .sub = &pkcs11_spec},
     S("shard", NS_CFG_OWN, shard, .parse = parse_name),
