@@ -34,7 +34,7 @@
 #include "common/log.h"
 #include "common/secmem.h"
 #include "common/timeutil.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "sign/signer.h"
 #include "store/store.h"
 

@@ -33,7 +33,7 @@
 #include "common/log.h"
 #include "common/secmem.h"
 #include "common/timeutil.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/nonce.h"
 #include "keys/aead.h"
 #include "secrets/keytype.h"

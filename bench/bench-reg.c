@@ -28,7 +28,7 @@
 #include "common/secmem.h"
 #include "common/strv.h"
 #include "common/timeutil.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/ledger.h"
 #include "jwt/nonce.h"
 #include "secrets/keytype.h"

@@ -26,7 +26,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "net/aws_creds.h"
 #include "net/sigv4.h"
 #include "store/store.h"

@@ -81,6 +81,16 @@ void ns_p11_uri_free(ns_p11_uri *u)
     free(u);
 }
 
+bool ns_p11_uri_valid(const char *text)
+{
+    P11KitUri *u = p11_kit_uri_new();
+    bool ok = u != NULL && p11_kit_uri_parse(text, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK;
+
+    if (u != NULL)
+        p11_kit_uri_free(u);
+    return ok;
+}
+
 const char *ns_p11_uri_module_path(const ns_p11_uri *u)
 {
     return p11_kit_uri_get_module_path(u->uri);

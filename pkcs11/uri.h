@@ -7,6 +7,8 @@
 #ifndef NS_PKCS11_URI_H
 #define NS_PKCS11_URI_H
 
+#include <stdbool.h>
+
 #include <p11-kit/pkcs11.h>
 
 #include "common/buf.h"
@@ -17,6 +19,10 @@ typedef struct ns_p11_uri ns_p11_uri;
 /* Parse; NS_E_INVAL (reason logged, URI redacted) if it is not a valid PKCS#11 URI. */
 int ns_p11_uri_parse(const char *text, ns_p11_uri **out) NS_WUR;
 void ns_p11_uri_free(ns_p11_uri *u);
+
+/* Whether ns_p11_uri_parse() would accept `text` (checked quietly: for config validation). */
+bool ns_p11_uri_valid(const char *text);
+#define NS_P11_URI_RULE "must be a PKCS#11 URI (RFC 7512) starting with \"pkcs11:\""
 
 /* The module path named by the URI, or NULL (use the p11-kit proxy). */
 const char *ns_p11_uri_module_path(const ns_p11_uri *u);

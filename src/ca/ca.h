@@ -17,7 +17,7 @@
 
 #include "ca/cert.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/keyring.h"
 #include "sign/keyset.h"
 #include "store/store.h"

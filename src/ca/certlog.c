@@ -13,6 +13,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "config/schema.h"
 #include "secrets/document.h"
 
 /* The certificate log: one small JSON object per issued certificate, create-only, so that the log of a
@@ -20,21 +21,6 @@
 
 #define SUBJECT_MAX 40
 #define ATTEMPTS    64
-
-static int valid_label(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 63 ||
-        !((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 static void subject_segment(const char *cn, char out[SUBJECT_MAX + 1])
 {
@@ -58,7 +44,7 @@ int ns_certlog_write(ns_store *st, const char *shard, const ns_cert_req *req, co
     int64_t ms;
     int r = NS_E_INTERNAL;
 
-    if (!valid_label(shard) || !valid_label(req->tenant)) {
+    if (!ns_cfg_valid_name(shard) || !ns_cfg_valid_name(req->tenant)) {
         ns_log(NS_LOG_ERROR, "shard and tenant must be [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 characters");
         return NS_E_INVAL;
     }

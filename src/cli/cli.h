@@ -3,7 +3,7 @@
 #define NS_CLI_CLI_H
 
 #include "common/err.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/keyring.h"
 #include "store/store.h"
 

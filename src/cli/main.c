@@ -90,7 +90,7 @@ int ns_cli_keyring(ns_cli *cli, int mode)
         return 0;
     if ((r = ns_cli_config(cli)) != 0)
         return r;
-    if ((r = ns_keyring_load(cli->cfg, mode, &cli->kr)) != 0)
+    if ((r = ns_keyring_load(&cli->cfg->keys, mode, &cli->kr)) != 0)
         ns_cli_error("loading encryption keys", r);
     return r;
 }

@@ -24,7 +24,7 @@
 #include <jansson.h>
 
 #include "common/err.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/jws.h"
 #include "sign/keyset.h"
 

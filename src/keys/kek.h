@@ -21,7 +21,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "keys/kek_config.h"
 
 #define NS_KEK_ID_LEN  16
 #define NS_DEK_LEN     32

@@ -8,10 +8,10 @@
 #include "keys/keyring.h"
 #include "keys/source.h"
 
-static int load_one(const ns_config *cfg, const ns_kek_config *kc, ns_kek **out)
+static int load_one(const ns_keys_config *cfg, const ns_kek_config *kc, ns_kek **out)
 {
     if (kc->source == NS_KEK_SRC_PKCS11)
-        return ns_kek_pkcs11_open(kc, cfg->token_sessions ? cfg->token_sessions : 4, out);
+        return ns_kek_pkcs11_open(kc, cfg->sessions ? cfg->sessions : 4, out);
     return ns_kek_source_load(kc, out);
 }
 
@@ -30,12 +30,12 @@ static int check_duplicates(const ns_keyring *kr)
     return 0;
 }
 
-int ns_keyring_load(const ns_config *cfg, int mode, ns_keyring **out)
+int ns_keyring_load(const ns_keys_config *cfg, int mode, ns_keyring **out)
 {
     ns_keyring *kr = NULL;
     int r = NS_E_INTERNAL;
 
-    if (!cfg->has_primary) {
+    if (cfg->primary == NULL) {
         ns_log(NS_LOG_ERROR, "%s: no encryption_key configured", cfg->origin);
         return NS_E_CONFIG;
     }
@@ -47,7 +47,7 @@ int ns_keyring_load(const ns_config *cfg, int mode, ns_keyring **out)
     kr->mode = mode;
     for (size_t i = 0; i < 1 + cfg->n_old; i++) {
         ns_keyring_entry *e = &kr->e[kr->n++];
-        e->cfg = i == 0 ? &cfg->primary : &cfg->old[i - 1];
+        e->cfg = i == 0 ? cfg->primary : &cfg->old[i - 1];
         e->primary = i == 0;
         e->status = load_one(cfg, e->cfg, &e->kek);
         if (e->status != 0) {

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
-#include "config/config.h"
+#include "keys/kek_config.h"
 #include "keys/kek.h"
 
 typedef struct ns_keyring_entry {
@@ -19,7 +19,8 @@ typedef struct ns_keyring_entry {
 typedef struct ns_keyring {
     ns_keyring_entry *e; /* e[0] is the primary when the config has one */
     size_t n;
-    const ns_config *cfg; /* borrowed: what ns_keyring_reload() reads again; NULL for ns_keyring_from_keks */
+    const ns_keys_config
+        *cfg; /* borrowed: what ns_keyring_reload() reads again; NULL for ns_keyring_from_keks */
     int mode;
 } ns_keyring;
 
@@ -31,7 +32,7 @@ enum {
 /* Load every KEK of the config: tokens are opened, external sources fetched (once, here). NS_E_CONFIG if
  * there is no encryption_key; in strict mode the first failure is returned. Two entries with the same id
  * are an error (the same key configured twice). cfg must outlive the ring. */
-int ns_keyring_load(const ns_config *cfg, int mode, ns_keyring **out) NS_WUR;
+int ns_keyring_load(const ns_keys_config *cfg, int mode, ns_keyring **out) NS_WUR;
 
 /* Load every KEK again from the same config (a server calls this on SIGHUP, so that a key changed in an
  * external store or a key file is picked up without a restart). All or nothing: the new ring is built

@@ -23,7 +23,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "keys/kek_config.h"
 #include "keys/kek.h"
 #include "net/http.h"
 

@@ -15,7 +15,7 @@
 #include "common/log.h"
 #include "common/secmem.h"
 #include "common/timeutil.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "server/http.h"
 #include "server/tls.h"
 #include "service/service.h"

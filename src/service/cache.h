@@ -13,7 +13,7 @@
 
 #include "common/buf.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/keyring.h"
 #include "service/metrics.h"
 #include "store/store.h"

@@ -177,7 +177,7 @@ int ns_svc_load(ns_svc *svc)
     pthread_rwlock_wrlock(&svc->lock);
     if (svc->st == NULL && (r = ns_store_open(&svc->cfg->storage, &svc->st)) != 0)
         goto out;
-    if (svc->kr == NULL && (r = ns_keyring_load(svc->cfg, NS_KEYRING_STRICT, &svc->kr)) != 0)
+    if (svc->kr == NULL && (r = ns_keyring_load(&svc->cfg->keys, NS_KEYRING_STRICT, &svc->kr)) != 0)
         goto out;
     if (svc->ledger == NULL && (r = ns_ledger_open(svc->cfg->cache_dir, svc->st, &svc->ledger)) != 0)
         goto out;

@@ -21,7 +21,7 @@
 #include "ca/ca.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/ledger.h"
 #include "keys/keyring.h"
 #include "service/answers.h"

@@ -18,7 +18,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/strv.h"
-#include "config/config.h"
+#include "store/store_config.h"
 
 #define NS_NAME_MAX    512
 #define NS_SEGMENT_MAX 128

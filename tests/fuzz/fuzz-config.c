@@ -20,7 +20,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

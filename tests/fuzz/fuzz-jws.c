@@ -25,7 +25,7 @@
 #include "common/codec.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/jws.h"
 #include "jwt/nonce.h"
 #include "secrets/keytype.h"

@@ -51,7 +51,7 @@ check_program() {
     compare "$prog" "$tmp/comp" "$tmp/src" "$comp" "the sources"
     local v
     v=$("$top_builddir/$prog" --version)
-    if ! grep -q "^#define PACKAGE_VERSION \"${v##* }\"" "$top_builddir/config.h"; then
+    if ! grep -q "^#define PACKAGE_VERSION \"${v##* }\"" "$top_builddir/ns-build.h"; then
         echo "FAIL $prog --version: '$v'"
         bad=1
     fi

@@ -40,7 +40,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "envelope/envelope.h"
 #include "keys/aead.h"
 #include "keys/keyring.h"
@@ -440,7 +440,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "ns-fill: opening object storage: %s\n", ns_strerror(r));
         goto out;
     }
-    if ((r = ns_keyring_load(cfg, NS_KEYRING_STRICT, &kr)) != 0) {
+    if ((r = ns_keyring_load(&cfg->keys, NS_KEYRING_STRICT, &kr)) != 0) {
         fprintf(stderr, "ns-fill: loading encryption keys: %s\n", ns_strerror(r));
         goto out;
     }

@@ -13,7 +13,7 @@
 #include "common/codec.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/keyring.h"
 
 static volatile sig_atomic_t hup, term;
@@ -65,7 +65,8 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGTERM);
     sigprocmask(SIG_BLOCK, &block, &old);
 
-    if ((r = ns_config_load(argv[1], &cfg)) != 0 || (r = ns_keyring_load(cfg, NS_KEYRING_STRICT, &kr)) != 0) {
+    if ((r = ns_config_load(argv[1], &cfg)) != 0 ||
+        (r = ns_keyring_load(&cfg->keys, NS_KEYRING_STRICT, &kr)) != 0) {
         printf("load failed: %s\n.\n", ns_strerror(r));
         ns_config_free(cfg);
         return 1;

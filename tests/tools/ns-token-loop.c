@@ -16,7 +16,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/aead.h"
 #include "keys/keyring.h"
 
@@ -37,8 +37,8 @@ int main(int argc, char **argv)
     }
     if (ns_secmem_init() != 0)
         ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
-    if ((r = ns_config_load(argv[1], &cfg)) != 0 || (r = ns_keyring_load(cfg, NS_KEYRING_STRICT, &kr)) != 0 ||
-        kr->n == 0 || !kr->e[0].primary) {
+    if ((r = ns_config_load(argv[1], &cfg)) != 0 ||
+        (r = ns_keyring_load(&cfg->keys, NS_KEYRING_STRICT, &kr)) != 0 || kr->n == 0 || !kr->e[0].primary) {
         printf("load failed: %s\n", ns_strerror(r));
         goto out;
     }

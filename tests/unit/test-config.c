@@ -15,7 +15,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 
 static const char example[] =
     "cluster_id: demo\n"

@@ -32,7 +32,7 @@
 #include "common/err.h"
 #include "common/json.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "jwt/jws.h"
 #include "jwt/ledger.h"
 #include "jwt/nonce.h"

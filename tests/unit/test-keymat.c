@@ -26,7 +26,7 @@
 #include "common/codec.h"
 #include "common/err.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/kek.h"
 #include "keys/keymat.h"
 

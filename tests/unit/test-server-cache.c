@@ -19,7 +19,7 @@
 #include "common/buf.h"
 #include "common/err.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/kek.h"
 #include "keys/keyring.h"
 #include "secrets/document.h"

@@ -20,7 +20,7 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "keys/kek.h"
 #include "keys/keyring.h"
 #include "keys/source.h"
@@ -255,7 +255,7 @@ static void test_reload(void **state)
              path);
     assert_int_equal(ns_config_parse(text, strlen(text), "reload.yaml", NULL, &cfg), 0);
     assert_int_equal(setenv("NS_TEST_RELOAD_KEK", KEY_HEX, 1), 0);
-    assert_int_equal(ns_keyring_load(cfg, NS_KEYRING_STRICT, &kr), 0);
+    assert_int_equal(ns_keyring_load(&cfg->keys, NS_KEYRING_STRICT, &kr), 0);
     assert_int_equal(kr->n, 2);
     memcpy(id1, ns_keyring_primary(kr)->id, NS_KEK_ID_LEN);
     memcpy(idf, kr->e[1].kek->id, NS_KEK_ID_LEN);

@@ -16,7 +16,7 @@
 
 #include "common/err.h"
 #include "common/log.h"
-#include "config/config.h"
+#include "settings/settings.h"
 #include "mini-http.h"
 #include "store/store.h"
 
