@@ -78,7 +78,8 @@ int ns_agent_write_temp_at(int dirfd, const char *leaf, const char *shown, const
 int ns_agent_commit_at(int dirfd, const char *tmp, const char *leaf, const char *shown) NS_WUR;
 
 /* Read a regular file of at most max bytes (O_NOFOLLOW) into a new buffer (secret if asked).
- * NS_E_NOT_FOUND if it does not exist, NS_E_TOO_LARGE, NS_E_STORAGE. */
+ * NS_E_NOT_FOUND if it does not exist (or a file stands where a folder should), NS_E_TOO_LARGE, NS_E_STORAGE.
+ */
 int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out) NS_WUR;
 
 /* Make dir (mode 0700) if missing; an existing dir must be a folder (not a link) and is chmod'ed 0700.

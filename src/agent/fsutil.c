@@ -190,24 +190,11 @@ int ns_agent_write_atomic(const char *path, const uint8_t *p, size_t n, mode_t m
 
 int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out)
 {
-    struct stat st;
-    int fd = -1, r = NS_E_STORAGE;
+    const ns_file_rules rules = {.what = "file", .max = max, .secret = secret, .missing_ok = true};
+    int r = ns_file_read(path, &rules, out);
 
-    if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)) < 0) {
-        if (errno == ENOENT)
-            return NS_E_NOT_FOUND;
-        ns_log(NS_LOG_ERROR, "agent: opening %s: %s", path, strerror(errno));
-        return NS_E_STORAGE;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "agent: %s is not a regular file", path);
-        goto out;
-    }
-    if ((r = ns_fd_read_all(fd, max, secret, out)) == NS_E_STORAGE)
-        ns_log(NS_LOG_ERROR, "agent: reading %s: %s", path, strerror(errno));
-out:
-    close(fd);
-    return r;
+    /* The agent's own files: anything but a missing one is a storage failure. */
+    return r == NS_E_PERM || r == NS_E_INVAL ? NS_E_STORAGE : r;
 }
 
 int ns_agent_state_dir(const char *dir)

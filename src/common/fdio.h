@@ -1,4 +1,5 @@
-/* Whole reads and writes on a file descriptor, retried on EINTR and short counts. */
+/* Whole reads and writes on a file descriptor, retried on EINTR and short counts, and the one way files that
+ * hold secrets are read. */
 #ifndef NS_COMMON_FDIO_H
 #define NS_COMMON_FDIO_H
 
@@ -16,5 +17,27 @@ int ns_fd_read_all(int fd, size_t max, bool secret, ns_buf **out) NS_WUR;
 
 /* Write all of p[0..n) to fd. 0, or -1 with errno set. */
 int ns_fd_write_all(int fd, const uint8_t *p, size_t n) NS_WUR;
+
+/* How ns_file_read() treats one kind of file. */
+typedef struct ns_file_rules {
+    const char *what;   /* names the file in log lines: "<what> <path>", e.g. "PIN file" */
+    size_t max;         /* more bytes than this: NS_E_TOO_LARGE */
+    bool secret;        /* read into the secure heap (locked, wiped on free) */
+    bool owner_only;    /* refuse a file that group or others may access (NS_E_PERM): for secrets */
+    bool missing_ok;    /* a missing file (ENOENT, or ENOTDIR: a file where a folder should be) is normal:
+                         * NS_E_NOT_FOUND without a log line */
+    bool strip_newline; /* drop one trailing "\n", then one trailing "\r" (editors add them; PINs and
+                         * tokens never end in one) */
+} ns_file_rules;
+
+/* Read the file at path whole into a new buffer, never following a symbolic link at its last component
+ * (O_NOFOLLOW) and never blocking on a FIFO (O_NONBLOCK, then refused as not a regular file). Reads loop
+ * over short counts and EINTR. The bytes are followed by a NUL that len does not count, so text can be
+ * used as a C string. Every refusal is logged naming the file (except a missing one under missing_ok).
+ * Errors: NS_E_NOT_FOUND (ENOENT), NS_E_PERM (cannot open otherwise, e.g. ELOOP on a link or EACCES; or
+ * owner_only and the mode has group/other bits), NS_E_INVAL (not a regular file), NS_E_TOO_LARGE,
+ * NS_E_STORAGE (a read error), NS_E_NOMEM. errno is that of the failing open() or read(), or 0 when the
+ * refusal is ours (type, mode, size), for callers that tell the cases apart. */
+int ns_file_read(const char *path, const ns_file_rules *rules, ns_buf **out) NS_WUR;
 
 #endif
