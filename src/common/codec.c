@@ -118,28 +118,67 @@ out:
     return r;
 }
 
-int ns_b64_encode(const uint8_t *p, size_t n, char **out)
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64url_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Length of the encoding of n bytes: with padding, whole quads; without, only the characters that carry
+ * bits (RFC 4648 §3.2, RFC 7515 §2). */
+static size_t b64_len(size_t n, bool pad)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t olen = (n + 2) / 3 * 4;
-    char *s = malloc(olen + 1);
+    return n / 3 * 4 + (n % 3 == 0 ? 0 : pad ? 4 : n % 3 + 1);
+}
+
+/* The one base64 encoder: p[0..n) into w (b64_len(n, pad) bytes, no NUL) with the given alphabet. */
+static void b64_encode_into(const char *alphabet, bool pad, const uint8_t *p, size_t n, char *w)
+{
     size_t o = 0;
 
-    if (s == NULL)
-        return NS_E_NOMEM;
     for (size_t i = 0; i < n; i += 3) {
         uint32_t x = (uint32_t)p[i] << 16;
         if (i + 1 < n)
             x |= (uint32_t)p[i + 1] << 8;
         if (i + 2 < n)
             x |= p[i + 2];
-        s[o++] = alphabet[(x >> 18) & 63];
-        s[o++] = alphabet[(x >> 12) & 63];
-        s[o++] = i + 1 < n ? alphabet[(x >> 6) & 63] : '=';
-        s[o++] = i + 2 < n ? alphabet[x & 63] : '=';
+        w[o++] = alphabet[(x >> 18) & 63];
+        w[o++] = alphabet[(x >> 12) & 63];
+        if (i + 1 < n || pad)
+            w[o++] = i + 1 < n ? alphabet[(x >> 6) & 63] : '=';
+        if (i + 2 < n || pad)
+            w[o++] = i + 2 < n ? alphabet[x & 63] : '=';
     }
-    s[o] = '\0';
+}
+
+static int b64_encode_str(const char *alphabet, bool pad, const uint8_t *p, size_t n, char **out)
+{
+    size_t olen = b64_len(n, pad);
+    char *s = malloc(olen + 1);
+
+    if (s == NULL)
+        return NS_E_NOMEM;
+    b64_encode_into(alphabet, pad, p, n, s);
+    s[olen] = '\0';
     *out = s;
+    return 0;
+}
+
+int ns_b64_encode(const uint8_t *p, size_t n, char **out)
+{
+    return b64_encode_str(b64_alphabet, true, p, n, out);
+}
+
+int ns_b64url_encode(const uint8_t *p, size_t n, char **out)
+{
+    return b64_encode_str(b64url_alphabet, false, p, n, out);
+}
+
+int ns_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
+{
+    uint8_t *w = NULL;
+    int r;
+
+    if ((r = ns_buf_extend(b, b64_len(n, false), &w)) != 0)
+        return r;
+    b64_encode_into(b64url_alphabet, false, p, n, (char *)w);
     return 0;
 }
 

@@ -22,6 +22,13 @@ int ns_b64_decode(const char *s, size_t n, bool secret, ns_buf **out) NS_WUR;
 /* Standard base64 with padding into a new NUL-terminated string (caller frees with free()). */
 int ns_b64_encode(const uint8_t *p, size_t n, char **out) NS_WUR;
 
+/* base64url without padding (RFC 4648 §5, RFC 7515 §2) of p[0..n) into a new NUL-terminated string (caller
+ * frees with free()). */
+int ns_b64url_encode(const uint8_t *p, size_t n, char **out) NS_WUR;
+
+/* The same encoding appended to b (nothing is appended on failure: NS_E_TOO_LARGE past b's cap). */
+int ns_b64url_append(ns_buf *b, const uint8_t *p, size_t n) NS_WUR;
+
 /* Decode base64url without padding (RFC 4648 §5, as JWS uses it, RFC 7515 §2): only [A-Za-z0-9_-], no '=',
  * no whitespace, a length that is not 1 mod 4, and zero bits below the last whole byte, so that every byte
  * string has exactly one accepted encoding. NS_E_FORMAT otherwise. */

@@ -20,33 +20,6 @@ static int alg_known(const char *alg)
     return 0;
 }
 
-/* base64url (no padding) of p[0..n) appended to b, without an intermediate string. */
-static int append_b64url(ns_buf *b, const uint8_t *p, size_t n)
-{
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t olen = n / 3 * 4 + (n % 3 == 0 ? 0 : n % 3 + 1);
-    uint8_t *w = NULL;
-    size_t o = 0;
-    int r;
-
-    if ((r = ns_buf_extend(b, olen, &w)) != 0)
-        return r;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t x = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            x |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            x |= p[i + 2];
-        w[o++] = (uint8_t)alphabet[(x >> 18) & 63];
-        w[o++] = (uint8_t)alphabet[(x >> 12) & 63];
-        if (i + 1 < n)
-            w[o++] = (uint8_t)alphabet[(x >> 6) & 63];
-        if (i + 2 < n)
-            w[o++] = (uint8_t)alphabet[x & 63];
-    }
-    return 0;
-}
-
 int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
 {
     char hdr[160];
@@ -61,12 +34,12 @@ int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
         return NS_E_INTERNAL;
     if ((r = ns_buf_new(NS_JWS_MAX, false, &b)) != 0)
         goto out;
-    if ((r = append_b64url(b, (const uint8_t *)hdr, (size_t)len)) != 0 ||
-        (r = ns_buf_append(b, ".", 1)) != 0 || (r = append_b64url(b, (const uint8_t *)payload, n)) != 0)
+    if ((r = ns_b64url_append(b, (const uint8_t *)hdr, (size_t)len)) != 0 ||
+        (r = ns_buf_append(b, ".", 1)) != 0 || (r = ns_b64url_append(b, (const uint8_t *)payload, n)) != 0)
         goto out;
     if ((r = ns_signer_sign(s, NS_SIG_RAW, b->data, b->len, &sig)) != 0)
         goto out;
-    if ((r = ns_buf_append(b, ".", 1)) != 0 || (r = append_b64url(b, sig->data, sig->len)) != 0)
+    if ((r = ns_buf_append(b, ".", 1)) != 0 || (r = ns_b64url_append(b, sig->data, sig->len)) != 0)
         goto out;
     if ((text = malloc(b->len + 1)) == NULL) {
         r = NS_E_NOMEM;

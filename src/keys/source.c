@@ -156,28 +156,6 @@ int ns_source_form_add(ns_buf *b, const char *name, const char *value)
     return form_encode(b, value);
 }
 
-int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
-{
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    int r = 0;
-
-    for (size_t i = 0; i < n && r == 0; i += 3) {
-        uint32_t x = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            x |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            x |= p[i + 2];
-        r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 18) & 63]);
-        if (r == 0)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 12) & 63]);
-        if (r == 0 && i + 1 < n)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 6) & 63]);
-        if (r == 0 && i + 2 < n)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[x & 63]);
-    }
-    return r;
-}
-
 int ns_source_secret_str(const char *s, size_t n, ns_buf **out)
 {
     ns_buf *b = NULL;

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/codec.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
@@ -53,7 +54,7 @@ static int append_json_segment(ns_buf *b, const json_t *obj)
 
     if (text == NULL)
         return NS_E_NOMEM;
-    r = ns_source_b64url_append(b, (const uint8_t *)text, strlen(text));
+    r = ns_b64url_append(b, (const uint8_t *)text, strlen(text));
     ns_json_free(text);
     return r;
 }
@@ -112,7 +113,7 @@ static int make_assertion(const char *desc, const json_t *sa, const char *token_
         r = NS_E_CRYPTO;
         goto out;
     }
-    if ((r = ns_buf_put_u8(jwt, '.')) != 0 || (r = ns_source_b64url_append(jwt, sig, siglen)) != 0 ||
+    if ((r = ns_buf_put_u8(jwt, '.')) != 0 || (r = ns_b64url_append(jwt, sig, siglen)) != 0 ||
         (r = ns_buf_put_u8(jwt, 0)) != 0)
         goto out;
     jwt->len--; /* the NUL stays behind len */

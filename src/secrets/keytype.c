@@ -181,32 +181,11 @@ int ns_keytype_from_pem(const uint8_t *p, size_t n, EVP_PKEY **out)
     return 0;
 }
 
-int ns_b64url(const uint8_t *p, size_t n, char **out)
-{
-    char *s = NULL;
-    int r;
-
-    if ((r = ns_b64_encode(p, n, &s)) != 0)
-        return r;
-    for (char *c = s; *c; c++) {
-        if (*c == '+')
-            *c = '-';
-        else if (*c == '/')
-            *c = '_';
-        else if (*c == '=') {
-            *c = '\0';
-            break;
-        }
-    }
-    *out = s;
-    return 0;
-}
-
 static int set_b64url(json_t *o, const char *key, const uint8_t *p, size_t n)
 {
     char *s = NULL;
     int r;
-    if ((r = ns_b64url(p, n, &s)) != 0)
+    if ((r = ns_b64url_encode(p, n, &s)) != 0)
         return r;
     r = json_object_set_new(o, key, json_string(s)) == 0 ? 0 : NS_E_NOMEM;
     free(s);
@@ -303,7 +282,7 @@ int ns_keytype_thumbprint(EVP_PKEY *pkey, char out[NS_KEY_ID_MAX])
         r = NS_E_CRYPTO;
         goto out;
     }
-    if ((r = ns_b64url(md, sizeof(md), &b64)) != 0)
+    if ((r = ns_b64url_encode(md, sizeof(md), &b64)) != 0)
         goto out;
     snprintf(out, NS_KEY_ID_MAX, "%s", b64);
     r = 0;

@@ -61,7 +61,4 @@ int ns_keytype_thumbprint(EVP_PKEY *pkey, char out[NS_KEY_ID_MAX]) NS_WUR;
 /* "SHA256:" + base64 (no padding) of SHA-256 of the SubjectPublicKeyInfo DER, like OpenSSH shows. */
 int ns_keytype_fingerprint(EVP_PKEY *pkey, char out[64]) NS_WUR;
 
-/* base64url without padding (RFC 7515 §2) of p[0..n) into a new string. */
-int ns_b64url(const uint8_t *p, size_t n, char **out) NS_WUR;
-
 #endif

@@ -304,6 +304,88 @@ static void test_b64_refuse_inner_padding(void **state)
     B64_REFUSED("Zm9vY=g=");
 }
 
+/* ---- base64url (RFC 4648 §5 without padding, RFC 7515 §2) ---- */
+
+static const struct {
+    const char *in, *out;
+} b64url_vectors[] = {
+    /* RFC 4648 §10, padding removed */
+    {"", ""},
+    {"f", "Zg"},
+    {"fo", "Zm8"},
+    {"foo", "Zm9v"},
+    {"foob", "Zm9vYg"},
+    {"fooba", "Zm9vYmE"},
+    {"foobar", "Zm9vYmFy"},
+    /* the two characters that differ from base64 ('+' and '/') */
+    {"\xfb\xff", "-_8"},
+    {"\xfb\xef\xbe", "----"},
+    {"\xff\xff\xff", "____"},
+    /* RFC 7515 appendix A.1: the JWS Protected Header and its encoding */
+    {"{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}", "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"},
+};
+
+static void test_b64url_encode_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(b64url_vectors) / sizeof(b64url_vectors[0]); i++) {
+        const char *in = b64url_vectors[i].in, *want = b64url_vectors[i].out;
+        char *s = NULL;
+        ns_buf *b = NULL, *back = NULL;
+
+        assert_int_equal(ns_b64url_encode((const uint8_t *)in, strlen(in), &s), 0);
+        assert_string_equal(s, want);
+        free(s);
+
+        /* The appending form writes the same characters after what is there. */
+        assert_int_equal(ns_buf_from("x.", 2, 128, false, &b), 0);
+        assert_int_equal(ns_b64url_append(b, (const uint8_t *)in, strlen(in)), 0);
+        assert_int_equal(b->len, 2 + strlen(want));
+        assert_memory_equal(b->data, "x.", 2);
+        assert_memory_equal(b->data + 2, want, strlen(want));
+        ns_buf_free(b);
+
+        assert_int_equal(ns_b64url_decode(want, strlen(want), false, &back), 0);
+        assert_int_equal(back->len, strlen(in));
+        assert_memory_equal(back->data, in, back->len);
+        ns_buf_free(back);
+    }
+}
+
+/* Past the buffer's cap nothing is appended. */
+static void test_b64url_append_cap(void **state)
+{
+    ns_buf *b = NULL;
+
+    (void)state;
+    assert_int_equal(ns_buf_from("a", 1, 7, false, &b), 0);
+    assert_int_equal(ns_b64url_append(b, (const uint8_t *)"fooba", 5), NS_E_TOO_LARGE); /* needs 1 + 7 */
+    assert_int_equal(b->len, 1);
+    assert_memory_equal(b->data, "a", 1);
+    assert_int_equal(ns_b64url_append(b, (const uint8_t *)"foob", 4), 0); /* exactly 1 + 6 */
+    assert_int_equal(b->len, 7);
+    assert_memory_equal(b->data, "aZm9vYg", 7);
+    ns_buf_free(b);
+}
+
+static void test_b64url_decode_refusals(void **state)
+{
+    static const char *bad[] = {
+        "Zg==",          /* padding */
+        "Zm8=",   "Z",   /* 1 mod 4 */
+        "Zh",            /* non-zero bits below the last byte */
+        "+_8",    "-/8", /* base64's characters */
+        "Zm 9v",         /* whitespace */
+        "Zm9v\n",
+    };
+    ns_buf *b = (ns_buf *)&b;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(ns_b64url_decode(bad[i], strlen(bad[i]), false, &b), NS_E_FORMAT);
+    assert_ptr_equal(b, (ns_buf *)&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +406,9 @@ int main(void)
         cmocka_unit_test(test_b64_refuse_trailing_bits),
         cmocka_unit_test(test_b64_refuse_alphabet),
         cmocka_unit_test(test_b64_refuse_inner_padding),
+        cmocka_unit_test(test_b64url_encode_vectors),
+        cmocka_unit_test(test_b64url_append_cap),
+        cmocka_unit_test(test_b64url_decode_refusals),
         /* Last: under the sanitizer build this currently aborts the process (UBSan in ns_buf_extend). */
         cmocka_unit_test(test_hex_decode_empty),
     };

@@ -177,7 +177,7 @@ static void set_str(json_t *o, const char *member, const char *value)
     assert_int_equal(json_object_set_new(o, member, json_string(value)), 0);
 }
 
-/* base64url without padding, written here independently of ns_b64url. */
+/* base64url without padding, written here independently of ns_b64url_encode. */
 static void b64url(const uint8_t *p, size_t n, char *out)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
