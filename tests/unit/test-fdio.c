@@ -1,7 +1,8 @@
-/* Unit tests for src/common/fdio.c: whole reads and writes, and ns_file_read(), the one reader of files that
- * hold secrets (PIN files, key files, credential files, the agent's files). */
+/* Unit tests for src/common/fdio.c: whole reads and writes, ns_file_read() (the one reader of files that hold
+ * secrets: PIN files, key files, credential files, the agent's files) and the atomic writes. */
 #include "ns-build.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -175,12 +176,142 @@ static void test_fd_short_reads(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- atomic writes ---- */
+
+/* Number of entries in dir other than "." and ".." and the names given. */
+static int count_others(const char *d, const char *a, const char *b)
+{
+    DIR *dp = opendir(d);
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(dp);
+    while ((e = readdir(dp)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 && strcmp(e->d_name, a) != 0 &&
+            strcmp(e->d_name, b) != 0)
+            n++;
+    closedir(dp);
+    return n;
+}
+
+static void check_content(const char *path, const char *want, mode_t mode)
+{
+    ns_buf *b = NULL;
+    struct stat st;
+
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, mode);
+    assert_int_equal(ns_file_read(path, &(ns_file_rules){.what = "t", .max = 64}, &b), 0);
+    assert_int_equal(b->len, strlen(want));
+    assert_memory_equal(b->data, want, b->len);
+    ns_buf_free(b);
+}
+
+static void test_write_atomic(void **state)
+{
+    char sub[128], *target;
+    const char *step = NULL;
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/w", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    target = path_of("w/out");
+    assert_int_equal(ns_file_write_atomic(target, (const uint8_t *)"one", 3, 0600, &step), 0);
+    check_content(target, "one", 0600);
+    assert_int_equal(ns_file_write_atomic(target, (const uint8_t *)"two!", 4, 0640, &step), 0); /* replaces */
+    check_content(path_of("w/out"), "two!", 0640);
+    assert_int_equal(count_others(sub, "out", "out"), 0); /* no temporary file left */
+
+    /* A link at the target is replaced, not followed. */
+    char *victim = strdup(put("victim", "keep", 4, 0600));
+    assert_int_equal(symlink(victim, path_of("w/link")), 0);
+    free(victim);
+    assert_int_equal(ns_file_write_atomic(path_of("w/link"), (const uint8_t *)"new", 3, 0600, &step), 0);
+    check_content(path_of("w/link"), "new", 0600);
+    check_content(path_of("victim"), "keep", 0600);
+    assert_int_equal(unlink(path_of("w/link")), 0);
+
+    /* A failed rename (a folder holding a file is at the target) leaves no temporary file. */
+    assert_int_equal(mkdir(path_of("w/busy"), 0700), 0);
+    put("w/busy/x", "x", 1, 0600);
+    step = NULL;
+    assert_int_equal(ns_file_write_atomic(path_of("w/busy"), (const uint8_t *)"z", 1, 0600, &step),
+                     NS_E_STORAGE);
+    assert_string_equal(step, "renaming");
+    assert_int_equal(errno, EISDIR);
+    assert_int_equal(count_others(sub, "out", "busy"), 0);
+
+    /* A missing folder: nothing is created. */
+    assert_int_equal(ns_file_write_atomic(path_of("w/none/f"), (const uint8_t *)"z", 1, 0600, &step),
+                     NS_E_STORAGE);
+    assert_string_equal(step, "opening the folder of");
+    assert_int_equal(errno, ENOENT);
+}
+
+/* The held-folder halves: the temporary file is a dot name in the folder that ns_file_is_temp_name() knows,
+ * and it is created mode 0600 with O_EXCL | O_NOFOLLOW before the final mode is set. */
+static void test_write_temp_at(void **state)
+{
+    char sub[128], *tmp = NULL;
+    const char *step = NULL;
+    int dfd;
+    struct stat st;
+
+    (void)state;
+    snprintf(sub, sizeof(sub), "%s/t", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_true((dfd = open(sub, O_RDONLY | O_DIRECTORY)) >= 0);
+    assert_int_equal(ns_file_write_temp_at(dfd, "app.conf", (const uint8_t *)"abc", 3, 0644, (uid_t)-1,
+                                           (gid_t)-1, &tmp, &step),
+                     0);
+    assert_true(ns_file_is_temp_name(tmp));
+    assert_int_equal(strncmp(tmp, ".app.conf.ns-tmp.", 17), 0);
+    assert_int_equal(strlen(tmp), 17 + 16);
+    assert_int_equal(fstatat(dfd, tmp, &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(count_others(sub, tmp, tmp), 0);
+    assert_int_equal(ns_file_commit_at(dfd, tmp, "app.conf", &step), 0);
+    assert_int_equal(count_others(sub, "app.conf", "app.conf"), 0);
+    free(tmp);
+    tmp = NULL;
+
+    /* A write that fails (fchown to another user, refused to us unless root) leaves nothing behind. */
+    if (geteuid() != 0) {
+        assert_int_equal(ns_file_write_temp_at(dfd, "x", (const uint8_t *)"abc", 3, 0600, 0, 0, &tmp, &step),
+                         NS_E_STORAGE);
+        assert_string_equal(step, "setting the owner of");
+        assert_int_equal(errno, EPERM);
+        assert_null(tmp);
+        assert_int_equal(count_others(sub, "app.conf", "app.conf"), 0);
+    }
+    /* A failed rename removes the temporary file. */
+    assert_int_equal(mkdirat(dfd, "d", 0700), 0);
+    assert_int_equal(mkdirat(dfd, "d/e", 0700), 0);
+    assert_int_equal(
+        ns_file_write_temp_at(dfd, "d", (const uint8_t *)"abc", 3, 0600, (uid_t)-1, (gid_t)-1, &tmp, &step),
+        0);
+    assert_int_equal(ns_file_commit_at(dfd, tmp, "d", &step), NS_E_STORAGE);
+    assert_string_equal(step, "renaming");
+    assert_int_equal(count_others(sub, "app.conf", "d"), 0);
+    free(tmp);
+    close(dfd);
+
+    assert_false(ns_file_is_temp_name(".tmp.0123456789abcdef"));
+    assert_false(ns_file_is_temp_name("a.ns-tmp.0123456789abcdef"));  /* not a dot name */
+    assert_false(ns_file_is_temp_name("..ns-tmp.0123456789abcdef"));  /* no leaf */
+    assert_false(ns_file_is_temp_name(".a.ns-tmp.0123456789ABCDEF")); /* upper case */
+    assert_false(ns_file_is_temp_name(".a.ns-tmp.0123456789abcde"));  /* 15 digits */
+    assert_true(ns_file_is_temp_name(".a.ns-tmp.0123456789abcdef"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_newline_stripping), cmocka_unit_test(test_size_cap),
         cmocka_unit_test(test_long_file),         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_fd_short_reads),
+        cmocka_unit_test(test_fd_short_reads),    cmocka_unit_test(test_write_atomic),
+        cmocka_unit_test(test_write_temp_at),
     };
     int r;
     char rm[128];
