@@ -212,34 +212,15 @@ int ns_jws_verify(const ns_jws *j, const ns_keyset *ks, ns_signer **key)
 
 int ns_jws_jwks(const ns_keyset *ks, ns_buf **out)
 {
-    json_t *root = NULL, *keys = NULL, *jwk = NULL;
-    char *text = NULL;
-    int r = NS_E_NOMEM;
+    ns_jwks_key *keys = calloc(ks->n > 0 ? ks->n : 1, sizeof(*keys));
+    int r;
 
-    ns_json_init();
-    if ((root = json_object()) == NULL || (keys = json_array()) == NULL ||
-        json_object_set(root, "keys", keys) != 0)
-        goto out;
-    for (size_t i = 0; i < ks->n; i++) {
-        if ((r = ns_keytype_jwk(ks->s[i]->pub, &jwk)) != 0)
-            goto out;
-        r = NS_E_NOMEM;
-        if (json_object_set_new(jwk, "kid", json_string(ks->s[i]->id)) != 0 ||
-            json_object_set_new(jwk, "alg", json_string(ks->s[i]->type->jws_alg)) != 0 ||
-            json_object_set_new(jwk, "use", json_string("sig")) != 0 || json_array_append(keys, jwk) != 0)
-            goto out;
-        json_decref(jwk);
-        jwk = NULL;
-    }
-    if ((text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) == NULL)
-        goto out;
-    if ((r = ns_buf_from(text, strlen(text), strlen(text) + 1, false, out)) == 0)
-        r = ns_buf_append(*out, "\n", 1);
-out:
-    ns_json_free(text);
-    json_decref(jwk);
-    json_decref(keys);
-    json_decref(root);
+    if (keys == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < ks->n; i++)
+        keys[i] = (ns_jwks_key){ks->s[i]->pub, ks->s[i]->id, ks->s[i]->type->jws_alg};
+    r = ns_keytype_jwks(keys, ks->n, false, out);
+    free(keys);
     return r;
 }
 
