@@ -182,6 +182,32 @@ int ns_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
     return 0;
 }
 
+int ns_jose_compact_sign(const char *header, size_t header_len, const uint8_t *payload, size_t payload_len,
+                         ns_jose_sign_fn sign, void *ctx, size_t max, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL, *sig = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(max + 1, secret, &b)) != 0) /* + the NUL */
+        return r;
+    /* The signing input is the ASCII of the first two parts with the dot between them (RFC 7515 §5.1). */
+    if ((r = ns_b64url_append(b, (const uint8_t *)header, header_len)) != 0 ||
+        (r = ns_buf_put_u8(b, '.')) != 0 || (r = ns_b64url_append(b, payload, payload_len)) != 0 ||
+        (r = sign(ctx, b->data, b->len, &sig)) != 0)
+        goto out;
+    if ((r = ns_buf_put_u8(b, '.')) != 0 || (r = ns_b64url_append(b, sig->data, sig->len)) != 0 ||
+        (r = ns_buf_put_u8(b, 0)) != 0)
+        goto out;
+    b->len--; /* the NUL stays behind len */
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(sig);
+    ns_buf_free(b);
+    return r;
+}
+
 static int b64url_val(char c)
 {
     if (c == '-')

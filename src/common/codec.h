@@ -1,4 +1,6 @@
-/* Hex and base64 (RFC 4648), strict: decoders refuse anything that is not exactly a canonical encoding. */
+/* Hex and base64 (RFC 4648), strict: decoders refuse anything that is not exactly a canonical encoding; and
+ * the JWS compact serialization built on base64url (RFC 7515 §7.1), for the JWT issuer and the key sources.
+ */
 #ifndef NS_COMMON_CODEC_H
 #define NS_COMMON_CODEC_H
 
@@ -28,6 +30,16 @@ int ns_b64url_encode(const uint8_t *p, size_t n, char **out) NS_WUR;
 
 /* The same encoding appended to b (nothing is appended on failure: NS_E_TOO_LARGE past b's cap). */
 int ns_b64url_append(ns_buf *b, const uint8_t *p, size_t n) NS_WUR;
+
+/* Sign a JWS Signing Input: a new buffer holding the signature bytes. ctx is the caller's. */
+typedef int (*ns_jose_sign_fn)(void *ctx, const uint8_t *input, size_t n, ns_buf **sig);
+
+/* The JWS Compact Serialization (RFC 7515 §7.1): BASE64URL(header) "." BASE64URL(payload) "."
+ * BASE64URL(sign(the first two parts)), into a new buffer of at most max bytes (secret if asked: for a
+ * token that is a credential), with a NUL behind len that max does not count. header is the JSON text of the
+ * protected header. Errors of sign are returned as they are; NS_E_TOO_LARGE past max. */
+int ns_jose_compact_sign(const char *header, size_t header_len, const uint8_t *payload, size_t payload_len,
+                         ns_jose_sign_fn sign, void *ctx, size_t max, bool secret, ns_buf **out) NS_WUR;
 
 /* Decode base64url without padding (RFC 4648 §5, as JWS uses it, RFC 7515 §2): only [A-Za-z0-9_-], no '=',
  * no whitespace, a length that is not 1 mod 4, and zero bits below the last whole byte, so that every byte

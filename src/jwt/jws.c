@@ -20,11 +20,16 @@ static int alg_known(const char *alg)
     return 0;
 }
 
+static int sign_raw(void *ctx, const uint8_t *input, size_t n, ns_buf **sig)
+{
+    return ns_signer_sign(ctx, NS_SIG_RAW, input, n, sig);
+}
+
 int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
 {
     char hdr[160];
-    ns_buf *b = NULL, *sig = NULL;
-    char *text = NULL;
+    ns_buf *b = NULL;
+    char *text;
     int len, r = NS_E_INTERNAL;
 
     /* alg is a constant of the key type and kid a base64url thumbprint: nothing to escape. */
@@ -32,27 +37,16 @@ int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
                    s->id);
     if (len < 0 || (size_t)len >= sizeof(hdr))
         return NS_E_INTERNAL;
-    if ((r = ns_buf_new(NS_JWS_MAX, false, &b)) != 0)
+    if ((r = ns_jose_compact_sign(hdr, (size_t)len, (const uint8_t *)payload, n, sign_raw, s, NS_JWS_MAX,
+                                  false, &b)) != 0)
         goto out;
-    if ((r = ns_b64url_append(b, (const uint8_t *)hdr, (size_t)len)) != 0 ||
-        (r = ns_buf_append(b, ".", 1)) != 0 || (r = ns_b64url_append(b, (const uint8_t *)payload, n)) != 0)
-        goto out;
-    if ((r = ns_signer_sign(s, NS_SIG_RAW, b->data, b->len, &sig)) != 0)
-        goto out;
-    if ((r = ns_buf_append(b, ".", 1)) != 0 || (r = ns_b64url_append(b, sig->data, sig->len)) != 0)
-        goto out;
-    if ((text = malloc(b->len + 1)) == NULL) {
+    if ((text = strdup((const char *)b->data)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
-    memcpy(text, b->data, b->len);
-    text[b->len] = '\0';
     *out = text;
-    text = NULL;
     r = 0;
 out:
-    free(text);
-    ns_buf_free(sig);
     ns_buf_free(b);
     return r;
 }
