@@ -16,7 +16,7 @@ void ns_hex_encode(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_val(char c)
+int ns_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -25,6 +25,29 @@ static int hex_val(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+static bool unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+int ns_pct_encode_append(ns_buf *b, const char *s, size_t n, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int r = 0;
+
+    for (size_t i = 0; i < n && r == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (unreserved(c) || (keep_slash && c == '/')) {
+            r = ns_buf_put_u8(b, c);
+        } else {
+            uint8_t e[3] = {'%', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15]};
+            r = ns_buf_append(b, e, 3);
+        }
+    }
+    return r;
 }
 
 int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out)
@@ -40,7 +63,7 @@ int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out)
     if ((r = ns_buf_extend(b, n / 2, &w)) != 0)
         goto out;
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+        int hi = ns_hex_digit(s[2 * i]), lo = ns_hex_digit(s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             r = NS_E_FORMAT;
             goto out;

@@ -13,6 +13,14 @@
 /* Lower-case hex of p[0..n) into out, which holds 2n+1 bytes. */
 void ns_hex_encode(const uint8_t *p, size_t n, char *out);
 
+/* The value of one hex digit (either case), or -1. */
+int ns_hex_digit(char c);
+
+/* Percent-encode s[0..n) (RFC 3986 §2.1, upper-case hex) onto b: every byte but the unreserved characters
+ * A-Z a-z 0-9 - . _ ~ (§2.3), and '/' too unless keep_slash. What AWS SigV4 canonical URIs and OAuth forms
+ * (application/x-www-form-urlencoded, spaces as %20) both take. */
+int ns_pct_encode_append(ns_buf *b, const char *s, size_t n, bool keep_slash) NS_WUR;
+
 /* Decode exactly 2*k hex digits (either case) into a new buffer of k bytes (secret if asked).
  * NS_E_FORMAT on any other character or an odd length. */
 int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out) NS_WUR;

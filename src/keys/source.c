@@ -126,34 +126,15 @@ out:
     return r;
 }
 
-static bool unreserved(unsigned char ch)
-{
-    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-           ch == '.' || ch == '_' || ch == '~';
-}
-
-static int form_encode(ns_buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r = 0;
-
-    for (; *s != '\0' && r == 0; s++) {
-        unsigned char ch = (unsigned char)*s;
-        uint8_t esc[3] = {'%', (uint8_t)hex[ch >> 4], (uint8_t)hex[ch & 15]};
-        r = unreserved(ch) ? ns_buf_put_u8(b, ch) : ns_buf_append(b, esc, 3);
-    }
-    return r;
-}
-
 int ns_source_form_add(ns_buf *b, const char *name, const char *value)
 {
     int r = NS_E_INTERNAL;
 
     if (b->len > 0 && (r = ns_buf_put_u8(b, '&')) != 0)
         return r;
-    if ((r = form_encode(b, name)) != 0 || (r = ns_buf_put_u8(b, '=')) != 0)
+    if ((r = ns_pct_encode_append(b, name, strlen(name), false)) != 0 || (r = ns_buf_put_u8(b, '=')) != 0)
         return r;
-    return form_encode(b, value);
+    return ns_pct_encode_append(b, value, strlen(value), false);
 }
 
 int ns_source_secret_str(const char *s, size_t n, ns_buf **out)

@@ -446,6 +446,36 @@ static void test_jose_compact_rfc7515_a1(void **state)
     ns_buf_free(key);
 }
 
+/* ---- percent-encoding (RFC 3986 §2) and hex digits ---- */
+
+static void test_pct_encode(void **state)
+{
+    static const char unres[] = "ABCXYZabcxyz0189-._~";
+    ns_buf *b = NULL;
+
+    (void)state;
+    assert_int_equal(ns_buf_new(256, false, &b), 0);
+    assert_int_equal(ns_pct_encode_append(b, unres, strlen(unres), false), 0); /* unreserved: as they are */
+    assert_int_equal(ns_pct_encode_append(b, "a b+/%\xc3\xa9\x00z", 10, false), 0);
+    assert_int_equal(ns_pct_encode_append(b, "/x/", 3, true), 0);
+    assert_int_equal(b->len, strlen("ABCXYZabcxyz0189-._~a%20b%2B%2F%25%C3%A9%00z/x/"));
+    assert_memory_equal(b->data, "ABCXYZabcxyz0189-._~a%20b%2B%2F%25%C3%A9%00z/x/", b->len);
+    ns_buf_free(b);
+
+    /* Past the cap: NS_E_TOO_LARGE. */
+    assert_int_equal(ns_buf_new(2, false, &b), 0);
+    assert_int_equal(ns_pct_encode_append(b, " ", 1, false), NS_E_TOO_LARGE);
+    ns_buf_free(b);
+
+    assert_int_equal(ns_hex_digit('0'), 0);
+    assert_int_equal(ns_hex_digit('9'), 9);
+    assert_int_equal(ns_hex_digit('a'), 10);
+    assert_int_equal(ns_hex_digit('F'), 15);
+    assert_int_equal(ns_hex_digit('g'), -1);
+    assert_int_equal(ns_hex_digit('/'), -1);
+    assert_int_equal(ns_hex_digit('\0'), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -470,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_b64url_append_cap),
         cmocka_unit_test(test_b64url_decode_refusals),
         cmocka_unit_test(test_jose_compact_rfc7515_a1),
+        cmocka_unit_test(test_pct_encode),
         /* Last: under the sanitizer build this currently aborts the process (UBSan in ns_buf_extend). */
         cmocka_unit_test(test_hex_decode_empty),
     };
