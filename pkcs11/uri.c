@@ -1,14 +1,11 @@
 #include "ns-build.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <p11-kit/uri.h>
 
+#include "common/fdio.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "pkcs11/uri.h"
@@ -139,52 +136,12 @@ int ns_p11_uri_names_object(const ns_p11_uri *u)
 
 static int read_pin_file(const char *path, ns_buf **pin)
 {
-    ns_buf *b = NULL;
-    struct stat st;
-    uint8_t *w;
-    ssize_t got;
-    int fd = -1, r = NS_E_INTERNAL;
+    static const ns_file_rules rules = {
+        .what = "PIN file", .max = PIN_MAX - 1, .secret = true, .owner_only = true, .strip_newline = true};
+    int r = ns_file_read(path, &rules, pin);
 
-    /* O_NONBLOCK: a FIFO planted at the path must not hang us before the type check below. */
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
-        ns_log(NS_LOG_ERROR, "cannot open PIN file %s: %s", path, strerror(errno));
-        r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_PERM;
-        goto out;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "PIN file %s is not a regular file", path);
-        r = NS_E_INVAL;
-        goto out;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        ns_log(NS_LOG_ERROR, "PIN file %s is accessible by group or others (mode %03o); chmod 600 it", path,
-               (unsigned)(st.st_mode & 0777));
-        r = NS_E_PERM;
-        goto out;
-    }
-    if ((r = ns_buf_new(PIN_MAX, true, &b)) != 0 || (r = ns_buf_extend(b, PIN_MAX, &w)) != 0)
-        goto out;
-    do
-        got = read(fd, w, PIN_MAX);
-    while (got < 0 && errno == EINTR);
-    if (got < 0 || got == PIN_MAX) {
-        ns_log(NS_LOG_ERROR, "cannot read PIN file %s: %s", path, got < 0 ? strerror(errno) : "too long");
-        r = NS_E_INVAL;
-        goto out;
-    }
-    if (got > 0 && w[got - 1] == '\n')
-        got--;
-    if (got > 0 && w[got - 1] == '\r')
-        got--;
-    ns_buf_truncate(b, (size_t)got);
-    *pin = b;
-    b = NULL;
-    r = 0;
-out:
-    if (fd >= 0)
-        close(fd);
-    ns_buf_free(b);
-    return r;
+    /* A PIN file that cannot be read whole is a bad PIN source (exit 2), as it always was. */
+    return r == NS_E_STORAGE || r == NS_E_TOO_LARGE ? NS_E_INVAL : r;
 }
 
 int ns_p11_uri_pin(const ns_p11_uri *u, const char *pin_env, ns_buf **pin)

@@ -67,18 +67,19 @@ int ns_agent_write_temp(const char *path, const uint8_t *p, size_t n, mode_t mod
 /* rename(tmp, path), then fsync path's folder. NS_E_STORAGE. */
 int ns_agent_commit(const char *tmp, const char *path) NS_WUR;
 
-/* The same two halves inside a held folder: the temporary file ".<leaf>.ns-tmp.<8 hex>" is created in dirfd
- * with openat(O_CREAT | O_EXCL | O_NOFOLLOW, 0600), written, fchown'ed (unless both ids are -1), fchmod'ed,
- * fsync'ed and closed; *tmp_out is its name in dirfd (caller frees; remove it with unlinkat()).
- * ns_agent_commit_at() renames it over leaf with renameat() in that same folder (a link at leaf is
- * replaced, never followed) and fsyncs the folder; on a failed rename the temporary file is removed.
- * shown names the target in messages. NS_E_STORAGE (logged). */
+/* The same two halves inside a held folder, by ns_file_write_temp_at() and ns_file_commit_at() (fdio.h): the
+ * temporary file ".<leaf>.ns-tmp.<16 hex>" is created in dirfd with openat(O_CREAT | O_EXCL | O_NOFOLLOW,
+ * 0600), written, fchown'ed (unless both ids are -1), fchmod'ed, fsync'ed and closed; *tmp_out is its name in
+ * dirfd (caller frees; remove it with unlinkat()). ns_agent_commit_at() renames it over leaf with renameat()
+ * in that same folder (a link at leaf is replaced, never followed) and fsyncs the folder; on a failed rename
+ * the temporary file is removed. shown names the target in messages. NS_E_STORAGE (logged). */
 int ns_agent_write_temp_at(int dirfd, const char *leaf, const char *shown, const uint8_t *p, size_t n,
                            mode_t mode, uid_t uid, gid_t gid, char **tmp_out) NS_WUR;
 int ns_agent_commit_at(int dirfd, const char *tmp, const char *leaf, const char *shown) NS_WUR;
 
 /* Read a regular file of at most max bytes (O_NOFOLLOW) into a new buffer (secret if asked).
- * NS_E_NOT_FOUND if it does not exist, NS_E_TOO_LARGE, NS_E_STORAGE. */
+ * NS_E_NOT_FOUND if it does not exist (or a file stands where a folder should), NS_E_TOO_LARGE, NS_E_STORAGE.
+ */
 int ns_agent_read_file(const char *path, size_t max, bool secret, ns_buf **out) NS_WUR;
 
 /* Make dir (mode 0700) if missing; an existing dir must be a folder (not a link) and is chmod'ed 0700.

@@ -133,25 +133,13 @@ int ns_cli_read_fd(int fd, const char *what, size_t max, ns_buf **out)
 /* Write to a temporary file beside `path`, then rename: the output is either complete or absent. */
 static int write_file(const char *path, const ns_buf *pt)
 {
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    int fd = -1, r = NS_E_INVAL;
+    const char *step = NULL;
+    int r = ns_file_write_atomic(path, pt->data, pt->len, 0600, &step);
 
-    if (tmp == NULL)
-        return NS_E_NOMEM;
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
-        ns_fd_write_all(fd, pt->data, pt->len) != 0 || fsync(fd) != 0 || close(fd) != 0 || (fd = -1, 0) ||
-        rename(tmp, path) != 0) {
+    if (r == NS_E_STORAGE) {
         fprintf(stderr, "nstance-secrets: error: writing %s: %s\n", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        unlink(tmp);
-        goto out;
+        r = NS_E_INVAL;
     }
-    r = 0;
-out:
-    free(tmp);
     return r;
 }
 

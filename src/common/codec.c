@@ -16,7 +16,7 @@ void ns_hex_encode(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_val(char c)
+int ns_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -25,6 +25,29 @@ static int hex_val(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+static bool unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+int ns_pct_encode_append(ns_buf *b, const char *s, size_t n, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int r = 0;
+
+    for (size_t i = 0; i < n && r == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (unreserved(c) || (keep_slash && c == '/')) {
+            r = ns_buf_put_u8(b, c);
+        } else {
+            uint8_t e[3] = {'%', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15]};
+            r = ns_buf_append(b, e, 3);
+        }
+    }
+    return r;
 }
 
 int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out)
@@ -40,7 +63,7 @@ int ns_hex_decode(const char *s, size_t n, bool secret, ns_buf **out)
     if ((r = ns_buf_extend(b, n / 2, &w)) != 0)
         goto out;
     for (size_t i = 0; i < n / 2; i++) {
-        int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
+        int hi = ns_hex_digit(s[2 * i]), lo = ns_hex_digit(s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             r = NS_E_FORMAT;
             goto out;
@@ -118,29 +141,94 @@ out:
     return r;
 }
 
-int ns_b64_encode(const uint8_t *p, size_t n, char **out)
+static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64url_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Length of the encoding of n bytes: with padding, whole quads; without, only the characters that carry
+ * bits (RFC 4648 §3.2, RFC 7515 §2). */
+static size_t b64_len(size_t n, bool pad)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t olen = (n + 2) / 3 * 4;
-    char *s = malloc(olen + 1);
+    return n / 3 * 4 + (n % 3 == 0 ? 0 : pad ? 4 : n % 3 + 1);
+}
+
+/* The one base64 encoder: p[0..n) into w (b64_len(n, pad) bytes, no NUL) with the given alphabet. */
+static void b64_encode_into(const char *alphabet, bool pad, const uint8_t *p, size_t n, char *w)
+{
     size_t o = 0;
 
-    if (s == NULL)
-        return NS_E_NOMEM;
     for (size_t i = 0; i < n; i += 3) {
         uint32_t x = (uint32_t)p[i] << 16;
         if (i + 1 < n)
             x |= (uint32_t)p[i + 1] << 8;
         if (i + 2 < n)
             x |= p[i + 2];
-        s[o++] = alphabet[(x >> 18) & 63];
-        s[o++] = alphabet[(x >> 12) & 63];
-        s[o++] = i + 1 < n ? alphabet[(x >> 6) & 63] : '=';
-        s[o++] = i + 2 < n ? alphabet[x & 63] : '=';
+        w[o++] = alphabet[(x >> 18) & 63];
+        w[o++] = alphabet[(x >> 12) & 63];
+        if (i + 1 < n || pad)
+            w[o++] = i + 1 < n ? alphabet[(x >> 6) & 63] : '=';
+        if (i + 2 < n || pad)
+            w[o++] = i + 2 < n ? alphabet[x & 63] : '=';
     }
-    s[o] = '\0';
+}
+
+static int b64_encode_str(const char *alphabet, bool pad, const uint8_t *p, size_t n, char **out)
+{
+    size_t olen = b64_len(n, pad);
+    char *s = malloc(olen + 1);
+
+    if (s == NULL)
+        return NS_E_NOMEM;
+    b64_encode_into(alphabet, pad, p, n, s);
+    s[olen] = '\0';
     *out = s;
     return 0;
+}
+
+int ns_b64_encode(const uint8_t *p, size_t n, char **out)
+{
+    return b64_encode_str(b64_alphabet, true, p, n, out);
+}
+
+int ns_b64url_encode(const uint8_t *p, size_t n, char **out)
+{
+    return b64_encode_str(b64url_alphabet, false, p, n, out);
+}
+
+int ns_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
+{
+    uint8_t *w = NULL;
+    int r;
+
+    if ((r = ns_buf_extend(b, b64_len(n, false), &w)) != 0)
+        return r;
+    b64_encode_into(b64url_alphabet, false, p, n, (char *)w);
+    return 0;
+}
+
+int ns_jose_compact_sign(const char *header, size_t header_len, const uint8_t *payload, size_t payload_len,
+                         ns_jose_sign_fn sign, void *ctx, size_t max, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL, *sig = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_buf_new(max + 1, secret, &b)) != 0) /* + the NUL */
+        return r;
+    /* The signing input is the ASCII of the first two parts with the dot between them (RFC 7515 §5.1). */
+    if ((r = ns_b64url_append(b, (const uint8_t *)header, header_len)) != 0 ||
+        (r = ns_buf_put_u8(b, '.')) != 0 || (r = ns_b64url_append(b, payload, payload_len)) != 0 ||
+        (r = sign(ctx, b->data, b->len, &sig)) != 0)
+        goto out;
+    if ((r = ns_buf_put_u8(b, '.')) != 0 || (r = ns_b64url_append(b, sig->data, sig->len)) != 0 ||
+        (r = ns_buf_put_u8(b, 0)) != 0)
+        goto out;
+    b->len--; /* the NUL stays behind len */
+    *out = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(sig);
+    ns_buf_free(b);
+    return r;
 }
 
 static int b64url_val(char c)

@@ -20,38 +20,16 @@ static int alg_known(const char *alg)
     return 0;
 }
 
-/* base64url (no padding) of p[0..n) appended to b, without an intermediate string. */
-static int append_b64url(ns_buf *b, const uint8_t *p, size_t n)
+static int sign_raw(void *ctx, const uint8_t *input, size_t n, ns_buf **sig)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t olen = n / 3 * 4 + (n % 3 == 0 ? 0 : n % 3 + 1);
-    uint8_t *w = NULL;
-    size_t o = 0;
-    int r;
-
-    if ((r = ns_buf_extend(b, olen, &w)) != 0)
-        return r;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t x = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            x |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            x |= p[i + 2];
-        w[o++] = (uint8_t)alphabet[(x >> 18) & 63];
-        w[o++] = (uint8_t)alphabet[(x >> 12) & 63];
-        if (i + 1 < n)
-            w[o++] = (uint8_t)alphabet[(x >> 6) & 63];
-        if (i + 2 < n)
-            w[o++] = (uint8_t)alphabet[x & 63];
-    }
-    return 0;
+    return ns_signer_sign(ctx, NS_SIG_RAW, input, n, sig);
 }
 
 int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
 {
     char hdr[160];
-    ns_buf *b = NULL, *sig = NULL;
-    char *text = NULL;
+    ns_buf *b = NULL;
+    char *text;
     int len, r = NS_E_INTERNAL;
 
     /* alg is a constant of the key type and kid a base64url thumbprint: nothing to escape. */
@@ -59,27 +37,16 @@ int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out)
                    s->id);
     if (len < 0 || (size_t)len >= sizeof(hdr))
         return NS_E_INTERNAL;
-    if ((r = ns_buf_new(NS_JWS_MAX, false, &b)) != 0)
+    if ((r = ns_jose_compact_sign(hdr, (size_t)len, (const uint8_t *)payload, n, sign_raw, s, NS_JWS_MAX,
+                                  false, &b)) != 0)
         goto out;
-    if ((r = append_b64url(b, (const uint8_t *)hdr, (size_t)len)) != 0 ||
-        (r = ns_buf_append(b, ".", 1)) != 0 || (r = append_b64url(b, (const uint8_t *)payload, n)) != 0)
-        goto out;
-    if ((r = ns_signer_sign(s, NS_SIG_RAW, b->data, b->len, &sig)) != 0)
-        goto out;
-    if ((r = ns_buf_append(b, ".", 1)) != 0 || (r = append_b64url(b, sig->data, sig->len)) != 0)
-        goto out;
-    if ((text = malloc(b->len + 1)) == NULL) {
+    if ((text = strdup((const char *)b->data)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
-    memcpy(text, b->data, b->len);
-    text[b->len] = '\0';
     *out = text;
-    text = NULL;
     r = 0;
 out:
-    free(text);
-    ns_buf_free(sig);
     ns_buf_free(b);
     return r;
 }
@@ -239,34 +206,15 @@ int ns_jws_verify(const ns_jws *j, const ns_keyset *ks, ns_signer **key)
 
 int ns_jws_jwks(const ns_keyset *ks, ns_buf **out)
 {
-    json_t *root = NULL, *keys = NULL, *jwk = NULL;
-    char *text = NULL;
-    int r = NS_E_NOMEM;
+    ns_jwks_key *keys = calloc(ks->n > 0 ? ks->n : 1, sizeof(*keys));
+    int r;
 
-    ns_json_init();
-    if ((root = json_object()) == NULL || (keys = json_array()) == NULL ||
-        json_object_set(root, "keys", keys) != 0)
-        goto out;
-    for (size_t i = 0; i < ks->n; i++) {
-        if ((r = ns_keytype_jwk(ks->s[i]->pub, &jwk)) != 0)
-            goto out;
-        r = NS_E_NOMEM;
-        if (json_object_set_new(jwk, "kid", json_string(ks->s[i]->id)) != 0 ||
-            json_object_set_new(jwk, "alg", json_string(ks->s[i]->type->jws_alg)) != 0 ||
-            json_object_set_new(jwk, "use", json_string("sig")) != 0 || json_array_append(keys, jwk) != 0)
-            goto out;
-        json_decref(jwk);
-        jwk = NULL;
-    }
-    if ((text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) == NULL)
-        goto out;
-    if ((r = ns_buf_from(text, strlen(text), strlen(text) + 1, false, out)) == 0)
-        r = ns_buf_append(*out, "\n", 1);
-out:
-    ns_json_free(text);
-    json_decref(jwk);
-    json_decref(keys);
-    json_decref(root);
+    if (keys == NULL)
+        return NS_E_NOMEM;
+    for (size_t i = 0; i < ks->n; i++)
+        keys[i] = (ns_jwks_key){ks->s[i]->pub, ks->s[i]->id, ks->s[i]->type->jws_alg};
+    r = ns_keytype_jwks(keys, ks->n, false, out);
+    free(keys);
     return r;
 }
 

@@ -117,7 +117,7 @@ int ns_nonce_issue(const ns_config *cfg, const ns_keyset *ks, const ns_nonce_req
         return NS_E_INVAL;
     json_escape(cfg->nonce.issuer, iss);
     if ((r = ns_random(jti_raw, sizeof(jti_raw))) != 0 ||
-        (r = ns_b64url(jti_raw, sizeof(jti_raw), &jti)) != 0)
+        (r = ns_b64url_encode(jti_raw, sizeof(jti_raw), &jti)) != 0)
         goto out;
     /* The claims are written as text rather than built with jansson: every value is validated above (names,
      * hex, base64url, integers) or escaped (iss), and this keeps the signing path free of jansson's

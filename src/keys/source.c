@@ -1,16 +1,13 @@
 #include "ns-build.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "common/codec.h"
+#include "common/fdio.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
@@ -105,93 +102,27 @@ out:
 
 int ns_source_read_file(const char *path, const char *what, size_t max, ns_buf **out)
 {
+    const ns_file_rules rules = {
+        .what = what, .max = max, .secret = true, .owner_only = true, .strip_newline = true};
     ns_buf *b = NULL;
-    struct stat st;
-    uint8_t *w = NULL;
-    size_t have = 0;
-    ssize_t got = 0;
-    int fd = -1, r = NS_E_INTERNAL;
+    int r = NS_E_INTERNAL;
 
     /* As for key files (keymat.c): no symlinks, no FIFOs that could hang us, no group/other access. */
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
-        ns_log(NS_LOG_ERROR, "cannot open %s %s: %s", what, path, strerror(errno));
-        r = errno == ENOENT ? NS_E_NOT_FOUND : NS_E_PERM;
+    if ((r = ns_file_read(path, &rules, &b)) != 0) {
+        if (r == NS_E_STORAGE)
+            r = NS_E_PERM;
         goto out;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "%s %s is not a regular file", what, path);
-        r = NS_E_INVAL;
-        goto out;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        ns_log(NS_LOG_ERROR, "%s %s is accessible by group or others (mode %03o); chmod 600 it", what, path,
-               (unsigned)(st.st_mode & 0777));
-        r = NS_E_PERM;
-        goto out;
-    }
-    /* One byte more than allowed, to tell "exactly max" from "too long"; one more for the NUL. */
-    if ((r = ns_buf_new(max + 2, true, &b)) != 0 || (r = ns_buf_extend(b, max + 1, &w)) != 0)
-        goto out;
-    for (;;) {
-        got = read(fd, w + have, max + 1 - have);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            break;
-        have += (size_t)got;
-        if (have == max + 1)
-            break;
-    }
-    if (got < 0) {
-        ns_log(NS_LOG_ERROR, "cannot read %s %s: %s", what, path, strerror(errno));
-        r = NS_E_PERM;
-        goto out;
-    }
-    if (have > max) {
-        ns_log(NS_LOG_ERROR, "%s %s is larger than %zu bytes", what, path, max);
-        r = NS_E_TOO_LARGE;
-        goto out;
-    }
-    if (have > 0 && w[have - 1] == '\n') {
-        have--;
-        if (have > 0 && w[have - 1] == '\r')
-            have--;
-    }
-    if (have == 0 || memchr(w, '\0', have) != NULL) {
+    if (b->len == 0 || memchr(b->data, '\0', b->len) != NULL) {
         ns_log(NS_LOG_ERROR, "%s %s is empty or holds a NUL byte", what, path);
         r = NS_E_FORMAT;
         goto out;
     }
-    ns_buf_truncate(b, have);
-    if ((r = ns_buf_put_u8(b, 0)) != 0)
-        goto out;
-    b->len = have; /* the NUL stays behind len */
-    *out = b;
+    *out = b; /* NUL-terminated by ns_file_read(), the NUL behind len */
     b = NULL;
     r = 0;
 out:
-    if (fd >= 0)
-        close(fd);
     ns_buf_free(b);
-    return r;
-}
-
-static bool unreserved(unsigned char ch)
-{
-    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-           ch == '.' || ch == '_' || ch == '~';
-}
-
-static int form_encode(ns_buf *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r = 0;
-
-    for (; *s != '\0' && r == 0; s++) {
-        unsigned char ch = (unsigned char)*s;
-        uint8_t esc[3] = {'%', (uint8_t)hex[ch >> 4], (uint8_t)hex[ch & 15]};
-        r = unreserved(ch) ? ns_buf_put_u8(b, ch) : ns_buf_append(b, esc, 3);
-    }
     return r;
 }
 
@@ -201,31 +132,9 @@ int ns_source_form_add(ns_buf *b, const char *name, const char *value)
 
     if (b->len > 0 && (r = ns_buf_put_u8(b, '&')) != 0)
         return r;
-    if ((r = form_encode(b, name)) != 0 || (r = ns_buf_put_u8(b, '=')) != 0)
+    if ((r = ns_pct_encode_append(b, name, strlen(name), false)) != 0 || (r = ns_buf_put_u8(b, '=')) != 0)
         return r;
-    return form_encode(b, value);
-}
-
-int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n)
-{
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    int r = 0;
-
-    for (size_t i = 0; i < n && r == 0; i += 3) {
-        uint32_t x = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            x |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            x |= p[i + 2];
-        r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 18) & 63]);
-        if (r == 0)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 12) & 63]);
-        if (r == 0 && i + 1 < n)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[(x >> 6) & 63]);
-        if (r == 0 && i + 2 < n)
-            r = ns_buf_put_u8(b, (uint8_t)alphabet[x & 63]);
-    }
-    return r;
+    return ns_pct_encode_append(b, value, strlen(value), false);
 }
 
 int ns_source_secret_str(const char *s, size_t n, ns_buf **out)

@@ -113,9 +113,6 @@ const char *ns_source_json_str(const json_t *root, size_t *len, ...) __attribute
 int ns_source_bearer_token(const char *desc, const char *what, const ns_http_resp *resp,
                            ns_buf **token) NS_WUR;
 
-/* Base64url without padding (RFC 4648 §5, as JWS uses, RFC 7515 §2) of p[0..n), appended to b. */
-int ns_source_b64url_append(ns_buf *b, const uint8_t *p, size_t n) NS_WUR;
-
 /* ---- OAuth 2.0 steps of the cloud sources (source_oauth.c) ---- */
 
 /* The length of url without its trailing slashes (configured base URLs may end in one). */

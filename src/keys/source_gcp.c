@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/codec.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
@@ -21,9 +22,10 @@
  * Google), or from a service-account key file: an RS256-signed JWT (RFC 7519, JWS RFC 7515) exchanged at
  * the key's token_uri with the JWT bearer grant (RFC 7523). */
 
-#define SA_KEY_MAX   (64u * 1024u)
-#define SCOPE        "https://www.googleapis.com/auth/cloud-platform"
-#define JWT_LIFETIME 3600
+#define SA_KEY_MAX    (64u * 1024u)
+#define SCOPE         "https://www.googleapis.com/auth/cloud-platform"
+#define JWT_LIFETIME  3600
+#define ASSERTION_MAX 8191 /* bytes of the signed assertion (with its NUL, 8192 as before) */
 
 static void gcp_describe(const ns_kek_config *kc, char *out, size_t n)
 {
@@ -45,16 +47,33 @@ static int token_from_metadata(const ns_kek_config *kc, const char *desc, ns_htt
     return r;
 }
 
-/* base64url(JSON of obj) appended to b. */
-static int append_json_segment(ns_buf *b, const json_t *obj)
+/* RS256 (RFC 7518 §3.3): RSASSA-PKCS1-v1_5 with SHA-256 by the service account's key (ctx). */
+static int sign_rs256(void *ctx, const uint8_t *input, size_t n, ns_buf **sig)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
-    int r;
+    EVP_MD_CTX *md = NULL;
+    ns_buf *b = NULL;
+    uint8_t *w = NULL;
+    size_t siglen = 0;
+    int r = NS_E_CRYPTO;
 
-    if (text == NULL)
+    if ((md = EVP_MD_CTX_new()) == NULL)
         return NS_E_NOMEM;
-    r = ns_source_b64url_append(b, (const uint8_t *)text, strlen(text));
-    ns_json_free(text);
+    if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, ctx) != 1 ||
+        EVP_DigestSign(md, NULL, &siglen, input, n) != 1)
+        goto out;
+    /* Part of the assertion, a credential: secret memory. */
+    if ((r = ns_buf_new(siglen, true, &b)) != 0 || (r = ns_buf_extend(b, siglen, &w)) != 0)
+        goto out;
+    r = NS_E_CRYPTO;
+    if (EVP_DigestSign(md, w, &siglen, input, n) != 1)
+        goto out;
+    ns_buf_truncate(b, siglen);
+    *sig = b;
+    b = NULL;
+    r = 0;
+out:
+    ns_buf_free(b);
+    EVP_MD_CTX_free(md);
     return r;
 }
 
@@ -62,13 +81,11 @@ static int append_json_segment(ns_buf *b, const json_t *obj)
 static int make_assertion(const char *desc, const json_t *sa, const char *token_uri, ns_buf **out)
 {
     const char *email, *kid, *pem;
-    size_t pem_len = 0, siglen = 0;
+    size_t pem_len = 0;
     json_t *header = NULL, *claims = NULL;
-    ns_buf *jwt = NULL;
+    char *htext = NULL, *ctext = NULL;
     BIO *bio = NULL;
     EVP_PKEY *pkey = NULL;
-    EVP_MD_CTX *md = NULL;
-    uint8_t *sig = NULL;
     time_t now = time(NULL);
     int r = NS_E_INTERNAL;
 
@@ -98,38 +115,21 @@ static int make_assertion(const char *desc, const json_t *sa, const char *token_
         r = NS_E_NOMEM;
         goto out;
     }
-    /* The assertion is a credential for an hour: secret memory. */
-    if ((r = ns_buf_new(8192, true, &jwt)) != 0 || (r = append_json_segment(jwt, header)) != 0 ||
-        (r = ns_buf_put_u8(jwt, '.')) != 0 || (r = append_json_segment(jwt, claims)) != 0)
-        goto out;
-    if ((md = EVP_MD_CTX_new()) == NULL) {
+    if ((htext = json_dumps(header, JSON_COMPACT)) == NULL ||
+        (ctext = json_dumps(claims, JSON_COMPACT)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
-    if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey) != 1 ||
-        EVP_DigestSign(md, NULL, &siglen, jwt->data, jwt->len) != 1 || (sig = malloc(siglen)) == NULL ||
-        EVP_DigestSign(md, sig, &siglen, jwt->data, jwt->len) != 1) {
-        r = NS_E_CRYPTO;
-        goto out;
-    }
-    if ((r = ns_buf_put_u8(jwt, '.')) != 0 || (r = ns_source_b64url_append(jwt, sig, siglen)) != 0 ||
-        (r = ns_buf_put_u8(jwt, 0)) != 0)
-        goto out;
-    jwt->len--; /* the NUL stays behind len */
-    *out = jwt;
-    jwt = NULL;
-    r = 0;
+    /* The assertion is a credential for an hour: secret memory. */
+    r = ns_jose_compact_sign(htext, strlen(htext), (const uint8_t *)ctext, strlen(ctext), sign_rs256, pkey,
+                             ASSERTION_MAX, true, out);
 out:
-    if (sig != NULL) {
-        ns_wipe(sig, siglen); /* part of the assertion */
-        free(sig);
-    }
-    EVP_MD_CTX_free(md);
+    ns_json_free(htext);
+    ns_json_free(ctext);
     EVP_PKEY_free(pkey);
     BIO_free(bio);
     json_decref(header);
     json_decref(claims);
-    ns_buf_free(jwt);
     return r;
 }
 

@@ -1,20 +1,18 @@
 #include "ns-build.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "common/buf.h"
-#include "common/json.h"
 #include "common/fdio.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "net/aws_creds.h"
@@ -241,41 +239,19 @@ static void trim(const char **s, const char **e)
  * false (and 0 returned) when there is no such file. */
 static int read_creds_file(const char *path, ns_buf **out, bool *exists)
 {
-    struct stat st;
-    int fd = -1;
-    int r = NS_E_INTERNAL;
+    static const ns_file_rules rules = {.what = "aws credentials file",
+                                        .max = CREDS_FILE_MAX,
+                                        .secret = true,
+                                        .owner_only = true,
+                                        .missing_ok = true};
+    int r = ns_file_read(path, &rules, out);
 
-    *exists = false;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
-        if (errno == ENOENT || errno == ENOTDIR) {
-            r = 0;
-            goto out;
-        }
-        ns_log(NS_LOG_ERROR, "aws credentials: cannot open %s: %s", path, strerror(errno));
-        r = errno == ELOOP ? NS_E_PERM : NS_E_CONFIG;
-        goto out;
-    }
-    *exists = true;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ns_log(NS_LOG_ERROR, "aws credentials: %s is not a regular file", path);
+    *exists = r != NS_E_NOT_FOUND;
+    if (r == NS_E_NOT_FOUND)
+        return 0;
+    /* A link is refused as a permission problem; anything else unreadable is a configuration error. */
+    if ((r == NS_E_PERM && errno != 0 && errno != ELOOP) || r == NS_E_INVAL || r == NS_E_STORAGE)
         r = NS_E_CONFIG;
-        goto out;
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        ns_log(NS_LOG_ERROR, "aws credentials: %s is accessible by group or others (mode %03o); chmod 600 it",
-               path, (unsigned)(st.st_mode & 0777));
-        r = NS_E_PERM;
-        goto out;
-    }
-    if ((r = ns_fd_read_all(fd, CREDS_FILE_MAX, true, out)) == NS_E_STORAGE) {
-        ns_log(NS_LOG_ERROR, "aws credentials: cannot read %s: %s", path, strerror(errno));
-        r = NS_E_CONFIG;
-    } else if (r == NS_E_TOO_LARGE) {
-        ns_log(NS_LOG_ERROR, "aws credentials: %s is larger than %u bytes", path, CREDS_FILE_MAX);
-    }
-out:
-    if (fd >= 0)
-        close(fd);
     return r;
 }
 

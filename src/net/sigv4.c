@@ -84,29 +84,6 @@ static int put_str(ns_buf *b, const char *p)
 
 /* ---- encoding ---- */
 
-static bool unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_' || c == '~';
-}
-
-static int encode_into(ns_buf *b, const char *s, size_t n, bool keep_slash)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    int r = 0;
-
-    for (size_t i = 0; i < n && r == 0; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (unreserved(c) || (keep_slash && c == '/')) {
-            r = ns_buf_append(b, &c, 1);
-        } else {
-            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            r = ns_buf_append(b, e, 3);
-        }
-    }
-    return r;
-}
-
 int ns_sigv4_uri_encode(const char *s, size_t n, bool keep_slash, char **out)
 {
     ns_buf *b = NULL;
@@ -119,7 +96,7 @@ int ns_sigv4_uri_encode(const char *s, size_t n, bool keep_slash, char **out)
     }
     if ((r = ns_buf_new(3 * n + 1, false, &b)) != 0)
         goto out;
-    if ((r = encode_into(b, s, n, keep_slash)) != 0)
+    if ((r = ns_pct_encode_append(b, s, n, keep_slash)) != 0)
         goto out;
     if ((res = strndup(b->len ? (const char *)b->data : "", b->len)) == NULL) {
         r = NS_E_NOMEM;
@@ -134,17 +111,6 @@ out:
     return r;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode s[0..n) into b. NS_E_INVAL on a malformed escape. */
 static int decode_into(ns_buf *b, const char *s, size_t n)
 {
@@ -156,8 +122,8 @@ static int decode_into(ns_buf *b, const char *s, size_t n)
             int hi, lo;
             if (i + 2 >= n) /* fewer than two characters follow */
                 return NS_E_INVAL;
-            hi = hexval(s[i + 1]);
-            lo = hexval(s[i + 2]);
+            hi = ns_hex_digit(s[i + 1]);
+            lo = ns_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return NS_E_INVAL;
             c = (unsigned char)(hi * 16 + lo);
@@ -517,7 +483,7 @@ int ns_sigv4_sign(const ns_sigv4_params *params, const ns_aws_creds *creds, cons
         r = ns_buf_append(b, u.path, u.path_len);
     } else {
         /* Other services: the path is URI-encoded once more (slashes kept). */
-        r = encode_into(b, u.path, u.path_len, true);
+        r = ns_pct_encode_append(b, u.path, u.path_len, true);
     }
     if (r != 0 || (r = put_str(b, "\n")) != 0)
         goto out;

@@ -152,7 +152,7 @@ int ns_doc_make_key(const ns_keytype *t, const uint8_t *from, size_t from_len, s
         break;
     }
     if (t->kind != NS_KIND_KEYPAIR) {
-        if ((r = ns_random(rid, sizeof(rid))) != 0 || (r = ns_b64url(rid, sizeof(rid), &b64)) != 0)
+        if ((r = ns_random(rid, sizeof(rid))) != 0 || (r = ns_b64url_encode(rid, sizeof(rid), &b64)) != 0)
             goto out;
         snprintf(k->id, sizeof(k->id), "%s", b64);
     }

@@ -1,5 +1,6 @@
 #include "ns-build.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/bio.h>
@@ -41,38 +42,23 @@ out:
 
 static int jwks(const ns_secret_doc *d, ns_buf **out)
 {
-    json_t *root = NULL, *keys = NULL, *jwk = NULL;
-    EVP_PKEY *k = NULL;
-    char *text = NULL;
+    ns_jwks_key *keys = calloc(d->n > 0 ? d->n : 1, sizeof(*keys));
+    size_t made = 0;
     int r = NS_E_NOMEM;
 
-    ns_json_init();
-    if ((root = json_object()) == NULL || (keys = json_array()) == NULL ||
-        json_object_set(root, "keys", keys) != 0)
-        goto out;
-    for (size_t i = 0; i < d->n; i++) {
-        if ((r = ns_doc_key_pkey(d, i, &k)) != 0 || (r = ns_keytype_jwk(k, &jwk)) != 0)
+    if (keys == NULL)
+        return NS_E_NOMEM;
+    for (; made < d->n; made++) {
+        if ((r = ns_doc_key_pkey(d, made, &keys[made].pkey)) != 0)
             goto out;
-        r = NS_E_NOMEM;
-        if (json_object_set_new(jwk, "kid", json_string(d->keys[i].id)) != 0 ||
-            json_object_set_new(jwk, "alg", json_string(d->type->jws_alg)) != 0 ||
-            json_object_set_new(jwk, "use", json_string("sig")) != 0 || json_array_append(keys, jwk) != 0)
-            goto out;
-        json_decref(jwk);
-        jwk = NULL;
-        EVP_PKEY_free(k);
-        k = NULL;
+        keys[made].kid = d->keys[made].id;
+        keys[made].alg = d->type->jws_alg;
     }
-    if ((text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) == NULL)
-        goto out;
-    if ((r = ns_buf_from(text, strlen(text), strlen(text) + 1, true, out)) == 0)
-        r = ns_buf_append(*out, "\n", 1);
+    r = ns_keytype_jwks(keys, d->n, true, out);
 out:
-    ns_json_free(text);
-    json_decref(jwk);
-    json_decref(keys);
-    json_decref(root);
-    EVP_PKEY_free(k);
+    for (size_t i = 0; i < made; i++)
+        EVP_PKEY_free(keys[i].pkey);
+    free(keys);
     return r;
 }
 

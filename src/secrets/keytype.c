@@ -181,32 +181,11 @@ int ns_keytype_from_pem(const uint8_t *p, size_t n, EVP_PKEY **out)
     return 0;
 }
 
-int ns_b64url(const uint8_t *p, size_t n, char **out)
-{
-    char *s = NULL;
-    int r;
-
-    if ((r = ns_b64_encode(p, n, &s)) != 0)
-        return r;
-    for (char *c = s; *c; c++) {
-        if (*c == '+')
-            *c = '-';
-        else if (*c == '/')
-            *c = '_';
-        else if (*c == '=') {
-            *c = '\0';
-            break;
-        }
-    }
-    *out = s;
-    return 0;
-}
-
 static int set_b64url(json_t *o, const char *key, const uint8_t *p, size_t n)
 {
     char *s = NULL;
     int r;
-    if ((r = ns_b64url(p, n, &s)) != 0)
+    if ((r = ns_b64url_encode(p, n, &s)) != 0)
         return r;
     r = json_object_set_new(o, key, json_string(s)) == 0 ? 0 : NS_E_NOMEM;
     free(s);
@@ -278,6 +257,39 @@ out:
     return r;
 }
 
+int ns_keytype_jwks(const ns_jwks_key *keys, size_t n, bool secret, ns_buf **out)
+{
+    json_t *root = NULL, *arr = NULL, *jwk = NULL;
+    char *text = NULL;
+    int r = NS_E_NOMEM;
+
+    ns_json_init();
+    if ((root = json_object()) == NULL || (arr = json_array()) == NULL ||
+        json_object_set(root, "keys", arr) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if ((r = ns_keytype_jwk(keys[i].pkey, &jwk)) != 0)
+            goto out;
+        r = NS_E_NOMEM;
+        if (json_object_set_new(jwk, "kid", json_string(keys[i].kid)) != 0 ||
+            json_object_set_new(jwk, "alg", json_string(keys[i].alg)) != 0 ||
+            json_object_set_new(jwk, "use", json_string("sig")) != 0 || json_array_append(arr, jwk) != 0)
+            goto out;
+        json_decref(jwk);
+        jwk = NULL;
+    }
+    if ((text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER)) == NULL)
+        goto out;
+    if ((r = ns_buf_from(text, strlen(text), strlen(text) + 1, secret, out)) == 0)
+        r = ns_buf_append(*out, "\n", 1);
+out:
+    ns_json_free(text);
+    json_decref(jwk);
+    json_decref(arr);
+    json_decref(root);
+    return r;
+}
+
 int ns_keytype_thumbprint(EVP_PKEY *pkey, char out[NS_KEY_ID_MAX])
 {
     /* RFC 7638 §3: the required members only, in lexicographic order, no whitespace. */
@@ -303,7 +315,7 @@ int ns_keytype_thumbprint(EVP_PKEY *pkey, char out[NS_KEY_ID_MAX])
         r = NS_E_CRYPTO;
         goto out;
     }
-    if ((r = ns_b64url(md, sizeof(md), &b64)) != 0)
+    if ((r = ns_b64url_encode(md, sizeof(md), &b64)) != 0)
         goto out;
     snprintf(out, NS_KEY_ID_MAX, "%s", b64);
     r = 0;

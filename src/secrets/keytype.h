@@ -9,6 +9,7 @@
 #ifndef NS_SECRETS_KEYTYPE_H
 #define NS_SECRETS_KEYTYPE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,13 +56,21 @@ int ns_keytype_from_pem(const uint8_t *p, size_t n, EVP_PKEY **out) NS_WUR;
 /* The public JWK members (kty, crv, x, y / n, e) as a new object. */
 int ns_keytype_jwk(EVP_PKEY *pkey, json_t **out) NS_WUR;
 
+/* One member of a JWK Set: a public (or private: only its public part is used) key, its kid and JWS alg. */
+typedef struct ns_jwks_key {
+    EVP_PKEY *pkey;
+    const char *kid;
+    const char *alg;
+} ns_jwks_key;
+
+/* A JWK Set (RFC 7517 §5) {"keys": [{kty.., kid, alg, "use": "sig"}, ..]} as indented JSON text and a
+ * newline, into a new buffer (secret if asked). */
+int ns_keytype_jwks(const ns_jwks_key *keys, size_t n, bool secret, ns_buf **out) NS_WUR;
+
 /* RFC 7638 thumbprint: base64url (no padding) of SHA-256 of the canonical JWK; 43 characters + NUL. */
 int ns_keytype_thumbprint(EVP_PKEY *pkey, char out[NS_KEY_ID_MAX]) NS_WUR;
 
 /* "SHA256:" + base64 (no padding) of SHA-256 of the SubjectPublicKeyInfo DER, like OpenSSH shows. */
 int ns_keytype_fingerprint(EVP_PKEY *pkey, char out[64]) NS_WUR;
-
-/* base64url without padding (RFC 7515 §2) of p[0..n) into a new string. */
-int ns_b64url(const uint8_t *p, size_t n, char **out) NS_WUR;
 
 #endif

@@ -46,7 +46,7 @@ int ns_store_name_check(const char *name)
         }
         if (!name_char_ok(c))
             return NS_E_NAME;
-        /* A leading '.' rules out ".", ".." and hidden files (temp files are ".tmp.*"). */
+        /* A leading '.' rules out ".", ".." and hidden files (temp files are ".<leaf>.ns-tmp.*"). */
         if (seg == 0 && c == '.')
             return NS_E_NAME;
         if (++seg > NS_SEGMENT_MAX)

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,14 +29,14 @@
  * redirect a read or a write outside the store. The only path string ever built is the (already
  * validated) object name itself.
  *
- * Atomicity. A writer writes the new content to a fresh temp file ".tmp.<16 hex>" in the object's own
- * folder (same file system, so rename is atomic), fsyncs it, then publishes it under the final name with
- * renameat() (replace) or linkat() (create: fails with EEXIST instead of replacing), then fsyncs the folder
- * so that the new name survives a crash. Readers never lock: rename swaps the directory entry in one step,
- * so every read sees either the whole old object or the whole new one, never a mix or a partial write.
- * Temp files start with '.', which no object name can, so they never show up as objects; a crash can only
- * leave such a stray temp file behind, never a damaged object, and a list walking its folder removes it once
- * it is TMP_STALE_SECS old (sweep_temp).
+ * Atomicity. A writer writes the new content to a fresh temp file ".<leaf>.ns-tmp.<16 hex>" in the object's
+ * own folder (ns_file_write_temp_at(): same file system, so rename is atomic), fsyncs it, then publishes it
+ * under the final name with renameat() (replace) or linkat() (create: fails with EEXIST instead of
+ * replacing), then fsyncs the folder so that the new name survives a crash. Readers never lock: rename swaps
+ * the directory entry in one step, so every read sees either the whole old object or the whole new one, never
+ * a mix or a partial write. Temp files start with '.', which no object name can, so they never show up as
+ * objects; a crash can only leave such a stray temp file behind, never a damaged object, and a list walking
+ * its folder removes it once it is TMP_STALE_SECS old (sweep_temp).
  *
  * Locking. Every writer (all put modes and delete) holds flock(LOCK_EX) on the object's folder while it
  * touches the final name. That is what makes NS_PUT_IF_MATCH a real compare-and-swap: the version check and
@@ -51,12 +50,10 @@
  * Limitation: one name cannot be both an object and a folder ("a" and "a/b" cannot coexist); writing one
  * when the other exists fails with NS_E_STORAGE (or NS_E_EXISTS for a create-only write). */
 
-#define TMP_PREFIX     ".tmp."
-#define TMP_RAND_BYTES 8 /* 16 hex characters */
-#define TMP_NAME_SIZE  (sizeof(TMP_PREFIX) - 1 + 2 * TMP_RAND_BYTES + 1)
-#define TMP_TRIES      8
-#define TMP_STALE_SECS 3600 /* a temp file this old is a crashed writer's: a write takes milliseconds */
-#define READ_CHUNK     16384
+#define LEGACY_TMP_PREFIX   ".tmp."
+#define LEGACY_TMP_NAME_LEN (sizeof(LEGACY_TMP_PREFIX) - 1 + 16)
+#define TMP_STALE_SECS      3600 /* a temp file this old is a crashed writer's: a write takes milliseconds */
+#define READ_CHUNK          16384
 
 typedef struct file_store {
     int root; /* O_DIRECTORY fd of storage.path */
@@ -215,52 +212,6 @@ static int lock_folder(int dfd, const char *name)
             return sys_fail(name, "lock folder", errno);
     }
     return 0;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n, const char *name)
-{
-    return ns_fd_write_all(fd, p, n) != 0 ? sys_fail(name, "write", errno) : 0;
-}
-
-/* Create a new temp file ".tmp.<16 random hex>" in dfd; its name goes to tmp (TMP_NAME_SIZE bytes). */
-static int make_temp(int dfd, const char *name, char *tmp, int *out)
-{
-    uint8_t rnd[TMP_RAND_BYTES];
-    int fd = -1;
-    int r = NS_E_INTERNAL;
-
-    for (int tries = 0; tries < TMP_TRIES; tries++) {
-        size_t got = 0;
-        while (got < sizeof(rnd)) {
-            ssize_t k = getrandom(rnd + got, sizeof(rnd) - got, 0);
-            if (k < 0) {
-                if (errno == EINTR)
-                    continue;
-                r = sys_fail(name, "getrandom", errno);
-                goto out;
-            }
-            got += (size_t)k;
-        }
-        memcpy(tmp, TMP_PREFIX, sizeof(TMP_PREFIX) - 1);
-        ns_hex_encode(rnd, sizeof(rnd), tmp + sizeof(TMP_PREFIX) - 1);
-        fd = openat(dfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd >= 0)
-            break;
-        if (errno != EEXIST) {
-            r = sys_fail(name, "create temp file", errno);
-            goto out;
-        }
-    }
-    if (fd < 0) {
-        r = sys_fail(name, "create temp file", EEXIST);
-        goto out;
-    }
-    *out = fd;
-    fd = -1;
-    r = 0;
-out:
-    close_fd(&fd);
-    return r;
 }
 
 /* SHA-256 fetched once: an implicit fetch per digest takes OpenSSL's global method-store lock, which
@@ -448,10 +399,9 @@ static int file_put(void *state, const char *name, const uint8_t *p, size_t n, e
     const file_store *fs = state;
     size_t folder_len = 0;
     const char *leaf = leaf_of(name, &folder_len);
-    char tmp[TMP_NAME_SIZE] = "";
-    char *current = NULL;
-    bool have_tmp = false;
-    int dfd = -1, tfd = -1;
+    const char *step = NULL;
+    char *tmp = NULL, *current = NULL;
+    int dfd = -1;
     int r = NS_E_INTERNAL;
 
     if ((mode != NS_PUT_REPLACE && mode != NS_PUT_CREATE && mode != NS_PUT_IF_MATCH) ||
@@ -464,22 +414,11 @@ static int file_put(void *state, const char *name, const uint8_t *p, size_t n, e
         goto out;
 
     /* Write and sync the new content outside the lock. */
-    if ((r = make_temp(dfd, name, tmp, &tfd)) != 0)
-        goto out;
-    have_tmp = true;
-    if ((r = write_all(tfd, p, n, name)) != 0)
-        goto out;
-    if (fsync(tfd) != 0) {
-        r = sys_fail(name, "fsync", errno);
+    if ((r = ns_file_write_temp_at(dfd, leaf, p, n, 0600, (uid_t)-1, (gid_t)-1, &tmp, &step)) != 0) {
+        if (r == NS_E_STORAGE)
+            ns_log(NS_LOG_ERROR, "storage: '%s': %s the temporary file: %s", name, step, strerror(errno));
         goto out;
     }
-    /* close() can report a deferred write error (NFS): check it. */
-    if (close(tfd) != 0) {
-        tfd = -1;
-        r = sys_fail(name, "close", errno);
-        goto out;
-    }
-    tfd = -1;
 
     /* Publish under the writers' lock (see the top of this file). */
     if ((r = lock_folder(dfd, name)) != 0)
@@ -499,7 +438,8 @@ static int file_put(void *state, const char *name, const uint8_t *p, size_t n, e
             r = sys_fail(name, "rename", errno);
             goto out;
         }
-        have_tmp = false;
+        free(tmp);
+        tmp = NULL;
         break;
     case NS_PUT_CREATE:
         /* linkat, unlike renameat, refuses to replace an existing name: of concurrent creators exactly one
@@ -511,7 +451,8 @@ static int file_put(void *state, const char *name, const uint8_t *p, size_t n, e
         /* The object exists now; a temp file that cannot be removed is only clutter (hidden from list). */
         if (unlinkat(dfd, tmp, 0) != 0)
             ns_log(NS_LOG_WARN, "storage: '%s': remove temp file %s: %s", name, tmp, strerror(errno));
-        have_tmp = false;
+        free(tmp);
+        tmp = NULL;
         break;
     default:
         r = NS_E_INVAL;
@@ -521,9 +462,9 @@ static int file_put(void *state, const char *name, const uint8_t *p, size_t n, e
         goto out;
     r = 0;
 out:
-    close_fd(&tfd);
-    if (have_tmp && unlinkat(dfd, tmp, 0) != 0 && errno != ENOENT)
+    if (tmp != NULL && unlinkat(dfd, tmp, 0) != 0 && errno != ENOENT)
         ns_log(NS_LOG_WARN, "storage: '%s': remove temp file %s: %s", name, tmp, strerror(errno));
+    free(tmp);
     free(current);
     close_fd(&dfd); /* also releases the lock */
     return r;
@@ -554,12 +495,16 @@ out:
     return r;
 }
 
-/* 1 if name is one of our temp files (".tmp." and 16 lower-case hex digits, as make_temp() names them). */
+/* 1 if name is one of our temp files: ns_file_write_temp_at()'s, or ".tmp." and 16 lower-case hex digits as
+ * writers before it named them. */
 static int is_temp_name(const char *name)
 {
-    if (strlen(name) != TMP_NAME_SIZE - 1 || strncmp(name, TMP_PREFIX, sizeof(TMP_PREFIX) - 1) != 0)
+    if (ns_file_is_temp_name(name))
+        return 1;
+    if (strlen(name) != LEGACY_TMP_NAME_LEN ||
+        strncmp(name, LEGACY_TMP_PREFIX, sizeof(LEGACY_TMP_PREFIX) - 1) != 0)
         return 0;
-    for (const char *p = name + sizeof(TMP_PREFIX) - 1; *p != '\0'; p++)
+    for (const char *p = name + sizeof(LEGACY_TMP_PREFIX) - 1; *p != '\0'; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
             return 0;
     return 1;

@@ -117,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the signature segment is the canonical encoding of the decoded signature */
     {
         char *enc = NULL;
-        CHECK(ns_b64url(j->sig->data, j->sig->len, &enc) == 0);
+        CHECK(ns_b64url_encode(j->sig->data, j->sig->len, &enc) == 0);
         CHECK(strlen(enc) == size - (size_t)(last + 1 - data) && memcmp(enc, last + 1, strlen(enc)) == 0);
         free(enc);
     }

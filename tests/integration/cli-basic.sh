@@ -153,7 +153,7 @@ cmp "$T/o-long" "$T/p-1m" || fail "get --output: content differs"
 # a missing name with -o creates no output file
 rc 3 get nosuch -o "$T/o-missing"
 [ ! -e "$T/o-missing" ] || fail "get -o of a missing name created the output file"
-if ls "$T"/o-missing.tmp.* >/dev/null 2>&1; then
+if ls "$T"/.o-missing.ns-tmp.* >/dev/null 2>&1; then
     fail "get -o left a temp file"
 fi
 

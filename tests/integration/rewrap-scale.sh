@@ -209,7 +209,7 @@ for round in $(seq 1 "$ROUNDS"); do
         fail "round $round: rewrap --jobs $jobs exited $rc before the kill"
     fi
     verify_counts "after kill -9 in round $round"
-    strays=$(find "$SECRETS" -name '.tmp.*' | wc -l)
+    strays=$(find "$SECRETS" -name '.*.ns-tmp.*' -o -name '.tmp.*' | wc -l)
     how="killed after $((t_b - t_a)) ms (exit $rc; target $target)"
     [ "$rc" = 137 ] || how="finished by itself after $((t_b - t_a)) ms, before the kill"
     echo "# round $round: rewrap --jobs $jobs $how: $((N_B - prev_b)) re-wrapped in this round;" \

@@ -10,6 +10,9 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "common/buf.h"
 #include "common/codec.h"
 #include "common/err.h"
@@ -304,6 +307,175 @@ static void test_b64_refuse_inner_padding(void **state)
     B64_REFUSED("Zm9vY=g=");
 }
 
+/* ---- base64url (RFC 4648 §5 without padding, RFC 7515 §2) ---- */
+
+static const struct {
+    const char *in, *out;
+} b64url_vectors[] = {
+    /* RFC 4648 §10, padding removed */
+    {"", ""},
+    {"f", "Zg"},
+    {"fo", "Zm8"},
+    {"foo", "Zm9v"},
+    {"foob", "Zm9vYg"},
+    {"fooba", "Zm9vYmE"},
+    {"foobar", "Zm9vYmFy"},
+    /* the two characters that differ from base64 ('+' and '/') */
+    {"\xfb\xff", "-_8"},
+    {"\xfb\xef\xbe", "----"},
+    {"\xff\xff\xff", "____"},
+    /* RFC 7515 appendix A.1: the JWS Protected Header and its encoding */
+    {"{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}", "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"},
+};
+
+static void test_b64url_encode_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(b64url_vectors) / sizeof(b64url_vectors[0]); i++) {
+        const char *in = b64url_vectors[i].in, *want = b64url_vectors[i].out;
+        char *s = NULL;
+        ns_buf *b = NULL, *back = NULL;
+
+        assert_int_equal(ns_b64url_encode((const uint8_t *)in, strlen(in), &s), 0);
+        assert_string_equal(s, want);
+        free(s);
+
+        /* The appending form writes the same characters after what is there. */
+        assert_int_equal(ns_buf_from("x.", 2, 128, false, &b), 0);
+        assert_int_equal(ns_b64url_append(b, (const uint8_t *)in, strlen(in)), 0);
+        assert_int_equal(b->len, 2 + strlen(want));
+        assert_memory_equal(b->data, "x.", 2);
+        assert_memory_equal(b->data + 2, want, strlen(want));
+        ns_buf_free(b);
+
+        assert_int_equal(ns_b64url_decode(want, strlen(want), false, &back), 0);
+        assert_int_equal(back->len, strlen(in));
+        assert_memory_equal(back->data, in, back->len);
+        ns_buf_free(back);
+    }
+}
+
+/* Past the buffer's cap nothing is appended. */
+static void test_b64url_append_cap(void **state)
+{
+    ns_buf *b = NULL;
+
+    (void)state;
+    assert_int_equal(ns_buf_from("a", 1, 7, false, &b), 0);
+    assert_int_equal(ns_b64url_append(b, (const uint8_t *)"fooba", 5), NS_E_TOO_LARGE); /* needs 1 + 7 */
+    assert_int_equal(b->len, 1);
+    assert_memory_equal(b->data, "a", 1);
+    assert_int_equal(ns_b64url_append(b, (const uint8_t *)"foob", 4), 0); /* exactly 1 + 6 */
+    assert_int_equal(b->len, 7);
+    assert_memory_equal(b->data, "aZm9vYg", 7);
+    ns_buf_free(b);
+}
+
+static void test_b64url_decode_refusals(void **state)
+{
+    static const char *bad[] = {
+        "Zg==",          /* padding */
+        "Zm8=",   "Z",   /* 1 mod 4 */
+        "Zh",            /* non-zero bits below the last byte */
+        "+_8",    "-/8", /* base64's characters */
+        "Zm 9v",         /* whitespace */
+        "Zm9v\n",
+    };
+    ns_buf *b = (ns_buf *)&b;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(ns_b64url_decode(bad[i], strlen(bad[i]), false, &b), NS_E_FORMAT);
+    assert_ptr_equal(b, (ns_buf *)&b);
+}
+
+/* ---- JWS compact serialization (RFC 7515 §7.1) ---- */
+
+static int sign_hs256(void *ctx, const uint8_t *input, size_t n, ns_buf **sig)
+{
+    const ns_buf *key = ctx;
+    uint8_t *w = NULL;
+    unsigned int len = 0;
+    int r;
+
+    if ((r = ns_buf_new(32, false, sig)) != 0 || (r = ns_buf_extend(*sig, 32, &w)) != 0)
+        return r;
+    if (HMAC(EVP_sha256(), key->data, (int)key->len, input, n, w, &len) == NULL || len != 32)
+        return NS_E_CRYPTO;
+    return 0;
+}
+
+static int sign_fails(void *ctx, const uint8_t *input, size_t n, ns_buf **sig)
+{
+    (void)ctx, (void)input, (void)n, (void)sig;
+    return NS_E_TOKEN;
+}
+
+/* RFC 7515 appendix A.1: the HS256 example, byte for byte. */
+static void test_jose_compact_rfc7515_a1(void **state)
+{
+    static const char header[] = "{\"typ\":\"JWT\",\r\n \"alg\":\"HS256\"}";
+    static const char payload[] =
+        "{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}";
+    static const char k[] =
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+    static const char want[] =
+        "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
+        ".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
+        ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    ns_buf *key = NULL, *out = NULL;
+
+    (void)state;
+    assert_int_equal(ns_b64url_decode(k, strlen(k), true, &key), 0);
+    assert_int_equal(ns_jose_compact_sign(header, strlen(header), (const uint8_t *)payload, strlen(payload),
+                                          sign_hs256, key, strlen(want), true, &out),
+                     0); /* exactly at max */
+    assert_int_equal(out->len, strlen(want));
+    assert_string_equal((const char *)out->data, want); /* NUL-terminated */
+    assert_true(out->secret);
+    ns_buf_free(out);
+
+    out = (ns_buf *)&out;
+    assert_int_equal(ns_jose_compact_sign(header, strlen(header), (const uint8_t *)payload, strlen(payload),
+                                          sign_hs256, key, strlen(want) - 1, false, &out),
+                     NS_E_TOO_LARGE);
+    assert_int_equal(ns_jose_compact_sign(header, strlen(header), (const uint8_t *)payload, strlen(payload),
+                                          sign_fails, NULL, 8192, false, &out),
+                     NS_E_TOKEN); /* the signer's error as it is */
+    assert_ptr_equal(out, (ns_buf *)&out);
+    ns_buf_free(key);
+}
+
+/* ---- percent-encoding (RFC 3986 §2) and hex digits ---- */
+
+static void test_pct_encode(void **state)
+{
+    static const char unres[] = "ABCXYZabcxyz0189-._~";
+    ns_buf *b = NULL;
+
+    (void)state;
+    assert_int_equal(ns_buf_new(256, false, &b), 0);
+    assert_int_equal(ns_pct_encode_append(b, unres, strlen(unres), false), 0); /* unreserved: as they are */
+    assert_int_equal(ns_pct_encode_append(b, "a b+/%\xc3\xa9\x00z", 10, false), 0);
+    assert_int_equal(ns_pct_encode_append(b, "/x/", 3, true), 0);
+    assert_int_equal(b->len, strlen("ABCXYZabcxyz0189-._~a%20b%2B%2F%25%C3%A9%00z/x/"));
+    assert_memory_equal(b->data, "ABCXYZabcxyz0189-._~a%20b%2B%2F%25%C3%A9%00z/x/", b->len);
+    ns_buf_free(b);
+
+    /* Past the cap: NS_E_TOO_LARGE. */
+    assert_int_equal(ns_buf_new(2, false, &b), 0);
+    assert_int_equal(ns_pct_encode_append(b, " ", 1, false), NS_E_TOO_LARGE);
+    ns_buf_free(b);
+
+    assert_int_equal(ns_hex_digit('0'), 0);
+    assert_int_equal(ns_hex_digit('9'), 9);
+    assert_int_equal(ns_hex_digit('a'), 10);
+    assert_int_equal(ns_hex_digit('F'), 15);
+    assert_int_equal(ns_hex_digit('g'), -1);
+    assert_int_equal(ns_hex_digit('/'), -1);
+    assert_int_equal(ns_hex_digit('\0'), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +496,11 @@ int main(void)
         cmocka_unit_test(test_b64_refuse_trailing_bits),
         cmocka_unit_test(test_b64_refuse_alphabet),
         cmocka_unit_test(test_b64_refuse_inner_padding),
+        cmocka_unit_test(test_b64url_encode_vectors),
+        cmocka_unit_test(test_b64url_append_cap),
+        cmocka_unit_test(test_b64url_decode_refusals),
+        cmocka_unit_test(test_jose_compact_rfc7515_a1),
+        cmocka_unit_test(test_pct_encode),
         /* Last: under the sanitizer build this currently aborts the process (UBSan in ns_buf_extend). */
         cmocka_unit_test(test_hex_decode_empty),
     };

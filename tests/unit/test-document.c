@@ -177,7 +177,7 @@ static void set_str(json_t *o, const char *member, const char *value)
     assert_int_equal(json_object_set_new(o, member, json_string(value)), 0);
 }
 
-/* base64url without padding, written here independently of ns_b64url. */
+/* base64url without padding, written here independently of ns_b64url_encode. */
 static void b64url(const uint8_t *p, size_t n, char *out)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -1423,6 +1423,38 @@ static void test_export_random_opaque(void **state)
     }
 }
 
+/* ns_keytype_jwks(), the one JWK Set builder (export and the issuer's /jwks): exact text, order, secrecy. */
+static void test_jwks_builder(void **state)
+{
+    EVP_PKEY *k = NULL;
+    ns_buf *b = NULL;
+    json_t *root;
+    ns_jwks_key keys[2];
+
+    (void)state;
+    assert_int_equal(ns_keytype_jwks(NULL, 0, false, &b), 0);
+    assert_int_equal(b->len, strlen("{\n  \"keys\": []\n}\n"));
+    assert_memory_equal(b->data, "{\n  \"keys\": []\n}\n", b->len);
+    assert_false(b->secret);
+    ns_buf_free(b);
+
+    assert_int_equal(ns_keytype_generate(ns_keytype_find("ed25519"), &k), 0);
+    keys[0] = (ns_jwks_key){k, "first", "EdDSA"};
+    keys[1] = (ns_jwks_key){k, "second", "EdDSA"};
+    assert_int_equal(ns_keytype_jwks(keys, 2, true, &b), 0);
+    assert_true(b->secret);
+    assert_int_equal(b->data[b->len - 1], '\n');
+    assert_non_null(root = json_loadb((const char *)b->data, b->len, 0, NULL));
+    assert_int_equal(json_array_size(json_object_get(root, "keys")), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(json_object_get(root, "keys"), 1), "kid")),
+        "second");
+    assert_null(json_object_get(json_array_get(json_object_get(root, "keys"), 0), "d")); /* public only */
+    json_decref(root);
+    ns_buf_free(b);
+    EVP_PKEY_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1451,6 +1483,7 @@ int main(void)
         cmocka_unit_test(test_import_refused),
         cmocka_unit_test(test_from_pem_blocks),
         cmocka_unit_test(test_export_keypair),
+        cmocka_unit_test(test_jwks_builder),
         cmocka_unit_test(test_export_random_opaque),
     };
 

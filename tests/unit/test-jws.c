@@ -110,7 +110,7 @@ static int teardown(void **state)
 static char *b64u(const void *p, size_t n)
 {
     char *s = NULL;
-    assert_int_equal(ns_b64url(p, n, &s), 0);
+    assert_int_equal(ns_b64url_encode(p, n, &s), 0);
     return s;
 }
 

@@ -502,6 +502,39 @@ static void test_uri_pin_direct(void **state)
     ns_p11_uri_free(u);
     u = NULL;
 
+    /* The size limit: 255 bytes are a PIN, read whole; 256 are refused as a bad PIN source. A link to a good
+     * PIN file is refused. */
+    {
+        char big[257], link[600];
+        memset(big, '7', sizeof(big) - 1);
+        big[255] = '\0';
+        write_file(pinfile, big, 0600);
+        snprintf(q, sizeof(q), "pkcs11:token=a?pin-source=file:%s", pinfile);
+        assert_int_equal(ns_p11_uri_parse(q, &u), 0);
+        assert_int_equal(ns_p11_uri_pin(u, NULL, &pin), 0);
+        assert_int_equal(pin->len, 255);
+        assert_memory_equal(pin->data, big, 255);
+        ns_buf_free(pin);
+        pin = NULL;
+        big[255] = '7';
+        big[256] = '\0';
+        write_file(pinfile, big, 0600);
+        assert_int_equal(ns_p11_uri_pin(u, NULL, &pin), NS_E_INVAL);
+        assert_null(pin);
+        ns_p11_uri_free(u);
+        u = NULL;
+
+        write_file(pinfile, "1234", 0600);
+        snprintf(link, sizeof(link), "%s/pin-link", G.dir);
+        assert_int_equal(symlink(pinfile, link), 0);
+        snprintf(q, sizeof(q), "pkcs11:token=a?pin-source=file:%s", link);
+        assert_int_equal(ns_p11_uri_parse(q, &u), 0);
+        assert_int_equal(ns_p11_uri_pin(u, NULL, &pin), NS_E_PERM);
+        assert_null(pin);
+        ns_p11_uri_free(u);
+        u = NULL;
+    }
+
     /* pin-value is taken as it is, percent-decoded. */
     assert_int_equal(ns_p11_uri_parse("pkcs11:token=a?pin-value=a%26b", &u), 0);
     assert_int_equal(ns_p11_uri_pin(u, "UNUSED_PIN_ENV_X", &pin), 0);

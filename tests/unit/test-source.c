@@ -176,7 +176,7 @@ static void test_read_file(void **state)
     assert_ptr_equal(b, SENTINEL);
 }
 
-static void test_form_and_b64url(void **state)
+static void test_form_encode(void **state)
 {
     ns_buf *b = NULL;
 
@@ -189,19 +189,6 @@ static void test_form_and_b64url(void **state)
                                          "&scope=https%3A%2F%2Fvault.azure.net%2F.default"
                                          "&s=a%20b%2Bc%26d%3De~_.-%25%C3%A9");
     ns_buf_free(b);
-
-    /* RFC 4648 §10 vectors, without padding, and the two characters that differ from base64. */
-    static const struct {
-        const char *in, *out;
-    } v[] = {{"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
-             {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff", "-_8"}};
-    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        assert_int_equal(ns_buf_new(64, false, &b), 0);
-        assert_int_equal(ns_source_b64url_append(b, (const uint8_t *)v[i].in, strlen(v[i].in)), 0);
-        assert_int_equal(b->len, strlen(v[i].out));
-        assert_memory_equal(b->data, v[i].out, b->len);
-        ns_buf_free(b);
-    }
 }
 
 static void test_table_and_describe(void **state)
@@ -310,8 +297,8 @@ static void test_reload(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_value_to_key),    cmocka_unit_test(test_read_file),
-        cmocka_unit_test(test_form_and_b64url), cmocka_unit_test(test_table_and_describe),
+        cmocka_unit_test(test_value_to_key), cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_form_encode),  cmocka_unit_test(test_table_and_describe),
         cmocka_unit_test(test_reload),
     };
 

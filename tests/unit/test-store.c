@@ -122,7 +122,7 @@ static char *get_version(ns_store *st, const char *name)
     return v;
 }
 
-/* Number of temp files (".tmp.*") directly in folder <root>/<rel>. */
+/* Number of temp files (".<leaf>.ns-tmp.*", or the older ".tmp.*") directly in folder <root>/<rel>. */
 static int count_temps(const fixture *f, const char *rel)
 {
     DIR *d = opendir(fpath(f, rel));
@@ -131,7 +131,8 @@ static int count_temps(const fixture *f, const char *rel)
 
     assert_non_null(d);
     while ((e = readdir(d)) != NULL)
-        if (strncmp(e->d_name, ".tmp.", 5) == 0)
+        if (strncmp(e->d_name, ".tmp.", 5) == 0 ||
+            (e->d_name[0] == '.' && strstr(e->d_name, ".ns-tmp.") != NULL))
             n++;
     closedir(d);
     return n;
@@ -610,16 +611,26 @@ static void test_list_sweeps_stale_temps(void **state)
     write_file(fpath(f, ".tmp.fedcba9876543210"), "stale");
     write_file(fpath(f, "cluster/secret/.tmp.00000000000000ff"), "fresh");
     write_file(fpath(f, "cluster/secret/.tmp.not-one-of-ours"), "other");
+    write_file(fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789abcdef"), "stale");
+    write_file(fpath(f, "cluster/secret/.db.key.ns-tmp.00000000000000ff"), "fresh");
+    write_file(fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789ABCDEF"), "other");
     old[0].tv_sec = old[1].tv_sec = time(NULL) - 2 * 3600;
     assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.tmp.0123456789abcdef"), old, 0), 0);
     assert_int_equal(utimensat(AT_FDCWD, fpath(f, ".tmp.fedcba9876543210"), old, 0), 0);
     assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.tmp.not-one-of-ours"), old, 0), 0);
+    assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789abcdef"), old, 0),
+                     0);
+    assert_int_equal(utimensat(AT_FDCWD, fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789ABCDEF"), old, 0),
+                     0);
 
     assert_list(f->st, "cluster/secret/", secret, 1);
     assert_int_equal(access(fpath(f, "cluster/secret/.tmp.0123456789abcdef"), F_OK), -1);
     assert_int_equal(access(fpath(f, ".tmp.fedcba9876543210"), F_OK), 0); /* not under the listed prefix */
     assert_int_equal(access(fpath(f, "cluster/secret/.tmp.00000000000000ff"), F_OK), 0);
     assert_int_equal(access(fpath(f, "cluster/secret/.tmp.not-one-of-ours"), F_OK), 0);
+    assert_int_equal(access(fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789abcdef"), F_OK), -1);
+    assert_int_equal(access(fpath(f, "cluster/secret/.db.key.ns-tmp.00000000000000ff"), F_OK), 0);
+    assert_int_equal(access(fpath(f, "cluster/secret/.db.key.ns-tmp.0123456789ABCDEF"), F_OK), 0);
     assert_list(f->st, "", secret, 1);
     assert_int_equal(access(fpath(f, ".tmp.fedcba9876543210"), F_OK), -1);
     assert_content(f->st, "cluster/secret/db.key", "v");
