@@ -489,18 +489,24 @@ unsigned ns_p11_token_open_sessions(ns_p11_token *t)
     return n;
 }
 
-int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags, const char *name)
+/* The token's info on mechanism `mech`, from the current slot. */
+static CK_RV mech_info(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_MECHANISM_INFO *info)
 {
-    CK_MECHANISM_INFO info;
     CK_SLOT_ID slot;
-    CK_RV rv;
 
     /* SoftHSM 2.6.1 ORs its flags into what is there: start from zero. */
-    memset(&info, 0, sizeof(info));
+    memset(info, 0, sizeof(*info));
     pthread_mutex_lock(&t->lock);
     slot = t->slot;
     pthread_mutex_unlock(&t->lock);
-    rv = t->fn->C_GetMechanismInfo(slot, mech, &info);
+    return t->fn->C_GetMechanismInfo(slot, mech, info);
+}
+
+int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags, const char *name)
+{
+    CK_MECHANISM_INFO info;
+    CK_RV rv = mech_info(t, mech, &info);
+
     if (rv == CKR_OK && (info.flags & flags) == flags)
         return 0;
     if (rv != CKR_OK && rv != CKR_MECHANISM_INVALID)
@@ -513,13 +519,8 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
 int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags)
 {
     CK_MECHANISM_INFO info;
-    CK_SLOT_ID slot;
 
-    memset(&info, 0, sizeof(info));
-    pthread_mutex_lock(&t->lock);
-    slot = t->slot;
-    pthread_mutex_unlock(&t->lock);
-    return t->fn->C_GetMechanismInfo(slot, mech, &info) == CKR_OK && (info.flags & flags) == flags;
+    return mech_info(t, mech, &info) == CKR_OK && (info.flags & flags) == flags;
 }
 
 CK_FUNCTION_LIST *ns_p11_token_fn(const ns_p11_token *t)

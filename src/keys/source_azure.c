@@ -77,19 +77,20 @@ static int azure_token(const ns_kek_config *kc, const char *desc, ns_http_client
                                  : token_from_imds(kc, desc, h, token);
 }
 
-static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+static char *azure_url(const ns_kek_config *kc)
 {
-    static const ns_source_bearer_step step = {azure_token, "reading the secret", "value",
-                                               NULL,        "string value",       false};
     char *url = NULL;
-    int r;
-
     if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)ns_source_base_len(kc->vault_url),
                  kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0)
-        return NS_E_NOMEM;
-    r = ns_source_bearer_fetch(kc, desc, &step, url, key);
-    free(url);
-    return r;
+        return NULL;
+    return url;
+}
+
+static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+{
+    static const ns_source_bearer_step step = {azure_token,    azure_url, "reading the secret", "value", NULL,
+                                               "string value", false};
+    return ns_source_bearer_fetch(kc, desc, &step, key);
 }
 
 const ns_kek_source_ops ns_source_azure_ops = {NS_KEK_SRC_AZURE_KV, "azure-key-vault", azure_describe,

@@ -112,16 +112,18 @@ int ns_source_bearer_get_json(ns_http_client *h, const char *desc, const char *w
 typedef struct ns_source_bearer_step {
     /* The bearer token, by whichever way the entry configures. */
     int (*token)(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token);
+    /* The secret's URL (a new string; NULL when out of memory). */
+    char *(*url)(const ns_kek_config *kc);
     const char *what;    /* the GET, for messages: "reading the secret" */
     const char *k1, *k2; /* the value's JSON path: k1 or k1.k2 (k2 NULL) */
     const char *missing; /* "<desc>: the answer has no <missing>" (NS_E_FORMAT) without it */
     bool b64;            /* the API sends the value in standard base64 (ns_source_b64_value_to_key) */
 } ns_source_bearer_step;
 
-/* An HTTP client for the entry (ns_source_http_new), a token from step->token, GET url with it
+/* An HTTP client for the entry (ns_source_http_new), a token from step->token, GET step->url with it
  * (ns_source_bearer_get_json), and the key from the value (ns_source_value_to_key or, with b64,
  * ns_source_b64_value_to_key). */
 int ns_source_bearer_fetch(const ns_kek_config *kc, const char *desc, const ns_source_bearer_step *step,
-                           const char *url, ns_buf **key) NS_WUR;
+                           ns_buf **key) NS_WUR;
 
 #endif

@@ -180,20 +180,21 @@ static int gcp_token(const ns_kek_config *kc, const char *desc, ns_http_client *
                                         : token_from_metadata(kc, desc, h, token);
 }
 
-static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+static char *gcp_url(const ns_kek_config *kc)
 {
-    static const ns_source_bearer_step step = {
-        gcp_token, "accessing the secret version", "payload", "data", "payload.data", true};
     char *url = NULL;
-    int r;
-
     if (asprintf(&url, "%.*s/v1/projects/%s/secrets/%s/versions/%s:access",
                  (int)ns_source_base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret,
                  kc->version) < 0)
-        return NS_E_NOMEM;
-    r = ns_source_bearer_fetch(kc, desc, &step, url, key);
-    free(url);
-    return r;
+        return NULL;
+    return url;
+}
+
+static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+{
+    static const ns_source_bearer_step step = {
+        gcp_token, gcp_url, "accessing the secret version", "payload", "data", "payload.data", true};
+    return ns_source_bearer_fetch(kc, desc, &step, key);
 }
 
 const ns_kek_source_ops ns_source_gcp_ops = {NS_KEK_SRC_GCP_SM, "google-secret-manager", gcp_describe,

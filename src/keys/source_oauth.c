@@ -1,5 +1,6 @@
 #include "ns-build.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -106,12 +107,13 @@ int ns_source_bearer_get_json(ns_http_client *h, const char *desc, const char *w
 }
 
 int ns_source_bearer_fetch(const ns_kek_config *kc, const char *desc, const ns_source_bearer_step *step,
-                           const char *url, ns_buf **key)
+                           ns_buf **key)
 {
     ns_http_client *h = NULL;
     ns_buf *token = NULL;
     json_t *doc = NULL;
     const char *value;
+    char *url = NULL;
     size_t len = 0;
     int r = NS_E_INTERNAL;
 
@@ -119,6 +121,10 @@ int ns_source_bearer_fetch(const ns_kek_config *kc, const char *desc, const ns_s
         goto out;
     if ((r = step->token(kc, desc, h, &token)) != 0)
         goto out;
+    if ((url = step->url(kc)) == NULL) {
+        r = NS_E_NOMEM;
+        goto out;
+    }
     if ((r = ns_source_bearer_get_json(h, desc, step->what, url, token, &doc)) != 0)
         goto out;
     if ((value = ns_source_json_str(doc, &len, step->k1, step->k2, NULL)) == NULL) {
@@ -130,6 +136,7 @@ int ns_source_bearer_fetch(const ns_kek_config *kc, const char *desc, const ns_s
                   : ns_source_value_to_key(desc, (const uint8_t *)value, len, key);
 out:
     json_decref(doc);
+    free(url);
     ns_buf_free(token);
     ns_http_client_free(h);
     return r;
