@@ -90,21 +90,22 @@ static CK_RV op_decrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HAN
     return crypt_once(s, key, ctx, fn->C_DecryptInit, fn->C_Decrypt);
 }
 
-static CK_OBJECT_CLASS cls_secret = CKO_SECRET_KEY;
-static CK_KEY_TYPE kt_aes = CKK_AES;
-static CK_BBOOL ck_yes = CK_TRUE, ck_no = CK_FALSE;
+/* Attribute values that templates point at (tokens only read them). */
+static const CK_OBJECT_CLASS cls_secret = CKO_SECRET_KEY;
+static const CK_KEY_TYPE kt_aes = CKK_AES;
+static const CK_BBOOL ck_yes = CK_TRUE, ck_no = CK_FALSE;
 
 /* The template of the DEK as a short-lived session object (AES, not sensitive, extractable, not private),
  * with its value when one is given: 6 or 7 attributes. */
 static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n)
 {
     CK_ATTRIBUTE fixed[] = {
-        {CKA_CLASS, &cls_secret, sizeof(cls_secret)},
-        {CKA_KEY_TYPE, &kt_aes, sizeof(kt_aes)},
-        {CKA_TOKEN, &ck_no, 1},
-        {CKA_SENSITIVE, &ck_no, 1},
-        {CKA_EXTRACTABLE, &ck_yes, 1},
-        {CKA_PRIVATE, &ck_no, 1},
+        {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
+        {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
+        {CKA_TOKEN, (void *)&ck_no, 1},
+        {CKA_SENSITIVE, (void *)&ck_no, 1},
+        {CKA_EXTRACTABLE, (void *)&ck_yes, 1},
+        {CKA_PRIVATE, (void *)&ck_no, 1},
     };
     memcpy(t, fixed, sizeof(fixed));
     if (value == NULL)
@@ -513,17 +514,15 @@ static int rsa_generate(const struct p11mech *m, const char *uri, const char *pi
     CK_ULONG bits = 3072;
     CK_BYTE e65537[] = {1, 0, 1};
     CK_ATTRIBUTE pub[] = {
-        {CKA_TOKEN, &ck_yes, 1},
-        {CKA_ENCRYPT, &ck_yes, 1},
-        {CKA_WRAP, &ck_yes, 1},
-        {CKA_VERIFY, &ck_no, 1},
-        {CKA_MODULUS_BITS, &bits, sizeof(bits)},
-        {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
+        {CKA_TOKEN, (void *)&ck_yes, 1},         {CKA_ENCRYPT, (void *)&ck_yes, 1},
+        {CKA_WRAP, (void *)&ck_yes, 1},          {CKA_VERIFY, (void *)&ck_no, 1},
+        {CKA_MODULUS_BITS, &bits, sizeof(bits)}, {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
     };
     CK_ATTRIBUTE priv[] = {
-        {CKA_TOKEN, &ck_yes, 1},      {CKA_PRIVATE, &ck_yes, 1}, {CKA_SENSITIVE, &ck_yes, 1},
-        {CKA_EXTRACTABLE, &ck_no, 1}, {CKA_DECRYPT, &ck_yes, 1}, {CKA_UNWRAP, &ck_yes, 1},
-        {CKA_SIGN, &ck_no, 1},
+        {CKA_TOKEN, (void *)&ck_yes, 1},     {CKA_PRIVATE, (void *)&ck_yes, 1},
+        {CKA_SENSITIVE, (void *)&ck_yes, 1}, {CKA_EXTRACTABLE, (void *)&ck_no, 1},
+        {CKA_DECRYPT, (void *)&ck_yes, 1},   {CKA_UNWRAP, (void *)&ck_yes, 1},
+        {CKA_SIGN, (void *)&ck_no, 1},
     };
     ns_p11_keygen spec = {
         CKM_RSA_PKCS_KEY_PAIR_GEN,     "CKM_RSA_PKCS_KEY_PAIR_GEN", pub, sizeof(pub) / sizeof(pub[0]), priv,
@@ -604,20 +603,20 @@ static int aes_generate(const struct p11mech *m, const char *uri, const char *pi
     CK_BBOOL enc = uses(m, CKA_ENCRYPT), dec = uses(m, CKA_DECRYPT);
     CK_BBOOL wrap = uses(m, CKA_WRAP), unwrap = uses(m, CKA_UNWRAP);
     CK_ATTRIBUTE t[] = {
-        {CKA_CLASS, &cls_secret, sizeof(cls_secret)},
-        {CKA_KEY_TYPE, &kt_aes, sizeof(kt_aes)},
+        {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
+        {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
         {CKA_VALUE_LEN, &len, sizeof(len)},
-        {CKA_TOKEN, &ck_yes, 1},
-        {CKA_PRIVATE, &ck_yes, 1},
-        {CKA_SENSITIVE, &ck_yes, 1},
-        {CKA_EXTRACTABLE, &ck_no, 1},
+        {CKA_TOKEN, (void *)&ck_yes, 1},
+        {CKA_PRIVATE, (void *)&ck_yes, 1},
+        {CKA_SENSITIVE, (void *)&ck_yes, 1},
+        {CKA_EXTRACTABLE, (void *)&ck_no, 1},
         {CKA_ENCRYPT, &enc, 1},
         {CKA_DECRYPT, &dec, 1},
         {CKA_WRAP, &wrap, 1},
         {CKA_UNWRAP, &unwrap, 1},
-        {CKA_SIGN, &ck_no, 1},
-        {CKA_VERIFY, &ck_no, 1},
-        {CKA_DERIVE, &ck_no, 1},
+        {CKA_SIGN, (void *)&ck_no, 1},
+        {CKA_VERIFY, (void *)&ck_no, 1},
+        {CKA_DERIVE, (void *)&ck_no, 1},
     };
     ns_p11_keygen spec = {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", t, sizeof(t) / sizeof(t[0]), NULL, 0};
     return ns_p11_key_generate(uri, pin_env, sessions, &spec);
