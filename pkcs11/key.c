@@ -4,6 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/param_build.h>
+
 #include "common/log.h"
 #include "pkcs11/internal.h"
 #include "pkcs11/key.h"
@@ -203,6 +207,41 @@ int ns_p11_key_attr(ns_p11_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **val, 
     *val = c.val;
     *len = c.len;
     return 0;
+}
+
+int ns_p11_key_rsa_public(ns_p11_key *k, EVP_PKEY **out)
+{
+    unsigned char *mod = NULL, *exp = NULL;
+    size_t mod_len = 0, exp_len = 0;
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    int r = NS_E_INTERNAL;
+
+    if ((r = ns_p11_key_attr(k, CKA_MODULUS, &mod, &mod_len)) != 0 ||
+        (r = ns_p11_key_attr(k, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
+        goto out;
+    r = NS_E_TOKEN_OBJECT;
+    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
+        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
+        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+        EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        goto out;
+    r = 0;
+out:
+    ERR_clear_error();
+    free(mod);
+    free(exp);
+    BN_free(n);
+    BN_free(e);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    return r;
 }
 
 /* ---- generation ---- */

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include <openssl/evp.h>
 #include <p11-kit/pkcs11.h>
 
 #include "common/err.h"
@@ -27,6 +28,10 @@ const char *ns_p11_key_uri(const ns_p11_key *k);
 
 /* Read one attribute of the key into a new buffer (not secret). */
 int ns_p11_key_attr(ns_p11_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **val, size_t *len) NS_WUR;
+
+/* The public key of an RSA key object, from its CKA_MODULUS and CKA_PUBLIC_EXPONENT (a private key object
+ * carries both). NS_E_TOKEN_OBJECT if they do not make an RSA key. */
+int ns_p11_key_rsa_public(ns_p11_key *k, EVP_PKEY **out) NS_WUR;
 
 #define NS_P11_KEYGEN_ATTRS_MAX 20
 

@@ -376,30 +376,13 @@ static int rsa_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
     return copy_dek(&io, dek);
 }
 
-/* Read the public key of the token's RSA key (from the private key object's CKA_MODULUS and
- * CKA_PUBLIC_EXPONENT). */
+/* The public key of the token's RSA key (ns_p11_key_rsa_public), which must have at least 2048 bits. */
 static int rsa_read_public(struct p11kek *pk, EVP_PKEY **out)
 {
-    unsigned char *mod = NULL, *exp = NULL;
-    size_t mod_len = 0, exp_len = 0;
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    BIGNUM *n = NULL, *e = NULL;
     EVP_PKEY *pkey = NULL;
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_p11_key_attr(pk->key, CKA_MODULUS, &mod, &mod_len)) != 0 ||
-        (r = ns_p11_key_attr(pk->key, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
-        goto out;
-    r = NS_E_CRYPTO;
-    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
-        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
-        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    if ((r = ns_p11_key_rsa_public(pk->key, &pkey)) != 0)
         goto out;
     if (EVP_PKEY_get_bits(pkey) < 2048) {
         ns_log(NS_LOG_ERROR, "RSA key '%s' has %d bits; at least 2048 are needed", ns_p11_key_uri(pk->key),
@@ -411,13 +394,6 @@ static int rsa_read_public(struct p11kek *pk, EVP_PKEY **out)
     pkey = NULL;
     r = 0;
 out:
-    free(mod);
-    free(exp);
-    BN_free(n);
-    BN_free(e);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
     EVP_PKEY_free(pkey);
     return r;
 }

@@ -136,41 +136,6 @@ out:
     return r;
 }
 
-static int rsa_public(ns_p11_key *k, EVP_PKEY **out)
-{
-    unsigned char *mod = NULL, *exp = NULL;
-    size_t mod_len = 0, exp_len = 0;
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    BIGNUM *n = NULL, *e = NULL;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_p11_key_attr(k, CKA_MODULUS, &mod, &mod_len)) != 0 ||
-        (r = ns_p11_key_attr(k, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
-        goto out;
-    r = NS_E_TOKEN_OBJECT;
-    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
-        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
-        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
-        goto out;
-    r = 0;
-out:
-    ERR_clear_error();
-    free(mod);
-    free(exp);
-    BN_free(n);
-    BN_free(e);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
-    return r;
-}
-
 /* The URI of the public key that goes with the private key named by uri: the same text with a path
  * attribute "type=private" (RFC 7512 §2.3, the usual way to name a private key) made "type=public", since
  * ns_p11_key_find() refuses a URI whose type= names another class. New string in *out (free()). */
@@ -293,7 +258,7 @@ int ns_signer_pkcs11_open(const char *uri, const char *pin_env, unsigned session
     }
     memcpy(&kt, v, sizeof(kt));
     if (kt == CKK_RSA)
-        r = rsa_public(ps->key, &s->pub);
+        r = ns_p11_key_rsa_public(ps->key, &s->pub);
     else if (kt == CKK_EC || kt == CKK_EC_EDWARDS)
         r = ecx_public(t, uri, kt, &s->pub);
     else {
