@@ -11,6 +11,7 @@
 #include "common/secmem.h"
 #include "pkcs11/module.h"
 #include "pkcs11/rv.h"
+#include "pkcs11/internal.h"
 #include "pkcs11/token.h"
 
 struct ns_p11_token {
@@ -35,17 +36,6 @@ struct ns_p11_token {
 
     int refs; /* guarded by tokens_lock */
     ns_p11_token *next;
-};
-
-struct ns_p11_key {
-    ns_p11_token *t;
-    ns_p11_uri *uri;
-    CK_OBJECT_CLASS cls;
-    pthread_mutex_t lock;
-    CK_OBJECT_HANDLE h;
-    unsigned gen;
-    unsigned epoch; /* bumped each time a lookup finds a different object than the last one */
-    CK_OBJECT_HANDLE last_h;
 };
 
 static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -261,7 +251,7 @@ static void mark_broken(ns_p11_token *t, unsigned gen)
 
 /* Log in again if the application's login was lost (a C_Logout elsewhere, a token reset): private objects
  * are invisible without it, and SoftHSM drops their handles. */
-static CK_RV ensure_login(ns_p11_token *t, CK_SESSION_HANDLE s)
+CK_RV ns_p11_token_relogin(ns_p11_token *t, CK_SESSION_HANDLE s)
 {
     CK_SESSION_INFO si;
     CK_RV rv;
@@ -276,35 +266,6 @@ static CK_RV ensure_login(ns_p11_token *t, CK_SESSION_HANDLE s)
     ns_log(NS_LOG_WARN, "token '%s': not logged in any more; logging in again", t->label);
     rv = t->fn->C_Login(s, CKU_USER, t->pin ? t->pin->data : NULL, t->pin ? t->pin->len : 0);
     return rv == CKR_USER_ALREADY_LOGGED_IN ? CKR_OK : rv;
-}
-
-/* Find exactly one object of the key's class matching its URI. found: 0, 1 or 2 (more than one). */
-static CK_RV find_object(ns_p11_key *k, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, CK_ULONG *found)
-{
-    CK_FUNCTION_LIST *fn = k->t->fn;
-    CK_ATTRIBUTE tmpl[8];
-    CK_ATTRIBUTE *a;
-    CK_ULONG n = 0, na = 0;
-    CK_OBJECT_HANDLE hs[2];
-    CK_RV rv;
-
-    a = ns_p11_uri_object_attrs(k->uri, &na);
-    for (CK_ULONG i = 0; i < na && n < 7; i++)
-        if (a[i].type == CKA_LABEL || a[i].type == CKA_ID)
-            tmpl[n++] = a[i];
-    tmpl[n].type = CKA_CLASS;
-    tmpl[n].pValue = &k->cls;
-    tmpl[n].ulValueLen = sizeof(k->cls);
-    n++;
-    if ((rv = ensure_login(k->t, s)) != CKR_OK)
-        return rv;
-    if ((rv = fn->C_FindObjectsInit(s, tmpl, n)) != CKR_OK)
-        return rv;
-    rv = fn->C_FindObjects(s, hs, 2, found);
-    (void)fn->C_FindObjectsFinal(s);
-    if (rv == CKR_OK && *found > 0)
-        *h = hs[0];
-    return rv;
 }
 
 static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op, void *ctx, CK_RV *rv_out,
@@ -327,30 +288,12 @@ static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
         obj = CK_INVALID_HANDLE;
         rv = CKR_OK;
         if (key != NULL) {
-            pthread_mutex_lock(&key->lock);
-            if (key->h == CK_INVALID_HANDLE || key->gen != gen) {
-                CK_ULONG found = 0;
-                if ((rv = find_object(key, s, &obj, &found)) == CKR_OK && found != 1) {
-                    pthread_mutex_unlock(&key->lock);
-                    session_put(t, s, gen);
-                    ns_log(NS_LOG_ERROR, "%s %s object matching '%s' on token '%s'",
-                           found == 0 ? "no" : "more than one",
-                           key->cls == CKO_SECRET_KEY    ? "secret-key"
-                           : key->cls == CKO_PRIVATE_KEY ? "private-key"
-                                                         : "public-key",
-                           ns_p11_uri_safe_text(key->uri), t->label);
-                    return NS_E_TOKEN_OBJECT;
-                }
-                if (rv == CKR_OK) {
-                    if (obj != key->last_h)
-                        key->epoch++;
-                    key->last_h = obj;
-                    key->h = obj;
-                    key->gen = gen;
-                }
+            int missing = 0;
+            rv = ns_p11_key_handle(key, s, gen, &obj, &missing);
+            if (missing) {
+                session_put(t, s, gen);
+                return NS_E_TOKEN_OBJECT;
             }
-            obj = key->h;
-            pthread_mutex_unlock(&key->lock);
         }
         if (rv == CKR_OK && op != NULL)
             rv = op(t->fn, s, obj, ctx);
@@ -368,9 +311,7 @@ static int run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
         if (attempt == 0 && key != NULL &&
             (rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
              rv == CKR_WRAPPING_KEY_HANDLE_INVALID || rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID)) {
-            pthread_mutex_lock(&key->lock);
-            key->h = CK_INVALID_HANDLE;
-            pthread_mutex_unlock(&key->lock);
+            ns_p11_key_forget(key);
             continue;
         }
         break;
@@ -548,18 +489,24 @@ unsigned ns_p11_token_open_sessions(ns_p11_token *t)
     return n;
 }
 
-int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags, const char *name)
+/* The token's info on mechanism `mech`, from the current slot. */
+static CK_RV mech_info(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_MECHANISM_INFO *info)
 {
-    CK_MECHANISM_INFO info;
     CK_SLOT_ID slot;
-    CK_RV rv;
 
     /* SoftHSM 2.6.1 ORs its flags into what is there: start from zero. */
-    memset(&info, 0, sizeof(info));
+    memset(info, 0, sizeof(*info));
     pthread_mutex_lock(&t->lock);
     slot = t->slot;
     pthread_mutex_unlock(&t->lock);
-    rv = t->fn->C_GetMechanismInfo(slot, mech, &info);
+    return t->fn->C_GetMechanismInfo(slot, mech, info);
+}
+
+int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags, const char *name)
+{
+    CK_MECHANISM_INFO info;
+    CK_RV rv = mech_info(t, mech, &info);
+
     if (rv == CKR_OK && (info.flags & flags) == flags)
         return 0;
     if (rv != CKR_OK && rv != CKR_MECHANISM_INVALID)
@@ -572,166 +519,18 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
 int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags)
 {
     CK_MECHANISM_INFO info;
-    CK_SLOT_ID slot;
 
-    memset(&info, 0, sizeof(info));
-    pthread_mutex_lock(&t->lock);
-    slot = t->slot;
-    pthread_mutex_unlock(&t->lock);
-    return t->fn->C_GetMechanismInfo(slot, mech, &info) == CKR_OK && (info.flags & flags) == flags;
+    return mech_info(t, mech, &info) == CKR_OK && (info.flags & flags) == flags;
 }
 
-struct count_ctx {
-    CK_ATTRIBUTE attr[2];
-    CK_ULONG n;
-};
-
-static CK_RV op_count(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
+CK_FUNCTION_LIST *ns_p11_token_fn(const ns_p11_token *t)
 {
-    struct count_ctx *c = vctx;
-    CK_OBJECT_HANDLE hs[4];
-    CK_ULONG n = 0;
-    CK_RV rv;
-
-    (void)unused;
-    c->n = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        if (c->attr[pass].type == 0 && pass == 1)
-            break;
-        if ((rv = fn->C_FindObjectsInit(s, &c->attr[pass], 1)) != CKR_OK)
-            return rv;
-        rv = fn->C_FindObjects(s, hs, 4, &n);
-        (void)fn->C_FindObjectsFinal(s);
-        if (rv != CKR_OK)
-            return rv;
-        c->n += n;
-    }
-    return CKR_OK;
+    return t->fn;
 }
 
-int ns_p11_count_label_or_id(ns_p11_token *t, CK_ATTRIBUTE label, CK_ATTRIBUTE id, CK_ULONG *n)
+void ns_p11_token_ref(ns_p11_token *t)
 {
-    struct count_ctx c;
-    int r;
-
-    memset(&c, 0, sizeof(c));
-    c.attr[0] = label;
-    c.attr[1] = id.type == CKA_ID ? id : (CK_ATTRIBUTE){0, NULL, 0};
-    if ((r = ns_p11_run(t, NULL, "C_FindObjects", op_count, &c, NULL)) == 0)
-        *n = c.n;
-    return r;
-}
-
-int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out)
-{
-    ns_p11_key *k = NULL;
-    int r = NS_E_INTERNAL;
-
-    if ((k = calloc(1, sizeof(*k))) == NULL)
-        return NS_E_NOMEM;
-    pthread_mutex_init(&k->lock, NULL);
-    k->h = CK_INVALID_HANDLE;
-    k->last_h = CK_INVALID_HANDLE;
-    k->cls = cls;
-    if ((r = ns_p11_uri_parse(uri, &k->uri)) != 0)
-        goto out;
-    {
-        CK_ULONG na = 0;
-        CK_ATTRIBUTE *a = ns_p11_uri_object_attrs(k->uri, &na);
-        for (CK_ULONG i = 0; i < na; i++)
-            if (a[i].type == CKA_CLASS && a[i].ulValueLen == sizeof(CK_OBJECT_CLASS) &&
-                *(CK_OBJECT_CLASS *)a[i].pValue != cls) {
-                ns_log(NS_LOG_ERROR, "'%s': type= names another kind of object than this key needs",
-                       ns_p11_uri_safe_text(k->uri));
-                r = NS_E_INVAL;
-                goto out;
-            }
-    }
-    if (!ns_p11_uri_names_object(k->uri)) {
-        ns_log(NS_LOG_ERROR, "'%s' names no key: add object= or id=", ns_p11_uri_safe_text(k->uri));
-        r = NS_E_INVAL;
-        goto out;
-    }
-    k->t = t;
-    if ((r = ns_p11_run(t, k, "C_FindObjects", NULL, NULL, NULL)) != 0) {
-        k->t = NULL;
-        goto out;
-    }
     pthread_mutex_lock(&tokens_lock);
     t->refs++;
     pthread_mutex_unlock(&tokens_lock);
-    *out = k;
-    k = NULL;
-    r = 0;
-out:
-    ns_p11_key_free(k);
-    return r;
-}
-
-void ns_p11_key_free(ns_p11_key *k)
-{
-    if (k == NULL)
-        return;
-    ns_p11_token_close(k->t);
-    ns_p11_uri_free(k->uri);
-    pthread_mutex_destroy(&k->lock);
-    free(k);
-}
-
-unsigned ns_p11_key_epoch(ns_p11_key *k)
-{
-    unsigned e;
-    pthread_mutex_lock(&k->lock);
-    e = k->epoch;
-    pthread_mutex_unlock(&k->lock);
-    return e;
-}
-
-ns_p11_token *ns_p11_key_token(const ns_p11_key *k)
-{
-    return k->t;
-}
-
-const char *ns_p11_key_uri(const ns_p11_key *k)
-{
-    return ns_p11_uri_safe_text(k->uri);
-}
-
-struct attr_ctx {
-    CK_ATTRIBUTE_TYPE type;
-    unsigned char *val;
-    size_t len;
-};
-
-static CK_RV attr_op(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, void *vctx)
-{
-    struct attr_ctx *c = vctx;
-    CK_ATTRIBUTE a = {c->type, NULL, 0};
-    CK_RV rv;
-
-    free(c->val);
-    c->val = NULL;
-    if ((rv = fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
-        return rv;
-    if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 65536)
-        return CKR_ATTRIBUTE_TYPE_INVALID;
-    if ((c->val = a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1)) == NULL)
-        return CKR_HOST_MEMORY;
-    if ((rv = fn->C_GetAttributeValue(s, obj, &a, 1)) != CKR_OK)
-        return rv;
-    c->len = a.ulValueLen;
-    return CKR_OK;
-}
-
-int ns_p11_key_attr(ns_p11_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **val, size_t *len)
-{
-    struct attr_ctx c = {type, NULL, 0};
-    int r = ns_p11_run(k->t, k, "C_GetAttributeValue", attr_op, &c, NULL);
-    if (r != 0) {
-        free(c.val);
-        return r;
-    }
-    *val = c.val;
-    *len = c.len;
-    return 0;
 }

@@ -1,4 +1,4 @@
-/* A logged-in token with a pool of sessions, recovery, mechanism checks and key objects.
+/* A logged-in token with a pool of sessions, recovery and mechanism checks (key objects: pkcs11/key.h).
  *
  * ns_p11_token_open() finds the one token matching an RFC 7512 URI on its module (or the p11-kit proxy),
  * logs in once with the URI's PIN, and keeps up to `sessions` sessions that threads borrow for one
@@ -45,10 +45,6 @@ int ns_p11_token_require_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS 
 /* 1 if the token lists mechanism `mech` with all of `flags`, else 0 (also when the query fails). Quiet. */
 int ns_p11_token_has_mech(ns_p11_token *t, CK_MECHANISM_TYPE mech, CK_FLAGS flags);
 
-/* How many objects carry this label, plus how many carry this id (id.type 0: not asked), into *n: the
- * check before a key is generated under a label/id. */
-int ns_p11_count_label_or_id(ns_p11_token *t, CK_ATTRIBUTE label, CK_ATTRIBUTE id, CK_ULONG *n) NS_WUR;
-
 /* An operation on one session. `obj` is the key's handle (CK_INVALID_HANDLE for token-level operations).
  * It must leave the session with no operation active. */
 typedef CK_RV (*ns_p11_op)(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj, void *ctx);
@@ -61,22 +57,6 @@ int ns_p11_run(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op,
 /* As ns_p11_run, but a final failure is returned without being logged (probes). */
 int ns_p11_run_quiet(ns_p11_token *t, ns_p11_key *key, const char *what, ns_p11_op op, void *ctx,
                      CK_RV *rv_out) NS_WUR;
-
-/* Find exactly one object of class `cls` matching the URI's object attributes (object=, id=; type= must
- * agree with cls if given). NS_E_TOKEN_OBJECT if there is none or more than one. The key keeps a reference
- * to the token. */
-int ns_p11_key_find(ns_p11_token *t, const char *uri, CK_OBJECT_CLASS cls, ns_p11_key **out) NS_WUR;
-void ns_p11_key_free(ns_p11_key *k);
-ns_p11_token *ns_p11_key_token(const ns_p11_key *k);
-/* A counter that changes whenever a lookup of the key finds a different object than the last one (the key
- * was replaced in the token, or the token renumbered its objects after a fault). */
-unsigned ns_p11_key_epoch(ns_p11_key *k);
-
-/* The URI, redacted: for messages. */
-const char *ns_p11_key_uri(const ns_p11_key *k);
-
-/* Read one attribute of the key into a new buffer (not secret). */
-int ns_p11_key_attr(ns_p11_key *k, CK_ATTRIBUTE_TYPE type, unsigned char **val, size_t *len) NS_WUR;
 
 /* Number of sessions the pool holds open now (for tests and metrics). */
 unsigned ns_p11_token_open_sessions(ns_p11_token *t);

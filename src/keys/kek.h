@@ -64,9 +64,6 @@ struct ns_kek {
 
 /* Software KEK from a 32-byte key; desc is copied (for messages). */
 int ns_kek_soft_new(const uint8_t key[NS_DEK_LEN], const char *desc, ns_kek **out) NS_WUR;
-/* Software KEK from any software source: a key file (`file`), an environment variable (`env`) or an
- * external store (vault, aws-*, google-secret-manager, azure-key-vault); source.h. NS_E_INVAL for pkcs11. */
-int ns_kek_soft_load(const ns_kek_config *kc, ns_kek **out) NS_WUR;
 
 /* Token KEK per config; checks the mechanism and the key's attributes at once. */
 int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out) NS_WUR;

@@ -14,7 +14,7 @@
 #include "common/secmem.h"
 #include "keys/aead.h"
 #include "keys/kek.h"
-#include "pkcs11/token.h"
+#include "pkcs11/key.h"
 #include "pkcs11/uri.h"
 
 /* Token KEKs. The key never leaves the token: aes-gcm and aes-kwp run in the token both ways; rsa-oaep
@@ -26,7 +26,10 @@
 
 static const char id_label[] = "nstance-secrets kek-id v1";
 
+struct p11mech;
+
 struct p11kek {
+    const struct p11mech *m;
     ns_p11_token *t;
     ns_p11_key *key;
     EVP_PKEY *pub;      /* rsa-oaep: the public key, for wrapping in software */
@@ -34,6 +37,26 @@ struct p11kek {
     unsigned verified;  /* the key's lookup epoch whose fingerprint matched the id (atomic) */
     char *what_dec;     /* "C_Decrypt with <uri>" for messages */
     char *what_enc;
+};
+
+/* One mechanism: what the token must offer, what the key must be, and the operations. */
+struct p11mech {
+    uint8_t mech;         /* NS_MECH_* */
+    ns_kek_ops ops;       /* name, wrap, unwrap, fingerprint (the id derivation), free */
+    CK_MECHANISM_TYPE ck; /* the token must offer it with ck_flags (checked at open) */
+    CK_FLAGS ck_flags;
+    const char *ck_name;       /* "CKM_AES_GCM (aes-gcm)": for messages */
+    CK_OBJECT_CLASS cls;       /* the class of the key object the URI names */
+    CK_KEY_TYPE key_type;      /* the key must be of this type */
+    const char *key_type_name; /* "AES" */
+    CK_ULONG value_len;        /* and of this CKA_VALUE_LEN (0: not checked) */
+    CK_ATTRIBUTE_TYPE use[2];  /* attributes that must be true on the key (0: none) */
+    const char *use_names;     /* "CKA_ENCRYPT and CKA_DECRYPT": for messages */
+    /* After the key checks, before the fingerprint (rsa-oaep: read the public key, settle the OAEP hash);
+     * NULL if nothing is needed. */
+    int (*prepare)(ns_kek *k, const ns_kek_config *kc);
+    /* `kek generate`: create a key for this mechanism (ns_p11_key_generate). */
+    int (*generate)(const struct p11mech *m, const char *uri, const char *pin_env, unsigned sessions);
 };
 
 /* ---- one operation per call into the token ---- */
@@ -46,43 +69,61 @@ struct io {
     CK_ULONG out_len;
 };
 
-static CK_RV op_encrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+/* C_EncryptInit + C_Encrypt, or C_DecryptInit + C_Decrypt: the same shape both ways. */
+static CK_RV crypt_once(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, struct io *io, CK_C_EncryptInit init,
+                        CK_C_Encrypt once)
 {
-    struct io *io = ctx;
     CK_RV rv;
-    if ((rv = fn->C_EncryptInit(s, &io->mech, key)) != CKR_OK)
+    if ((rv = init(s, &io->mech, key)) != CKR_OK)
         return rv;
     io->out_len = sizeof(io->out);
-    return fn->C_Encrypt(s, (CK_BYTE_PTR)io->in, io->in_len, io->out, &io->out_len);
+    return once(s, (CK_BYTE_PTR)io->in, io->in_len, io->out, &io->out_len);
+}
+
+static CK_RV op_encrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    return crypt_once(s, key, ctx, fn->C_EncryptInit, fn->C_Encrypt);
 }
 
 static CK_RV op_decrypt(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
 {
-    struct io *io = ctx;
-    CK_RV rv;
-    if ((rv = fn->C_DecryptInit(s, &io->mech, key)) != CKR_OK)
-        return rv;
-    io->out_len = sizeof(io->out);
-    return fn->C_Decrypt(s, (CK_BYTE_PTR)io->in, io->in_len, io->out, &io->out_len);
+    return crypt_once(s, key, ctx, fn->C_DecryptInit, fn->C_Decrypt);
+}
+
+/* Attribute values that templates point at (tokens only read them). */
+static const CK_OBJECT_CLASS cls_secret = CKO_SECRET_KEY;
+static const CK_KEY_TYPE kt_aes = CKK_AES;
+static const CK_BBOOL ck_yes = CK_TRUE, ck_no = CK_FALSE;
+
+/* The template of the DEK as a short-lived session object (AES, not sensitive, extractable, not private),
+ * with its value when one is given: 6 or 7 attributes. */
+static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n)
+{
+    CK_ATTRIBUTE fixed[] = {
+        {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
+        {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
+        {CKA_TOKEN, (void *)&ck_no, 1},
+        {CKA_SENSITIVE, (void *)&ck_no, 1},
+        {CKA_EXTRACTABLE, (void *)&ck_yes, 1},
+        {CKA_PRIVATE, (void *)&ck_no, 1},
+    };
+    memcpy(t, fixed, sizeof(fixed));
+    if (value == NULL)
+        return 6;
+    t[6] = (CK_ATTRIBUTE){CKA_VALUE, (void *)value, n};
+    return 7;
 }
 
 /* KWP: the DEK enters the token as a short-lived session object, is wrapped, and the object destroyed. */
 static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
 {
     struct io *io = ctx;
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = CKK_AES;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
-        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_VALUE, (void *)io->in, io->in_len},
-        {CKA_PRIVATE, &no, sizeof(no)},
-    };
+    CK_ATTRIBUTE tmpl[7];
+    CK_ULONG n = dek_object(tmpl, io->in, io->in_len);
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_CreateObject(s, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h)) != CKR_OK)
+    if ((rv = fn->C_CreateObject(s, tmpl, n, &h)) != CKR_OK)
         return rv;
     io->out_len = sizeof(io->out);
     rv = fn->C_WrapKey(s, &io->mech, key, h, io->out, &io->out_len);
@@ -93,20 +134,13 @@ static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
 static CK_RV op_kwp_unwrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
 {
     struct io *io = ctx;
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = CKK_AES;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE tmpl[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},       {CKA_KEY_TYPE, &kt, sizeof(kt)},
-        {CKA_TOKEN, &no, sizeof(no)},         {CKA_SENSITIVE, &no, sizeof(no)},
-        {CKA_EXTRACTABLE, &yes, sizeof(yes)}, {CKA_PRIVATE, &no, sizeof(no)},
-    };
+    CK_ATTRIBUTE tmpl[7];
+    CK_ULONG n = dek_object(tmpl, NULL, 0);
     CK_ATTRIBUTE val = {CKA_VALUE, io->out, sizeof(io->out)};
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl,
-                              sizeof(tmpl) / sizeof(tmpl[0]), &h)) != CKR_OK)
+    if ((rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h)) != CKR_OK)
         return rv;
     rv = fn->C_GetAttributeValue(s, h, &val, 1);
     io->out_len = rv == CKR_OK ? val.ulValueLen : 0;
@@ -342,30 +376,13 @@ static int rsa_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
     return copy_dek(&io, dek);
 }
 
-/* Read the public key of the token's RSA key (from the private key object's CKA_MODULUS and
- * CKA_PUBLIC_EXPONENT). */
+/* The public key of the token's RSA key (ns_p11_key_rsa_public), which must have at least 2048 bits. */
 static int rsa_read_public(struct p11kek *pk, EVP_PKEY **out)
 {
-    unsigned char *mod = NULL, *exp = NULL;
-    size_t mod_len = 0, exp_len = 0;
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    BIGNUM *n = NULL, *e = NULL;
     EVP_PKEY *pkey = NULL;
     int r = NS_E_INTERNAL;
 
-    if ((r = ns_p11_key_attr(pk->key, CKA_MODULUS, &mod, &mod_len)) != 0 ||
-        (r = ns_p11_key_attr(pk->key, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
-        goto out;
-    r = NS_E_CRYPTO;
-    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
-        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
-        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    if ((r = ns_p11_key_rsa_public(pk->key, &pkey)) != 0)
         goto out;
     if (EVP_PKEY_get_bits(pkey) < 2048) {
         ns_log(NS_LOG_ERROR, "RSA key '%s' has %d bits; at least 2048 are needed", ns_p11_key_uri(pk->key),
@@ -377,13 +394,6 @@ static int rsa_read_public(struct p11kek *pk, EVP_PKEY **out)
     pkey = NULL;
     r = 0;
 out:
-    free(mod);
-    free(exp);
-    BN_free(n);
-    BN_free(e);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
     EVP_PKEY_free(pkey);
     return r;
 }
@@ -433,8 +443,6 @@ out:
     return r;
 }
 
-/* ---- table, open, generate ---- */
-
 static void p11kek_free(ns_kek *k)
 {
     struct p11kek *pk = k->impl;
@@ -448,9 +456,147 @@ static void p11kek_free(ns_kek *k)
     free(pk);
 }
 
-static const ns_kek_ops gcm_ops = {"aes-gcm", gcm_wrap, gcm_unwrap, gcm_fingerprint, p11kek_free};
-static const ns_kek_ops kwp_ops = {"aes-kwp", kwp_wrap, kwp_unwrap, kwp_fingerprint, p11kek_free};
-static const ns_kek_ops rsa_ops = {"rsa-oaep", rsa_wrap, rsa_unwrap, rsa_fingerprint, p11kek_free};
+/* ---- rsa-oaep: open and generate ---- */
+
+/* Read the public key and settle the OAEP hash for new wraps (config oaep_hash: sha1, sha256 or auto). */
+static int rsa_prepare(ns_kek *k, const ns_kek_config *kc)
+{
+    struct p11kek *pk = k->impl;
+    const char *h = kc->oaep_hash ? kc->oaep_hash : "auto";
+    int r;
+
+    if ((r = rsa_read_public(pk, &pk->pub)) != 0)
+        return r;
+    if (strcmp(h, "sha1") == 0) {
+        pk->oaep_write = NS_OAEP_SHA1;
+    } else if (rsa_probe(pk, NS_OAEP_SHA256) == 0) {
+        pk->oaep_write = NS_OAEP_SHA256;
+    } else if (strcmp(h, "auto") == 0 && rsa_probe(pk, NS_OAEP_SHA1) == 0) {
+        ns_log(NS_LOG_INFO, "token '%s' decrypts OAEP with SHA-1 only; new wraps use SHA-1",
+               ns_p11_token_label(pk->t));
+        pk->oaep_write = NS_OAEP_SHA1;
+    } else {
+        ns_log(NS_LOG_ERROR, "token '%s' cannot decrypt RSA-OAEP with %s using '%s'",
+               ns_p11_token_label(pk->t), strcmp(h, "auto") == 0 ? "SHA-256 or SHA-1" : "SHA-256",
+               ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    return 0;
+}
+
+/* An RSA-3072 key pair: the public half encrypts and wraps, the private half decrypts and unwraps. */
+static int rsa_generate(const struct p11mech *m, const char *uri, const char *pin_env, unsigned sessions)
+{
+    CK_ULONG bits = 3072;
+    CK_BYTE e65537[] = {1, 0, 1};
+    CK_ATTRIBUTE pub[] = {
+        {CKA_TOKEN, (void *)&ck_yes, 1},         {CKA_ENCRYPT, (void *)&ck_yes, 1},
+        {CKA_WRAP, (void *)&ck_yes, 1},          {CKA_VERIFY, (void *)&ck_no, 1},
+        {CKA_MODULUS_BITS, &bits, sizeof(bits)}, {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
+    };
+    CK_ATTRIBUTE priv[] = {
+        {CKA_TOKEN, (void *)&ck_yes, 1},     {CKA_PRIVATE, (void *)&ck_yes, 1},
+        {CKA_SENSITIVE, (void *)&ck_yes, 1}, {CKA_EXTRACTABLE, (void *)&ck_no, 1},
+        {CKA_DECRYPT, (void *)&ck_yes, 1},   {CKA_UNWRAP, (void *)&ck_yes, 1},
+        {CKA_SIGN, (void *)&ck_no, 1},
+    };
+    ns_p11_keygen spec = {
+        CKM_RSA_PKCS_KEY_PAIR_GEN,     "CKM_RSA_PKCS_KEY_PAIR_GEN", pub, sizeof(pub) / sizeof(pub[0]), priv,
+        sizeof(priv) / sizeof(priv[0])};
+    (void)m;
+    return ns_p11_key_generate(uri, pin_env, sessions, &spec);
+}
+
+/* ---- the mechanism table ---- */
+
+static int aes_generate(const struct p11mech *m, const char *uri, const char *pin_env, unsigned sessions);
+
+/* One entry per mechanism: adding a mechanism is an entry here plus its functions. */
+static const struct p11mech mechs[] = {
+    {
+        .mech = NS_MECH_AES_GCM,
+        .ops = {"aes-gcm", gcm_wrap, gcm_unwrap, gcm_fingerprint, p11kek_free},
+        .ck = CKM_AES_GCM,
+        .ck_flags = CKF_ENCRYPT | CKF_DECRYPT,
+        .ck_name = "CKM_AES_GCM (aes-gcm)",
+        .cls = CKO_SECRET_KEY,
+        .key_type = CKK_AES,
+        .key_type_name = "AES",
+        .value_len = 32,
+        .use = {CKA_ENCRYPT, CKA_DECRYPT},
+        .use_names = "CKA_ENCRYPT and CKA_DECRYPT",
+        .generate = aes_generate,
+    },
+    {
+        .mech = NS_MECH_AES_KWP,
+        .ops = {"aes-kwp", kwp_wrap, kwp_unwrap, kwp_fingerprint, p11kek_free},
+        .ck = CKM_AES_KEY_WRAP_PAD,
+        .ck_flags = CKF_WRAP | CKF_UNWRAP,
+        .ck_name = "CKM_AES_KEY_WRAP_PAD (aes-kwp)",
+        .cls = CKO_SECRET_KEY,
+        .key_type = CKK_AES,
+        .key_type_name = "AES",
+        .value_len = 32,
+        .use = {CKA_WRAP, CKA_UNWRAP},
+        .use_names = "CKA_WRAP and CKA_UNWRAP",
+        .generate = aes_generate,
+    },
+    {
+        .mech = NS_MECH_RSA_OAEP,
+        .ops = {"rsa-oaep", rsa_wrap, rsa_unwrap, rsa_fingerprint, p11kek_free},
+        .ck = CKM_RSA_PKCS_OAEP,
+        .ck_flags = CKF_DECRYPT,
+        .ck_name = "CKM_RSA_PKCS_OAEP (rsa-oaep)",
+        .cls = CKO_PRIVATE_KEY,
+        .key_type = CKK_RSA,
+        .key_type_name = "RSA",
+        .value_len = 0,
+        .use = {CKA_DECRYPT, 0},
+        .use_names = "CKA_DECRYPT",
+        .prepare = rsa_prepare,
+        .generate = rsa_generate,
+    },
+};
+
+static const struct p11mech *mech_find(const char *name)
+{
+    uint8_t mech = ns_kek_mech_from_name(name);
+    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
+        if (mechs[i].mech == mech)
+            return &mechs[i];
+    return NULL;
+}
+
+static int uses(const struct p11mech *m, CK_ATTRIBUTE_TYPE a)
+{
+    return m->use[0] == a || m->use[1] == a;
+}
+
+/* An AES-256 secret key allowed exactly the operations of its mechanism. */
+static int aes_generate(const struct p11mech *m, const char *uri, const char *pin_env, unsigned sessions)
+{
+    CK_ULONG len = 32;
+    CK_BBOOL enc = uses(m, CKA_ENCRYPT), dec = uses(m, CKA_DECRYPT);
+    CK_BBOOL wrap = uses(m, CKA_WRAP), unwrap = uses(m, CKA_UNWRAP);
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
+        {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
+        {CKA_VALUE_LEN, &len, sizeof(len)},
+        {CKA_TOKEN, (void *)&ck_yes, 1},
+        {CKA_PRIVATE, (void *)&ck_yes, 1},
+        {CKA_SENSITIVE, (void *)&ck_yes, 1},
+        {CKA_EXTRACTABLE, (void *)&ck_no, 1},
+        {CKA_ENCRYPT, &enc, 1},
+        {CKA_DECRYPT, &dec, 1},
+        {CKA_WRAP, &wrap, 1},
+        {CKA_UNWRAP, &unwrap, 1},
+        {CKA_SIGN, (void *)&ck_no, 1},
+        {CKA_VERIFY, (void *)&ck_no, 1},
+        {CKA_DERIVE, (void *)&ck_no, 1},
+    };
+    ns_p11_keygen spec = {CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN", t, sizeof(t) / sizeof(t[0]), NULL, 0};
+    return ns_p11_key_generate(uri, pin_env, sessions, &spec);
+}
 
 static int attr_bool(ns_p11_key *key, CK_ATTRIBUTE_TYPE type, int *v)
 {
@@ -476,31 +622,33 @@ static int attr_ulong(ns_p11_key *key, CK_ATTRIBUTE_TYPE type, CK_ULONG *v)
     return r;
 }
 
-/* The key must be a sensitive AES-256 (or RSA) key allowed the operations the mechanism needs. */
-static int check_key(ns_kek *k, struct p11kek *pk, CK_ATTRIBUTE_TYPE use1, CK_ATTRIBUTE_TYPE use2)
+/* The key must be of the mechanism's type and size, sensitive, and allowed the operations it needs. */
+static int check_key(ns_kek *k, struct p11kek *pk)
 {
+    const struct p11mech *m = pk->m;
     const char *uri = ns_p11_key_uri(pk->key);
     CK_ULONG kt = 0, len = 0;
     int sensitive = 0, extractable = 0, u1 = 0, u2 = 1, r;
 
     if ((r = attr_ulong(pk->key, CKA_KEY_TYPE, &kt)) != 0)
         return r;
-    if (k->mech == NS_MECH_RSA_OAEP ? kt != CKK_RSA : kt != CKK_AES) {
-        ns_log(NS_LOG_ERROR, "key '%s' is not an %s key", uri, k->mech == NS_MECH_RSA_OAEP ? "RSA" : "AES");
+    if (kt != m->key_type) {
+        ns_log(NS_LOG_ERROR, "key '%s' is not an %s key", uri, m->key_type_name);
         return NS_E_TOKEN_OBJECT;
     }
-    if (k->mech != NS_MECH_RSA_OAEP) {
+    if (m->value_len != 0) {
         if ((r = attr_ulong(pk->key, CKA_VALUE_LEN, &len)) != 0)
             return r;
-        if (len != 32) {
-            ns_log(NS_LOG_ERROR, "key '%s' is AES-%lu; an AES-256 key is needed", uri,
-                   (unsigned long)len * 8);
+        if (len != m->value_len) {
+            ns_log(NS_LOG_ERROR, "key '%s' is %s-%lu; an %s-%lu key is needed", uri, m->key_type_name,
+                   (unsigned long)len * 8, m->key_type_name, (unsigned long)m->value_len * 8);
             return NS_E_TOKEN_OBJECT;
         }
     }
     if ((r = attr_bool(pk->key, CKA_SENSITIVE, &sensitive)) != 0 ||
         (r = attr_bool(pk->key, CKA_EXTRACTABLE, &extractable)) != 0 ||
-        (r = attr_bool(pk->key, use1, &u1)) != 0 || (use2 && (r = attr_bool(pk->key, use2, &u2)) != 0))
+        (r = attr_bool(pk->key, m->use[0], &u1)) != 0 ||
+        (m->use[1] && (r = attr_bool(pk->key, m->use[1], &u2)) != 0))
         return r;
     if (!sensitive) {
         ns_log(NS_LOG_ERROR,
@@ -510,10 +658,8 @@ static int check_key(ns_kek *k, struct p11kek *pk, CK_ATTRIBUTE_TYPE use1, CK_AT
         return NS_E_TOKEN_OBJECT;
     }
     if (!u1 || !u2) {
-        ns_log(NS_LOG_ERROR, "key '%s' is not allowed the operations %s needs (%s)", uri, k->ops->name,
-               k->mech == NS_MECH_AES_GCM   ? "CKA_ENCRYPT and CKA_DECRYPT"
-               : k->mech == NS_MECH_AES_KWP ? "CKA_WRAP and CKA_UNWRAP"
-                                            : "CKA_DECRYPT");
+        ns_log(NS_LOG_ERROR, "key '%s' is not allowed the operations %s needs (%s)", uri, m->ops.name,
+               m->use_names);
         return NS_E_TOKEN_OBJECT;
     }
     if (extractable &&
@@ -527,10 +673,10 @@ int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out)
     ns_kek *k = NULL;
     struct p11kek *pk = NULL;
     char *safe = NULL;
-    uint8_t mech = ns_kek_mech_from_name(kc->mechanism ? kc->mechanism : "");
+    const struct p11mech *m = mech_find(kc->mechanism ? kc->mechanism : "");
     int r = NS_E_INTERNAL;
 
-    if (mech == 0)
+    if (m == NULL)
         return NS_E_CONFIG;
     if ((k = calloc(1, sizeof(*k))) == NULL || (pk = calloc(1, sizeof(*pk))) == NULL ||
         (safe = ns_p11_uri_redact(kc->uri)) == NULL) {
@@ -539,8 +685,9 @@ int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out)
         goto out;
     }
     k->impl = pk;
-    k->mech = mech;
-    k->ops = mech == NS_MECH_AES_GCM ? &gcm_ops : mech == NS_MECH_AES_KWP ? &kwp_ops : &rsa_ops;
+    k->mech = m->mech;
+    k->ops = &m->ops;
+    pk->m = m;
     if ((k->source = malloc(strlen(safe) + 8)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
@@ -555,53 +702,10 @@ int ns_kek_pkcs11_open(const ns_kek_config *kc, unsigned sessions, ns_kek **out)
         goto out;
     }
 
-    if ((r = ns_p11_token_open(kc->uri, kc->pin_env, sessions, &pk->t)) != 0)
-        goto out;
-    switch (mech) {
-    case NS_MECH_AES_GCM:
-        r = ns_p11_token_require_mech(pk->t, CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT, "CKM_AES_GCM (aes-gcm)");
-        break;
-    case NS_MECH_AES_KWP:
-        r = ns_p11_token_require_mech(pk->t, CKM_AES_KEY_WRAP_PAD, CKF_WRAP | CKF_UNWRAP,
-                                      "CKM_AES_KEY_WRAP_PAD (aes-kwp)");
-        break;
-    default:
-        r = ns_p11_token_require_mech(pk->t, CKM_RSA_PKCS_OAEP, CKF_DECRYPT, "CKM_RSA_PKCS_OAEP (rsa-oaep)");
-        break;
-    }
-    if (r != 0)
-        goto out;
-    if ((r = ns_p11_key_find(pk->t, kc->uri, mech == NS_MECH_RSA_OAEP ? CKO_PRIVATE_KEY : CKO_SECRET_KEY,
-                             &pk->key)) != 0)
-        goto out;
-    if (mech == NS_MECH_AES_GCM)
-        r = check_key(k, pk, CKA_ENCRYPT, CKA_DECRYPT);
-    else if (mech == NS_MECH_AES_KWP)
-        r = check_key(k, pk, CKA_WRAP, CKA_UNWRAP);
-    else
-        r = check_key(k, pk, CKA_DECRYPT, 0);
-    if (r != 0)
-        goto out;
-    if (mech == NS_MECH_RSA_OAEP) {
-        const char *h = kc->oaep_hash ? kc->oaep_hash : "auto";
-        if ((r = rsa_read_public(pk, &pk->pub)) != 0)
-            goto out;
-        if (strcmp(h, "sha1") == 0) {
-            pk->oaep_write = NS_OAEP_SHA1;
-        } else if (rsa_probe(pk, NS_OAEP_SHA256) == 0) {
-            pk->oaep_write = NS_OAEP_SHA256;
-        } else if (strcmp(h, "auto") == 0 && rsa_probe(pk, NS_OAEP_SHA1) == 0) {
-            ns_log(NS_LOG_INFO, "token '%s' decrypts OAEP with SHA-1 only; new wraps use SHA-1",
-                   ns_p11_token_label(pk->t));
-            pk->oaep_write = NS_OAEP_SHA1;
-        } else {
-            ns_log(NS_LOG_ERROR, "token '%s' cannot decrypt RSA-OAEP with %s using '%s'",
-                   ns_p11_token_label(pk->t), strcmp(h, "auto") == 0 ? "SHA-256 or SHA-1" : "SHA-256", safe);
-            r = NS_E_MECHANISM;
-            goto out;
-        }
-    }
-    if ((r = k->ops->fingerprint(k, k->id)) != 0)
+    if ((r = ns_p11_token_open(kc->uri, kc->pin_env, sessions, &pk->t)) != 0 ||
+        (r = ns_p11_token_require_mech(pk->t, m->ck, m->ck_flags, m->ck_name)) != 0 ||
+        (r = ns_p11_key_find(pk->t, kc->uri, m->cls, &pk->key)) != 0 || (r = check_key(k, pk)) != 0 ||
+        (m->prepare != NULL && (r = m->prepare(k, kc)) != 0) || (r = k->ops->fingerprint(k, k->id)) != 0)
         goto out;
     pk->verified = ns_p11_key_epoch(pk->key);
     *out = k;
@@ -615,112 +719,13 @@ out:
 
 /* ---- kek generate ---- */
 
-struct gen_ctx {
-    uint8_t mech;
-    CK_ATTRIBUTE label;
-    CK_ATTRIBUTE id; /* type 0 if the URI has no id= */
-    CK_OBJECT_HANDLE made[2];
-};
-
-static CK_RV op_generate(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
-{
-    struct gen_ctx *g = vctx;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_BBOOL gcm = g->mech == NS_MECH_AES_GCM ? CK_TRUE : CK_FALSE;
-    CK_BBOOL kwp = g->mech == NS_MECH_AES_KWP ? CK_TRUE : CK_FALSE;
-    CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
-    CK_KEY_TYPE aes = CKK_AES;
-    CK_ULONG len = 32, bits = 3072;
-    CK_BYTE e65537[] = {1, 0, 1};
-    CK_ULONG nid = g->id.type == CKA_ID ? 1 : 0;
-
-    if (g->mech != NS_MECH_RSA_OAEP) {
-        CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
-        CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &sec, sizeof(sec)},
-            {CKA_KEY_TYPE, &aes, sizeof(aes)},
-            {CKA_VALUE_LEN, &len, sizeof(len)},
-            {CKA_TOKEN, &yes, 1},
-            {CKA_PRIVATE, &yes, 1},
-            {CKA_SENSITIVE, &yes, 1},
-            {CKA_EXTRACTABLE, &no, 1},
-            {CKA_ENCRYPT, &gcm, 1},
-            {CKA_DECRYPT, &gcm, 1},
-            {CKA_WRAP, &kwp, 1},
-            {CKA_UNWRAP, &kwp, 1},
-            {CKA_SIGN, &no, 1},
-            {CKA_VERIFY, &no, 1},
-            {CKA_DERIVE, &no, 1},
-            g->label,
-            g->id,
-        };
-        return fn->C_GenerateKey(s, &m, t, sizeof(t) / sizeof(t[0]) - 1 + nid, &g->made[0]);
-    } else {
-        CK_MECHANISM m = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
-        CK_ATTRIBUTE pub[] = {
-            {CKA_TOKEN, &yes, 1},
-            {CKA_ENCRYPT, &yes, 1},
-            {CKA_WRAP, &yes, 1},
-            {CKA_VERIFY, &no, 1},
-            {CKA_MODULUS_BITS, &bits, sizeof(bits)},
-            {CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)},
-            g->label,
-            g->id,
-        };
-        CK_ATTRIBUTE priv[] = {
-            {CKA_TOKEN, &yes, 1},
-            {CKA_PRIVATE, &yes, 1},
-            {CKA_SENSITIVE, &yes, 1},
-            {CKA_EXTRACTABLE, &no, 1},
-            {CKA_DECRYPT, &yes, 1},
-            {CKA_UNWRAP, &yes, 1},
-            {CKA_SIGN, &no, 1},
-            g->label,
-            g->id,
-        };
-        return fn->C_GenerateKeyPair(s, &m, pub, sizeof(pub) / sizeof(pub[0]) - 1 + nid, priv,
-                                     sizeof(priv) / sizeof(priv[0]) - 1 + nid, &g->made[0], &g->made[1]);
-    }
-}
-
 int ns_kek_pkcs11_generate(const char *uri, const char *mechanism, const char *pin_env, unsigned sessions)
 {
-    ns_p11_token *t = NULL;
-    ns_p11_uri *u = NULL;
-    struct gen_ctx g;
-    CK_ULONG existing = 0;
-    int r = NS_E_INTERNAL;
+    const struct p11mech *m = mech_find(mechanism);
 
-    memset(&g, 0, sizeof(g));
-    if ((g.mech = ns_kek_mech_from_name(mechanism)) == 0) {
+    if (m == NULL) {
         ns_log(NS_LOG_ERROR, "unknown mechanism '%.32s' (aes-gcm, aes-kwp or rsa-oaep)", mechanism);
         return NS_E_USAGE;
     }
-    if ((r = ns_p11_uri_parse(uri, &u)) != 0)
-        goto out;
-    if ((r = ns_p11_uri_new_key_attrs(u, &g.label, &g.id)) != 0)
-        goto out;
-    if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
-        goto out;
-    if (g.mech == NS_MECH_RSA_OAEP)
-        r = ns_p11_token_require_mech(t, CKM_RSA_PKCS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
-                                      "CKM_RSA_PKCS_KEY_PAIR_GEN");
-    else
-        r = ns_p11_token_require_mech(t, CKM_AES_KEY_GEN, CKF_GENERATE, "CKM_AES_KEY_GEN");
-    if (r != 0)
-        goto out;
-    if ((r = ns_p11_count_label_or_id(t, g.label, g.id, &existing)) != 0)
-        goto out;
-    if (existing > 0) {
-        ns_log(NS_LOG_ERROR, "token '%s' already has an object with this label or id ('%s'); nothing created",
-               ns_p11_token_label(t), ns_p11_uri_safe_text(u));
-        r = NS_E_EXISTS;
-        goto out;
-    }
-    r = ns_p11_run(t, NULL, g.mech == NS_MECH_RSA_OAEP ? "C_GenerateKeyPair" : "C_GenerateKey", op_generate,
-                   &g, NULL);
-out:
-    ns_p11_token_close(t);
-    ns_p11_uri_free(u);
-    return r;
+    return m->generate(m, uri, pin_env, sessions);
 }

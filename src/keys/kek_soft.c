@@ -12,7 +12,6 @@
 #include "keys/aead.h"
 #include "keys/kek.h"
 #include "keys/keymat.h"
-#include "keys/source.h"
 
 /* Software KEK: an AES-256 key held in the secure heap. wrapped = nonce(12) || GCM(dek)(32) || tag(16). */
 
@@ -97,9 +96,4 @@ out:
     ns_buf_free(kb);
     ns_kek_free(k);
     return r;
-}
-
-int ns_kek_soft_load(const ns_kek_config *kc, ns_kek **out)
-{
-    return ns_kek_source_load(kc, out);
 }

@@ -8,11 +8,29 @@
 #include "keys/keyring.h"
 #include "keys/source.h"
 
+int ns_keyring_load_soft(const ns_kek_config *kc, ns_kek **out)
+{
+    char desc[NS_SOURCE_DESC_MAX];
+    ns_buf *key = NULL;
+    int r = NS_E_INTERNAL;
+
+    ns_kek_source_describe(kc, desc, sizeof(desc));
+    if ((r = ns_kek_source_fetch(kc, desc, &key)) != 0)
+        goto out;
+    if ((r = ns_kek_soft_new(key->data, desc, out)) != 0)
+        goto out;
+    ns_log(NS_LOG_INFO, "loaded encryption key from %s", desc);
+    r = 0;
+out:
+    ns_buf_free(key);
+    return r;
+}
+
 static int load_one(const ns_keys_config *cfg, const ns_kek_config *kc, ns_kek **out)
 {
     if (kc->source == NS_KEK_SRC_PKCS11)
         return ns_kek_pkcs11_open(kc, cfg->sessions ? cfg->sessions : 4, out);
-    return ns_kek_source_load(kc, out);
+    return ns_keyring_load_soft(kc, out);
 }
 
 static int check_duplicates(const ns_keyring *kr)

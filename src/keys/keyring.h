@@ -34,6 +34,11 @@ enum {
  * are an error (the same key configured twice). cfg must outlive the ring. */
 int ns_keyring_load(const ns_keys_config *cfg, int mode, ns_keyring **out) NS_WUR;
 
+/* A software KEK (`file`, `env` or an external store): the source fetches the key bytes (source.h) and
+ * this makes the KEK (ns_kek_soft_new), whose `source` is the entry's description; logs "loaded
+ * encryption key from <description>". NS_E_INVAL for pkcs11 entries; errors of the source pass through. */
+int ns_keyring_load_soft(const ns_kek_config *kc, ns_kek **out) NS_WUR;
+
 /* Load every KEK again from the same config (a server calls this on SIGHUP, so that a key changed in an
  * external store or a key file is picked up without a restart). All or nothing: the new ring is built
  * beside the old one and replaces it only if it loads (in the ring's mode); on failure kr is unchanged

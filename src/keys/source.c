@@ -11,12 +11,9 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
+#include "keys/kek.h"
 #include "keys/keymat.h"
-#include "keys/source.h"
-
-/* Defined in the source files. */
-extern const ns_kek_source_ops ns_source_file_ops, ns_source_env_ops, ns_source_vault_ops,
-    ns_source_aws_sm_ops, ns_source_aws_ssm_ops, ns_source_gcp_ops, ns_source_azure_ops;
+#include "keys/source_backends.h"
 
 static const ns_kek_source_ops *const sources[] = {
     &ns_source_file_ops,    &ns_source_env_ops, &ns_source_vault_ops, &ns_source_aws_sm_ops,
@@ -43,30 +40,25 @@ void ns_kek_source_describe(const ns_kek_config *kc, char *out, size_t n)
         snprintf(out, n, "pkcs11 (line %d)", kc->line);
 }
 
-int ns_kek_source_load(const ns_kek_config *kc, ns_kek **out)
+int ns_kek_source_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 {
     const ns_kek_source_ops *ops = ns_kek_source_find(kc->source);
-    char desc[NS_SOURCE_DESC_MAX];
-    ns_buf *key = NULL;
+    ns_buf *k = NULL;
     int r = NS_E_INTERNAL;
 
-    if (ops == NULL) {
-        r = NS_E_INVAL;
+    if (ops == NULL)
+        return NS_E_INVAL;
+    if ((r = ops->fetch(kc, desc, &k)) != 0)
         goto out;
-    }
-    ops->describe(kc, desc, sizeof(desc));
-    if ((r = ops->fetch(kc, desc, &key)) != 0)
-        goto out;
-    if (key->len != NS_DEK_LEN) {
+    if (k->len != NS_DEK_LEN) {
         r = NS_E_INTERNAL;
         goto out;
     }
-    if ((r = ns_kek_soft_new(key->data, desc, out)) != 0)
-        goto out;
-    ns_log(NS_LOG_INFO, "loaded encryption key from %s", desc);
+    *key = k;
+    k = NULL;
     r = 0;
 out:
-    ns_buf_free(key);
+    ns_buf_free(k);
     return r;
 }
 

@@ -7,7 +7,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 #include "net/aws_creds.h"
 #include "net/sigv4.h"
 

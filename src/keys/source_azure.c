@@ -7,7 +7,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 
 /* Azure Key Vault secrets: GET <vault_url>/secrets/<name>[/<version>]?api-version=7.4 with a bearer token
  * for https://vault.azure.net; the key is the answer's `value`. The token comes from the managed identity
@@ -71,43 +71,26 @@ out:
     return r;
 }
 
+static int azure_token(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
+{
+    return kc->client_id != NULL ? token_from_client_secret(kc, desc, h, token)
+                                 : token_from_imds(kc, desc, h, token);
+}
+
+static char *azure_url(const ns_kek_config *kc)
+{
+    char *url = NULL;
+    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)ns_source_base_len(kc->vault_url),
+                 kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0)
+        return NULL;
+    return url;
+}
+
 static int azure_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
 {
-    static const char what[] = "reading the secret";
-    ns_http_client *h = NULL;
-    ns_buf *token = NULL;
-    json_t *doc = NULL;
-    const char *value;
-    char *url = NULL;
-    size_t len = 0;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_source_http_new(kc, &h)) != 0)
-        goto out;
-    r = kc->client_id != NULL ? token_from_client_secret(kc, desc, h, &token)
-                              : token_from_imds(kc, desc, h, &token);
-    if (r != 0)
-        goto out;
-    if (asprintf(&url, "%.*s/secrets/%s%s%s?api-version=" API_VERSION, (int)ns_source_base_len(kc->vault_url),
-                 kc->vault_url, kc->name, kc->version ? "/" : "", kc->version ? kc->version : "") < 0) {
-        url = NULL;
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    if ((r = ns_source_bearer_get_json(h, desc, what, url, token, &doc)) != 0)
-        goto out;
-    if ((value = ns_source_json_str(doc, &len, "value", NULL)) == NULL) {
-        ns_log(NS_LOG_ERROR, "%s: the answer has no string value", desc);
-        r = NS_E_FORMAT;
-        goto out;
-    }
-    r = ns_source_value_to_key(desc, (const uint8_t *)value, len, key);
-out:
-    json_decref(doc);
-    free(url);
-    ns_buf_free(token);
-    ns_http_client_free(h);
-    return r;
+    static const ns_source_bearer_step step = {azure_token,    azure_url, "reading the secret", "value", NULL,
+                                               "string value", false};
+    return ns_source_bearer_fetch(kc, desc, &step, key);
 }
 
 const ns_kek_source_ops ns_source_azure_ops = {NS_KEK_SRC_AZURE_KV, "azure-key-vault", azure_describe,

@@ -14,7 +14,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 
 /* Google Secret Manager: GET <endpoint>/v1/projects/P/secrets/S/versions/V:access with an OAuth 2.0 bearer
  * token; the key is payload.data (base64). The token comes from the metadata server of the instance
@@ -174,44 +174,27 @@ out:
     return r;
 }
 
-static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+static int gcp_token(const ns_kek_config *kc, const char *desc, ns_http_client *h, ns_buf **token)
 {
-    static const char what[] = "accessing the secret version";
-    ns_http_client *h = NULL;
-    ns_buf *token = NULL;
-    json_t *doc = NULL;
-    const char *data;
-    char *url = NULL;
-    size_t len = 0;
-    int r = NS_E_INTERNAL;
+    return kc->credentials_file != NULL ? token_from_key_file(kc, desc, h, token)
+                                        : token_from_metadata(kc, desc, h, token);
+}
 
-    if ((r = ns_source_http_new(kc, &h)) != 0)
-        goto out;
-    r = kc->credentials_file != NULL ? token_from_key_file(kc, desc, h, &token)
-                                     : token_from_metadata(kc, desc, h, &token);
-    if (r != 0)
-        goto out;
+static char *gcp_url(const ns_kek_config *kc)
+{
+    char *url = NULL;
     if (asprintf(&url, "%.*s/v1/projects/%s/secrets/%s/versions/%s:access",
                  (int)ns_source_base_len(kc->endpoint), kc->endpoint, kc->project, kc->secret,
-                 kc->version) < 0) {
-        url = NULL;
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    if ((r = ns_source_bearer_get_json(h, desc, what, url, token, &doc)) != 0)
-        goto out;
-    if ((data = ns_source_json_str(doc, &len, "payload", "data", NULL)) == NULL) {
-        ns_log(NS_LOG_ERROR, "%s: the answer has no payload.data", desc);
-        r = NS_E_FORMAT;
-        goto out;
-    }
-    r = ns_source_b64_value_to_key(desc, data, len, key);
-out:
-    json_decref(doc);
-    free(url);
-    ns_buf_free(token);
-    ns_http_client_free(h);
-    return r;
+                 kc->version) < 0)
+        return NULL;
+    return url;
+}
+
+static int gcp_fetch(const ns_kek_config *kc, const char *desc, ns_buf **key)
+{
+    static const ns_source_bearer_step step = {
+        gcp_token, gcp_url, "accessing the secret version", "payload", "data", "payload.data", true};
+    return ns_source_bearer_fetch(kc, desc, &step, key);
 }
 
 const ns_kek_source_ops ns_source_gcp_ops = {NS_KEK_SRC_GCP_SM, "google-secret-manager", gcp_describe,

@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "keys/keymat.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 
 /* The local sources: a key file and an environment variable (formats and checks in keymat.c). */
 

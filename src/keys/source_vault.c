@@ -7,7 +7,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/secmem.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 
 /* HashiCorp Vault, KV secrets engine version 2: GET <address>/v1/<mount>/data/<path> with X-Vault-Token
  * (and X-Vault-Namespace); the key is the string data.data.<field> of the answer. The token comes from a

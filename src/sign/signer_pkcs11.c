@@ -11,7 +11,7 @@
 #include <openssl/param_build.h>
 
 #include "common/log.h"
-#include "pkcs11/token.h"
+#include "pkcs11/key.h"
 #include "pkcs11/uri.h"
 #include "sign/signer.h"
 
@@ -130,41 +130,6 @@ static int ec_public(const char *group, const unsigned char *pt, size_t n, EVP_P
     r = 0;
 out:
     ERR_clear_error();
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    EVP_PKEY_CTX_free(ctx);
-    return r;
-}
-
-static int rsa_public(ns_p11_key *k, EVP_PKEY **out)
-{
-    unsigned char *mod = NULL, *exp = NULL;
-    size_t mod_len = 0, exp_len = 0;
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    BIGNUM *n = NULL, *e = NULL;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_p11_key_attr(k, CKA_MODULUS, &mod, &mod_len)) != 0 ||
-        (r = ns_p11_key_attr(k, CKA_PUBLIC_EXPONENT, &exp, &exp_len)) != 0)
-        goto out;
-    r = NS_E_TOKEN_OBJECT;
-    if ((n = BN_bin2bn(mod, (int)mod_len, NULL)) == NULL ||
-        (e = BN_bin2bn(exp, (int)exp_len, NULL)) == NULL || (bld = OSSL_PARAM_BLD_new()) == NULL ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
-        !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e) ||
-        (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
-        (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
-        EVP_PKEY_fromdata(ctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1)
-        goto out;
-    r = 0;
-out:
-    ERR_clear_error();
-    free(mod);
-    free(exp);
-    BN_free(n);
-    BN_free(e);
     OSSL_PARAM_free(params);
     OSSL_PARAM_BLD_free(bld);
     EVP_PKEY_CTX_free(ctx);
@@ -293,7 +258,7 @@ int ns_signer_pkcs11_open(const char *uri, const char *pin_env, unsigned session
     }
     memcpy(&kt, v, sizeof(kt));
     if (kt == CKK_RSA)
-        r = rsa_public(ps->key, &s->pub);
+        r = ns_p11_key_rsa_public(ps->key, &s->pub);
     else if (kt == CKK_EC || kt == CKK_EC_EDWARDS)
         r = ecx_public(t, uri, kt, &s->pub);
     else {
@@ -400,123 +365,47 @@ out:
 
 /* ---- generation ---- */
 
-struct gen_ctx {
-    const ns_keytype *type;
-    CK_ATTRIBUTE label;
-    CK_ATTRIBUTE id; /* type 0 if the URI has no id= */
-    CK_OBJECT_HANDLE made[2];
-};
-
-static CK_RV op_generate(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE unused, void *vctx)
-{
-    struct gen_ctx *g = vctx;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ULONG bits = g->type->bits;
-    CK_BYTE e65537[] = {1, 0, 1};
-    CK_ULONG nid = g->id.type == CKA_ID ? 1 : 0;
-    CK_MECHANISM m = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
-    CK_ATTRIBUTE alg[2] = {{0, NULL, 0}, {0, NULL, 0}}; /* alg[1] is copied into pub[] even when unused */
-    CK_ULONG nalg = 1;
-
-    (void)unused;
-    if (strcmp(g->type->evp_name, "RSA") == 0) {
-        m.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
-        alg[0] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
-        alg[1] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)};
-        nalg = 2;
-    } else if (strcmp(g->type->evp_name, "ED25519") == 0) {
-        m.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-        alg[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
-    } else if (strcmp(g->type->group, "P-384") == 0) {
-        alg[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384)};
-    } else {
-        alg[0] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
-    }
-    {
-        CK_ATTRIBUTE pub[] = {
-            {CKA_TOKEN, &yes, 1},
-            {CKA_VERIFY, &yes, 1},
-            {CKA_ENCRYPT, &no, 1},
-            {CKA_WRAP, &no, 1},
-            alg[0],
-            alg[1],
-            g->label,
-            g->id,
-        };
-        CK_ATTRIBUTE priv[] = {
-            {CKA_TOKEN, &yes, 1},
-            {CKA_PRIVATE, &yes, 1},
-            {CKA_SENSITIVE, &yes, 1},
-            {CKA_EXTRACTABLE, &no, 1},
-            {CKA_SIGN, &yes, 1},
-            {CKA_DECRYPT, &no, 1},
-            {CKA_UNWRAP, &no, 1},
-            {CKA_DERIVE, &no, 1},
-            g->label,
-            g->id,
-        };
-        /* pub: 4 fixed + nalg algorithm attributes + label (+ id) */
-        CK_ATTRIBUTE pubv[8];
-        CK_ULONG np = 0;
-        for (CK_ULONG i = 0; i < 4; i++)
-            pubv[np++] = pub[i];
-        for (CK_ULONG i = 0; i < nalg; i++)
-            pubv[np++] = alg[i];
-        pubv[np++] = g->label;
-        if (nid)
-            pubv[np++] = g->id;
-        return fn->C_GenerateKeyPair(s, &m, pubv, np, priv, sizeof(priv) / sizeof(priv[0]) - 1 + nid,
-                                     &g->made[0], &g->made[1]);
-    }
-}
-
 int ns_signer_pkcs11_generate(const char *uri, const char *type_name, const char *pin_env, unsigned sessions)
 {
-    ns_p11_token *t = NULL;
-    ns_p11_uri *u = NULL;
-    struct gen_ctx g;
-    CK_ULONG existing = 0;
-    CK_MECHANISM_TYPE gen;
-    const char *gen_name;
-    int r = NS_E_INTERNAL;
+    const ns_keytype *type = ns_keytype_find(type_name);
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits;
+    CK_BYTE e65537[] = {1, 0, 1};
+    CK_ATTRIBUTE pub[6] = {
+        {CKA_TOKEN, &yes, 1},
+        {CKA_VERIFY, &yes, 1},
+        {CKA_ENCRYPT, &no, 1},
+        {CKA_WRAP, &no, 1},
+    };
+    CK_ATTRIBUTE priv[] = {
+        {CKA_TOKEN, &yes, 1}, {CKA_PRIVATE, &yes, 1}, {CKA_SENSITIVE, &yes, 1}, {CKA_EXTRACTABLE, &no, 1},
+        {CKA_SIGN, &yes, 1},  {CKA_DECRYPT, &no, 1},  {CKA_UNWRAP, &no, 1},     {CKA_DERIVE, &no, 1},
+    };
+    ns_p11_keygen spec = {CKM_EC_KEY_PAIR_GEN,           "CKM_EC_KEY_PAIR_GEN", pub, 5, priv,
+                          sizeof(priv) / sizeof(priv[0])};
 
-    memset(&g, 0, sizeof(g));
-    if ((g.type = ns_keytype_find(type_name)) == NULL || g.type->jws_alg == NULL) {
+    if (type == NULL || type->jws_alg == NULL) {
         ns_log(NS_LOG_ERROR,
                "'%.32s' is not a signing key type (ed25519, ecdsa-p256, ecdsa-p384, rsa-2048, "
                "rsa-3072, rsa-4096)",
                type_name);
         return NS_E_USAGE;
     }
-    if ((r = ns_p11_uri_parse(uri, &u)) != 0)
-        goto out;
-    if ((r = ns_p11_uri_new_key_attrs(u, &g.label, &g.id)) != 0)
-        goto out;
-    if ((r = ns_p11_token_open(uri, pin_env, sessions, &t)) != 0)
-        goto out;
-    if (strcmp(g.type->evp_name, "RSA") == 0) {
-        gen = CKM_RSA_PKCS_KEY_PAIR_GEN;
-        gen_name = "CKM_RSA_PKCS_KEY_PAIR_GEN";
-    } else if (strcmp(g.type->evp_name, "ED25519") == 0) {
-        gen = CKM_EC_EDWARDS_KEY_PAIR_GEN;
-        gen_name = "CKM_EC_EDWARDS_KEY_PAIR_GEN";
+    bits = type->bits;
+    if (strcmp(type->evp_name, "RSA") == 0) {
+        spec.mech = CKM_RSA_PKCS_KEY_PAIR_GEN;
+        spec.mech_name = "CKM_RSA_PKCS_KEY_PAIR_GEN";
+        pub[4] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof(bits)};
+        pub[5] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, e65537, sizeof(e65537)};
+        spec.nattrs = 6;
+    } else if (strcmp(type->evp_name, "ED25519") == 0) {
+        spec.mech = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+        spec.mech_name = "CKM_EC_EDWARDS_KEY_PAIR_GEN";
+        pub[4] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_ed25519, sizeof(oid_ed25519)};
+    } else if (strcmp(type->group, "P-384") == 0) {
+        pub[4] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p384, sizeof(oid_p384)};
     } else {
-        gen = CKM_EC_KEY_PAIR_GEN;
-        gen_name = "CKM_EC_KEY_PAIR_GEN";
+        pub[4] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)};
     }
-    if ((r = ns_p11_token_require_mech(t, gen, CKF_GENERATE_KEY_PAIR, gen_name)) != 0)
-        goto out;
-    if ((r = ns_p11_count_label_or_id(t, g.label, g.id, &existing)) != 0)
-        goto out;
-    if (existing > 0) {
-        ns_log(NS_LOG_ERROR, "token '%s' already has an object with this label or id ('%s'); nothing created",
-               ns_p11_token_label(t), ns_p11_uri_safe_text(u));
-        r = NS_E_EXISTS;
-        goto out;
-    }
-    r = ns_p11_run(t, NULL, "C_GenerateKeyPair", op_generate, &g, NULL);
-out:
-    ns_p11_token_close(t);
-    ns_p11_uri_free(u);
-    return r;
+    return ns_p11_key_generate(uri, pin_env, sessions, &spec);
 }

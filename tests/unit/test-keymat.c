@@ -29,6 +29,7 @@
 #include "settings/settings.h"
 #include "keys/kek.h"
 #include "keys/keymat.h"
+#include "keys/keyring.h"
 
 /* Functions that fail must leave *out alone. */
 static ns_buf *const SENTINEL = (ns_buf *)(uintptr_t)0x5a5a5a5a;
@@ -476,7 +477,7 @@ static void test_env(void **state)
 static void check_soft_load(const ns_kek_config *kc, const uint8_t want_id[NS_KEK_ID_LEN])
 {
     ns_kek *k = NULL;
-    assert_int_equal(ns_kek_soft_load(kc, &k), 0);
+    assert_int_equal(ns_keyring_load_soft(kc, &k), 0);
     assert_int_equal(k->mech, NS_MECH_SOFT_GCM);
     assert_memory_equal(k->id, want_id, NS_KEK_ID_LEN);
     ns_kek_free(k);
@@ -663,13 +664,13 @@ static void test_soft_load_sources(void **state)
 
     /* Errors pass through unchanged. */
     k = NULL;
-    assert_int_equal(ns_kek_soft_load(&kc, &k), NS_E_NOT_FOUND);
+    assert_int_equal(ns_keyring_load_soft(&kc, &k), NS_E_NOT_FOUND);
     assert_null(k);
     memset(&kc, 0, sizeof(kc));
     kc.source = NS_KEK_SRC_FILE;
     kc.path = path;
     assert_int_equal(chmod(path, 0640), 0);
-    assert_int_equal(ns_kek_soft_load(&kc, &k), NS_E_PERM);
+    assert_int_equal(ns_keyring_load_soft(&kc, &k), NS_E_PERM);
     assert_null(k);
 }
 
@@ -681,7 +682,7 @@ static void test_soft_load_bad_source(void **state)
     (void)state;
     memset(&kc, 0, sizeof(kc));
     kc.source = NS_KEK_SRC_PKCS11; /* not a software source */
-    assert_int_equal(ns_kek_soft_load(&kc, &k), NS_E_INVAL);
+    assert_int_equal(ns_keyring_load_soft(&kc, &k), NS_E_INVAL);
     assert_null(k);
 }
 

@@ -36,7 +36,7 @@
 #include "keys/keyring.h"
 #include "pkcs11/module.h"
 #include "pkcs11/rv.h"
-#include "pkcs11/token.h"
+#include "pkcs11/key.h"
 #include "pkcs11/uri.h"
 
 #define LABEL    "nstest"

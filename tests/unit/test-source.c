@@ -23,7 +23,7 @@
 #include "settings/settings.h"
 #include "keys/kek.h"
 #include "keys/keyring.h"
-#include "keys/source.h"
+#include "keys/source_backends.h"
 
 static ns_buf *const SENTINEL = (ns_buf *)(uintptr_t)0x5a5a5a5a;
 
@@ -198,7 +198,7 @@ static void test_table_and_describe(void **state)
         const char *name;
     } want[] = {{NS_KEK_SRC_FILE, "file"}, {NS_KEK_SRC_ENV, "env"}};
     ns_kek_config kc;
-    ns_kek *k = NULL;
+    ns_buf *key = NULL;
     char d[NS_SOURCE_DESC_MAX];
 
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -214,8 +214,8 @@ static void test_table_and_describe(void **state)
     kc.line = 7;
     ns_kek_source_describe(&kc, d, sizeof(d));
     assert_string_equal(d, "pkcs11 (line 7)");
-    assert_int_equal(ns_kek_source_load(&kc, &k), NS_E_INVAL);
-    assert_null(k);
+    assert_int_equal(ns_kek_source_fetch(&kc, d, &key), NS_E_INVAL);
+    assert_null(key);
     kc.source = NS_KEK_SRC_ENV;
     kc.name = "NS_TEST_SOURCE_KEY";
     ns_kek_source_describe(&kc, d, 8);
