@@ -24,9 +24,11 @@
 # ---- setup and cleanup ----
 
 NS_BG_PIDS=()
+NS_SRV_LOGS=()
+NS_SANITIZER_RE='ERROR: [A-Za-z]+Sanitizer|runtime error: |^SUMMARY: [A-Za-z]+Sanitizer'
 
 _ns_cleanup() {
-    local pid
+    local rc=$? pid log
     if [ -n "${NS_RGW_OWN_DIR:-}" ]; then
         bash "$top_srcdir/tests/tools/ceph-rgw.sh" stop "$NS_RGW_OWN_DIR" || true
     fi
@@ -36,6 +38,15 @@ _ns_cleanup() {
     for pid in "${NS_BG_PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # Every server a test started (ns_server_start), stopped by the test or above: a sanitizer report in
+    # its log fails the test even where the test itself does not look (the leak check runs at exit).
+    for log in "${NS_SRV_LOGS[@]}"; do
+        if [ -f "$log" ] && grep -qE "$NS_SANITIZER_RE" "$log"; then
+            grep -E -A20 "$NS_SANITIZER_RE" "$log" | head -n 60 >&2
+            echo "FAIL: sanitizer report in $log" >&2
+            rc=1
+        fi
+    done
     if [ -n "${T:-}" ] && [ -d "$T" ]; then
         if [ "${NS_KEEP_TMP:-}" = 1 ]; then
             echo "# kept temporary directory $T" >&2
@@ -43,6 +54,7 @@ _ns_cleanup() {
             rm -rf "$T"
         fi
     fi
+    exit "$rc"
 }
 
 # Record a background process to be killed when the script exits.
@@ -599,6 +611,7 @@ ns_server_start() {
     "$top_builddir/nstance-secretsd" -c "$cfg" 2>"$T/$name.log" &
     SRV_PID=$!
     ns_bg_pid "$SRV_PID"
+    NS_SRV_LOGS+=("$T/$name.log")
     SRV_PORT=
     for i in $(seq 1 100); do
         SRV_PORT=$(sed -n 's/^nstance-secretsd: listening on .* (port \([0-9][0-9]*\)).*$/\1/p' "$T/$name.log" || true)
@@ -633,8 +646,8 @@ ns_server_stop() {
     NS_RC=0
     kill -TERM "$1"
     wait "$1" || NS_RC=$?
-    if [ -n "${2:-}" ] && grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error: |^SUMMARY: [A-Za-z]+Sanitizer' "$2"; then
-        grep -E -A20 'ERROR: [A-Za-z]+Sanitizer|runtime error: ' "$2" | head -n 60 >&2
+    if [ -n "${2:-}" ] && grep -qE "$NS_SANITIZER_RE" "$2"; then
+        grep -E -A20 "$NS_SANITIZER_RE" "$2" | head -n 60 >&2
         fail "sanitizer report in $2"
     fi
 }
