@@ -36,13 +36,11 @@ nss_p11() {
 }
 
 B=$T/bucket
-head -c 32 /dev/urandom >"$T/old.key"
-chmod 0600 "$T/old.key"
-ns_config <<EOF
-cluster_id: nss
-storage: {backend: file, path: $B}
-encryption_key: {source: file, path: $T/old.key}
-EOF
+(
+    umask 077
+    head -c 32 /dev/urandom >"$T/old.key"
+)
+ns_ring_config "$T/config.yaml" nss "$B" "{source: file, path: $T/old.key}"
 head -c 3000 /dev/urandom >"$T/plain"
 expect_rc 0 put old "$T/plain"
 
@@ -91,15 +89,7 @@ for step in aes-gcm: rsa-oaep:aes-gcm aes-gcm:rsa-oaep; do
 done
 
 # CA: the key generated in the token by ca init (P-256 by default).
-expect_rc 0 ca init --key "$U;object=ca;type=private?$Q"
-assert_contains "$T/out" "(ecdsa-p256)"
-expect_rc 0 ca bundle -o "$T/ca.pem"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/leaf.key" 2>/dev/null
-openssl pkey -in "$T/leaf.key" -pubout -out "$T/leaf.pub"
-expect_rc 0 ca issue --public-key "$T/leaf.pub" --cn vm-1 --tenant acme --role agent -o "$T/leaf.pem"
-openssl verify -CAfile "$T/ca.pem" "$T/leaf.pem" >/dev/null || fail "openssl rejects the certificate"
-openssl x509 -in "$T/leaf.pem" -noout -text >"$T/leaf.txt"
-assert_contains "$T/leaf.txt" "ecdsa-with-SHA256" "signed with the P-256 token key"
+ns_ca_token_issue "$U;object=ca;type=private?$Q"
 nss_p11 --read-object --type pubkey --label ca -o "$T/ca-pub.der" || fail "reading the CA public key"
 openssl pkey -pubin -inform DER -in "$T/ca-pub.der" -pubout -out "$T/ca-token.pub" 2>/dev/null ||
     fail "the token's CA public key is not a DER SubjectPublicKeyInfo"
