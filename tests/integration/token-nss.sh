@@ -122,8 +122,9 @@ if /usr/bin/python3 -c 'import sys, jwt; jwt.decode(sys.argv[1], open(sys.argv[2
 fi
 
 # aes-kwp: NSS lists CKM_AES_KEY_WRAP_PAD (0x210A) for wrap and unwrap, but its softoken implements it as RFC 3394
-# key wrap over PKCS #7-padded input (pkcs11c.c sets doPad for it; RFC 5649 is CKM_AES_KEY_WRAP_KWP, 0x210B,
-# which it also lists), so a 32-byte DEK wraps to 56 bytes, not RFC 5649's 40: the same trap as AWS CloudHSM.
+# key wrap over input padded PKCS #5-style to 8 bytes (pkcs11c.c sets doPad for it; RFC 5649 is
+# CKM_AES_KEY_WRAP_KWP, 0x210B, which it also lists), so a 32-byte DEK wraps to 48 bytes, not RFC 5649's 40
+# (measured with C_WrapKey on NSS 3.87: 0x210A gives 48 bytes, 0x210B 40): the same trap as AWS CloudHSM.
 # `kek generate` makes the key; sealing under it is refused (exit 5, token error) and writes nothing, never a
 # blob another token could not open. Use aes-gcm or rsa-oaep on NSS (doc/tokens.md).
 expect_rc 0 kek generate --uri "$U;object=kek-kwp?$Q" --mechanism aes-kwp
