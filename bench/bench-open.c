@@ -1,9 +1,10 @@
 /* bench-open: how fast ns_envelope_open() is, next to the token's own unwrap call on the same token and
  * next to a software KEK (OpenSSL alone).
  *
- * It makes a SoftHSM token in a temp folder (removed at exit), and for each token mechanism (aes-gcm,
- * aes-kwp, rsa-oaep with RSA-3072) generates a KEK, opens it with 4 sessions and seals one random 4 KiB
- * secret under "cluster/secret/bench". Then, for 1 and 2 threads, it measures for a fixed time:
+ * It makes a SoftHSM token in a temp folder (removed at exit), or uses the token named by
+ * $BENCH_TOKEN_MODULE and $BENCH_TOKEN_LABEL (bench/bench-token.sh nss), and for each token mechanism
+ * (aes-gcm, aes-kwp, rsa-oaep with RSA-3072) generates a KEK, opens it with 4 sessions and seals one random 4
+ * KiB secret under "cluster/secret/bench". Then, for 1 and 2 threads, it measures for a fixed time:
  *
  *   ours      every thread loops ns_envelope_open() on that blob (and frees the plaintext);
  *   raw       every thread has its own logged-in session and loops the one token call that recovers the

@@ -3,6 +3,7 @@
 
 #include "bench-util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
@@ -173,6 +174,24 @@ static CK_SLOT_ID token_slot(const bench_token *t)
     bench_die("token %s not found", t->label);
 }
 
+/* $BENCH_TOKEN_MODULE and $BENCH_TOKEN_LABEL name a token that exists (its user PIN BENCH_USER_PIN): use it
+ * instead of making a SoftHSM one (bench/bench-token.sh nss). Returns 0 when they are unset. */
+static int existing_token(bench_token *out)
+{
+    const char *module = getenv("BENCH_TOKEN_MODULE"), *label = getenv("BENCH_TOKEN_LABEL");
+
+    if (module == NULL || module[0] == '\0')
+        return 0;
+    if (label == NULL || label[0] == '\0' || strlen(label) > 32)
+        bench_die("BENCH_TOKEN_MODULE is set: BENCH_TOKEN_LABEL must name its token (1..32 bytes)");
+    snprintf(out->module, sizeof(out->module), "%s", module);
+    snprintf(out->label, sizeof(out->label), "%s", label);
+    bench_ok(ns_p11_module_get(out->module, &out->mod), "loading the token's module");
+    out->fn = ns_p11_module_fn(out->mod);
+    out->slot = token_slot(out);
+    return 1;
+}
+
 void bench_token_make(const char *label, bench_token *out)
 {
     const char *tmp = getenv("TMPDIR");
@@ -185,6 +204,8 @@ void bench_token_make(const char *label, bench_token *out)
     CK_FUNCTION_LIST *fn;
 
     memset(out, 0, sizeof(*out));
+    if (existing_token(out))
+        return;
     if (strlen(label) > sizeof(padded))
         bench_die("token label %s is longer than 32 bytes", label);
     snprintf(out->label, sizeof(out->label), "%s", label);
@@ -228,8 +249,19 @@ void bench_token_make(const char *label, bench_token *out)
 
 void bench_token_uri(const bench_token *t, const char *object, char *out, size_t size)
 {
-    snprintf(out, size, "pkcs11:token=%s;object=%s?module-path=%s&pin-value=" BENCH_USER_PIN, t->label,
-             object, t->module);
+    char label[3 * sizeof(t->label)], *p = label;
+
+    /* RFC 7512: a label such as "NSS Certificate DB" is percent-encoded. */
+    for (const unsigned char *c = (const unsigned char *)t->label; *c != '\0'; c++)
+        p += isalnum(*c) || strchr("-._~", *c) != NULL ? sprintf(p, "%c", *c) : sprintf(p, "%%%02X", *c);
+    snprintf(out, size, "pkcs11:token=%s;object=%s?module-path=%s&pin-value=" BENCH_USER_PIN, label, object,
+             t->module);
+}
+
+int bench_token_has(const bench_token *t, CK_MECHANISM_TYPE mech)
+{
+    CK_MECHANISM_INFO mi;
+    return t->fn->C_GetMechanismInfo(t->slot, mech, &mi) == CKR_OK;
 }
 
 CK_SESSION_HANDLE bench_token_session(const bench_token *t)

@@ -56,10 +56,13 @@ typedef struct bench_token {
 /* Find the SoftHSM module, make a temp folder (under $TMPDIR, or /tmp) with a softhsm2.conf that
  * SOFTHSM2_CONF then names, load the module, and initialise a free slot's token as `label` (at most 32
  * bytes) through PKCS#11: C_InitToken, then C_InitPIN (BENCH_USER_PIN) as SO. out->dir is set as soon as
- * the folder exists; the caller removes it (bench_rm_tree). */
+ * the folder exists; the caller removes it (bench_rm_tree). With $BENCH_TOKEN_MODULE and $BENCH_TOKEN_LABEL
+ * set, it uses that existing token instead (user PIN BENCH_USER_PIN; no folder): bench/bench-token.sh nss. */
 void bench_token_make(const char *label, bench_token *out);
 /* The RFC 7512 URI of the object `object` on the token, with the module path and the user PIN, in out. */
 void bench_token_uri(const bench_token *t, const char *object, char *out, size_t size);
+/* Whether the token lists mechanism `mech` (C_GetMechanismInfo). */
+int bench_token_has(const bench_token *t, CK_MECHANISM_TYPE mech);
 /* A new read-write session on the token, which must already be logged in as user (a login covers every
  * session of the process: the token layer's does). */
 CK_SESSION_HANDLE bench_token_session(const bench_token *t);

@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
     build-essential autoconf automake libtool pkg-config
     libssl-dev libp11-kit-dev p11-kit libyaml-dev libjansson-dev libcmocka-dev libsqlite3-dev
-    softhsm2 opensc
+    softhsm2 opensc libnss3 libnss3-tools
     clang clang-format libclang-rt-14-dev
     python3 python3-cryptography python3-jwt openssl
     libcurl4-openssl-dev python3-botocore

@@ -565,6 +565,93 @@ ns_tpm_key() {
     }
 }
 
+# ---- the NSS softoken through p11-kit ----
+
+# _ns_first_file PATH...: print the first PATH (a glob may have expanded to several) that is a file; 1 if none.
+_ns_first_file() {
+    local f
+    for f in "$@"; do
+        if [ -f "$f" ]; then
+            printf '%s\n' "$f"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# ns_nss_token PIN: a fresh NSS softoken database in $T/nss (`certutil -N` with PIN, also written to
+# $T/pin-nss), registered with p11-kit by a module file whose x-init-reserved line passes NSS its init string
+# (the softoken refuses C_Initialize without one), in a private p11-kit user configuration ($T/nss-home,
+# `user-config: only`: no other module is loaded). URIs without module-path= reach it through the p11-kit proxy
+# as token "NSS Certificate DB": NSS_URI is "pkcs11:token=NSS%20Certificate%20DB" and NSS_Q the query for the
+# PIN; NSS_PROXY is p11-kit-proxy.so (for pkcs11-tool --module). p11-kit reads no user configuration in a process running as root, so as root NSS_RUN (a command
+# prefix: `"${NSS_RUN[@]}" CMD ARGS...`) runs CMD as nobody (setpriv), and $T is handed to nobody; NS_CLI is
+# pointed at a wrapper that does the same, so ns_run/expect_rc reach the token. Missing tools: exit 99.
+ns_nss_token() {
+    local pin=$1 softokn
+    ns_need certutil p11-kit pkcs11-tool
+    softokn=$(_ns_first_file /usr/lib/x86_64-linux-gnu/libsoftokn3.so /usr/lib/*/libsoftokn3.so) || {
+        echo "the NSS softoken (libsoftokn3.so, Debian libnss3) not installed"
+        exit 99
+    }
+    NSS_PROXY=$(_ns_first_file /usr/lib/x86_64-linux-gnu/p11-kit-proxy.so /usr/lib/*/p11-kit-proxy.so) || {
+        echo "p11-kit-proxy.so (p11-kit-modules) not installed"
+        exit 99
+    }
+    mkdir -p "$T/nss" "$T/nss-home/.config/pkcs11/modules"
+    (
+        umask 077
+        printf '%s' "$pin" >"$T/pin-nss"
+        printf '%s\n' "$pin" >"$T/nss-pwfile"
+    )
+    certutil -N -d "sql:$T/nss" -f "$T/nss-pwfile" >"$T/certutil.out" 2>&1 || {
+        cat "$T/certutil.out" >&2
+        fail "certutil -N (a fresh NSS database in $T/nss) failed"
+    }
+    rm -f "$T/nss-pwfile"
+    printf 'user-config: only\n' >"$T/nss-home/.config/pkcs11/pkcs11.conf"
+    cat >"$T/nss-home/.config/pkcs11/modules/nss.module" <<EOF
+module: $softokn
+x-init-reserved: configdir='sql:$T/nss' certPrefix='' keyPrefix='' secmod='secmod.db' flags=
+EOF
+    NSS_RUN=(env "HOME=$T/nss-home")
+    if [ "$(id -u)" = 0 ]; then
+        ns_need setpriv
+        NSS_RUN=(setpriv --reuid=65534 --regid=65534 --clear-groups -- "${NSS_RUN[@]}")
+        chown -R 65534:65534 "$T"
+    fi
+    NSS_URI="pkcs11:token=NSS%20Certificate%20DB"
+    NSS_Q="pin-source=file:$T/pin-nss"
+    NSS_MODULE=$softokn
+    printf '#!/usr/bin/env bash\n[ "$(id -u)" != 0 ] || chown -R 65534:65534 %q\nexec' "$T" >"$T/nss-cli"
+    printf ' %q' "${NSS_RUN[@]}" "$NS_CLI" >>"$T/nss-cli"
+    printf ' "$@"\n' >>"$T/nss-cli"
+    chmod 0755 "$T/nss-cli"
+    NS_CLI=$T/nss-cli
+    export NSS_URI NSS_Q NSS_MODULE NSS_PROXY NS_CLI
+    "${NSS_RUN[@]}" p11-kit list-modules >"$T/nss-modules.out" 2>&1 || true
+    grep -q "token: NSS Certificate DB" "$T/nss-modules.out" || {
+        cat "$T/nss-modules.out" >&2
+        fail "p11-kit does not list the NSS Certificate DB token"
+    }
+    echo "# NSS softoken $softokn, database $T/nss, through the p11-kit proxy"
+}
+
+# ns_ca_token_issue KEY-URI: `ca init --key KEY-URI` (a P-256 token key, adopted or generated), the bundle in
+# $T/ca.pem, and one agent certificate for a fresh P-256 key ($T/leaf.pem) that openssl verifies against it and
+# that is signed ecdsa-with-SHA256.
+ns_ca_token_issue() {
+    expect_rc 0 ca init --key "$1"
+    assert_contains "$T/out" "(ecdsa-p256)"
+    expect_rc 0 ca bundle -o "$T/ca.pem"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/leaf.key" 2>/dev/null
+    openssl pkey -in "$T/leaf.key" -pubout -out "$T/leaf.pub"
+    expect_rc 0 ca issue --public-key "$T/leaf.pub" --cn vm-1 --tenant acme --role agent -o "$T/leaf.pem"
+    openssl verify -CAfile "$T/ca.pem" "$T/leaf.pem" >/dev/null || fail "openssl rejects the certificate"
+    openssl x509 -in "$T/leaf.pem" -noout -text >"$T/leaf.txt"
+    assert_contains "$T/leaf.txt" "ecdsa-with-SHA256" "signed with the P-256 token key"
+}
+
 # ---- remote tokens: p11-kit server ----
 
 # ns_p11kit_server MODULE TOKEN-URI: forward the token through `p11-kit server` on a unix socket in $T.

@@ -62,13 +62,7 @@ python3 "$top_srcdir/contrib/envelope-decode.py" "$B/cluster/secret/old" old >"$
 assert_contains "$T/decoded" "kek id       $ID" "rewrap moved the blob onto the remote KEK"
 assert_contains "$T/decoded" "mechanism    3 (rsa-oaep)"
 
-expect_rc 0 ca init --key "pkcs11:token=rem;object=ca;type=private?$Q"
-assert_contains "$T/out" "(ecdsa-p256)"
-expect_rc 0 ca bundle -o "$T/ca.pem"
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/leaf.key" 2>/dev/null
-openssl pkey -in "$T/leaf.key" -pubout -out "$T/leaf.pub"
-expect_rc 0 ca issue --public-key "$T/leaf.pub" --cn vm-1 --tenant acme --role agent -o "$T/leaf.pem"
-openssl verify -CAfile "$T/ca.pem" "$T/leaf.pem" >/dev/null || fail "openssl rejects the certificate"
+ns_ca_token_issue "pkcs11:token=rem;object=ca;type=private?$Q"
 expect_rc 0 nonce issue --kind agent --sub vm-1 --tenant acme
 tok=$(cat "$T/out")
 case $tok in eyJhbGciOiJFUzI1NiIs*) ;; *) fail "not an ES256 JWT: $tok" ;; esac
