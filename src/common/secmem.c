@@ -53,6 +53,21 @@ void ns_secmem_free(void *p, size_t n)
     OPENSSL_secure_clear_free(p, n ? n : 1);
 }
 
+char *ns_secmem_strndup(const char *s, size_t n)
+{
+    char *c = ns_secmem_alloc(n + 1);
+
+    if (c != NULL && n > 0)
+        memcpy(c, s, n);
+    return c; /* zeroed: the NUL is there */
+}
+
+void ns_secmem_strfree(char *s)
+{
+    if (s != NULL)
+        ns_secmem_free(s, strlen(s) + 1);
+}
+
 void ns_wipe(void *p, size_t n)
 {
     if (p != NULL && n > 0)

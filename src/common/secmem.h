@@ -28,6 +28,11 @@ void *ns_secmem_alloc(size_t n);
 /* Wipe and free memory from ns_secmem_alloc(); p may be NULL. n is the allocated size. */
 void ns_secmem_free(void *p, size_t n);
 
+/* A secret C string: a copy of s[0..n) and a NUL in ns_secmem_alloc() memory (NULL on failure), freed,
+ * wiped, with ns_secmem_strfree() (NULL is accepted). */
+char *ns_secmem_strndup(const char *s, size_t n);
+void ns_secmem_strfree(char *s);
+
 /* Wipe n bytes. */
 void ns_wipe(void *p, size_t n);
 
