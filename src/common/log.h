@@ -16,6 +16,8 @@ void ns_log_set_level(enum ns_log_level level);
  * so that a server's or an agent's log names its own program. name must outlive the process. */
 void ns_log_set_program(const char *name);
 enum ns_log_level ns_log_get_level(void);
+/* One step more verbose, for each -v: info first, then debug. */
+void ns_log_verbose(void);
 
 /* Every line is escaped as a whole before it is written (ns_log_escape): a string that came from a peer, a
  * token, a server's answer or a file (a JWT kid, a path, a common name) cannot start a line of its own or

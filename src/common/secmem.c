@@ -39,6 +39,8 @@ void ns_secmem_harden_process(void)
     struct rlimit rl = {0, 0};
     (void)setrlimit(RLIMIT_CORE, &rl);
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (ns_secmem_init() != 0)
+        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
 }
 
 void *ns_secmem_alloc(size_t n)

@@ -19,7 +19,8 @@
 int ns_secmem_init(void) NS_WUR;
 
 /* Turn off core dumps and ptrace attachment by other users for this process (RLIMIT_CORE = 0,
- * PR_SET_DUMPABLE = 0). Every program calls this first. */
+ * PR_SET_DUMPABLE = 0), then set up the secure heap (ns_secmem_init(); without it, logged at debug level, the
+ * process goes on with the fallback). Every program calls this first. */
 void ns_secmem_harden_process(void);
 
 /* Allocate n zeroed secret bytes; NULL on failure. */
