@@ -722,11 +722,6 @@ out:
     ns_reg_request_free(rq);
 }
 
-int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out)
-{
-    return read_record(svc, "agent", peer, name, n, out, NULL);
-}
-
 int ns_svc_agent_group(ns_svc *svc, const ns_peer *peer, char *group, size_t n)
 {
     char name[NS_NAME_MAX + 1];
