@@ -1,7 +1,7 @@
 /* Logging to stderr.
  *
  * Log lines never carry secret material: callers pass names, ids and error codes, never keys, PINs or
- * plaintext. URIs are logged through ns_p11_uri_redacted() (pkcs11/uri.h), which drops PINs. */
+ * plaintext. URIs are logged through ns_p11_uri_redact() (pkcs11/uri.h), which drops PINs. */
 #ifndef NS_COMMON_LOG_H
 #define NS_COMMON_LOG_H
 
