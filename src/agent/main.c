@@ -82,13 +82,11 @@ int main(int argc, char **argv)
 
     ns_log_set_program("nstance-secrets-agent");
     ns_secmem_harden_process();
-    if (ns_secmem_init() != 0)
-        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
     memset(&o, 0, sizeof(o));
     o.root = "/";
     o.interval = 60;
     while (optind < argc && (strcmp(argv[optind], "-v") == 0 || strcmp(argv[optind], "--verbose") == 0)) {
-        ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
+        ns_log_verbose();
         optind++;
     }
     if (optind < argc && (strcmp(argv[optind], "-h") == 0 || strcmp(argv[optind], "--help") == 0)) {
@@ -114,7 +112,7 @@ int main(int argc, char **argv)
     optind = 0;
     while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         if (opt == 'v') {
-            ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
+            ns_log_verbose();
             continue;
         }
         if (opt == 'h') {

@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 
 #include "agent/agent.h"
+#include "ca/ca.h"
 #include "common/codec.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -22,46 +23,11 @@
  * only the new CA is left. An agent that learnt the new bundle — over a connection its current ca.crt
  * verified — and renewed its certificate with the new CA before the retire keeps working. */
 
-#define CA_FILE_MAX (256u * 1024u) /* the server's NS_CA_BUNDLE_MAX */
-#define CA_MAX      16             /* the server's NS_CA_MAX */
-
-/* PEM CA certificates, 1..CA_MAX, each a CA certificate (basicConstraints CA:TRUE). */
-static int parse_bundle(const uint8_t *p, size_t n, STACK_OF(X509) * *out)
-{
-    STACK_OF(X509) *sk = NULL;
-    BIO *bio = NULL;
-    X509 *x = NULL;
-    int r = NS_E_FORMAT;
-
-    if (n > CA_FILE_MAX)
-        return NS_E_TOO_LARGE;
-    if ((sk = sk_X509_new_null()) == NULL || (bio = BIO_new_mem_buf(p, (int)n)) == NULL) {
-        r = NS_E_NOMEM;
-        goto out;
-    }
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (sk_X509_num(sk) == CA_MAX || X509_check_ca(x) < 1 || !sk_X509_push(sk, x))
-            goto out;
-        x = NULL;
-    }
-    if (sk_X509_num(sk) == 0)
-        goto out;
-    *out = sk;
-    sk = NULL;
-    r = 0;
-out:
-    ERR_clear_error();
-    X509_free(x);
-    sk_X509_pop_free(sk, X509_free);
-    BIO_free(bio);
-    return r;
-}
-
 static int read_bundle(const char *dir, char **path, ns_buf **pem)
 {
     int r = ns_agent_join(dir, "ca.crt", path);
     if (r == 0)
-        r = ns_agent_read_file(*path, CA_FILE_MAX, false, pem);
+        r = ns_agent_read_file(*path, NS_CA_BUNDLE_MAX, false, pem);
     return r;
 }
 
@@ -70,7 +36,8 @@ int ns_agent_ca_update(ns_agent_client *c, const char *dir, bool *changed)
     ns_agent_resp *resp = NULL;
     ns_buf *cur = NULL;
     json_t *doc = NULL;
-    STACK_OF(X509) *bundle = NULL;
+    X509 **bundle = NULL;
+    size_t n_ca = 0;
     const char *pem, *key;
     const json_t *val;
     char *path = NULL, hex[65], etag[70];
@@ -113,11 +80,11 @@ int ns_agent_ca_update(ns_agent_client *c, const char *dir, bool *changed)
             goto out;
         }
     }
-    if ((r = parse_bundle((const uint8_t *)pem, strlen(pem), &bundle)) != 0) {
+    if ((r = ns_ca_parse_bundle((const uint8_t *)pem, strlen(pem), &bundle, &n_ca)) != 0) {
         ns_log(NS_LOG_ERROR,
                "agent: GET /v1/ca: the CA bundle is not 1 to %d PEM CA certificates; ca.crt "
                "unchanged",
-               CA_MAX);
+               NS_CA_MAX);
         goto out;
     }
     if (strlen(pem) == cur->len && memcmp(pem, cur->data, cur->len) == 0) {
@@ -129,11 +96,11 @@ int ns_agent_ca_update(ns_agent_client *c, const char *dir, bool *changed)
     if ((r = ns_agent_write_atomic(path, (const uint8_t *)pem, strlen(pem), 0644, (uid_t)-1, (gid_t)-1)) != 0)
         goto out;
     *changed = true;
-    printf("sync: new CA bundle, %d certificate(s)\n", sk_X509_num(bundle));
+    printf("sync: new CA bundle, %zu certificate(s)\n", n_ca);
     fflush(stdout);
     r = 0;
 out:
-    sk_X509_pop_free(bundle, X509_free);
+    ns_ca_certs_free(bundle, n_ca);
     json_decref(doc);
     ns_buf_free(cur);
     ns_agent_resp_free(resp);
@@ -144,7 +111,8 @@ out:
 int ns_agent_renew_needed(const char *dir, bool *needed)
 {
     ns_buf *pem = NULL, *ca = NULL;
-    STACK_OF(X509) *bundle = NULL;
+    X509 **bundle = NULL;
+    size_t n_ca = 0;
     char *path = NULL, *capath = NULL;
     BIO *bio = NULL;
     X509 *cert = NULL, *newest;
@@ -155,7 +123,7 @@ int ns_agent_renew_needed(const char *dir, bool *needed)
         (r = ns_agent_read_file(path, 64 * 1024, false, &pem)) != 0 ||
         (r = read_bundle(dir, &capath, &ca)) != 0)
         goto out;
-    if ((r = parse_bundle(ca->data, ca->len, &bundle)) != 0) {
+    if ((r = ns_ca_parse_bundle(ca->data, ca->len, &bundle, &n_ca)) != 0) {
         ns_log(NS_LOG_ERROR, "agent: %s is not a PEM CA bundle", capath);
         goto out;
     }
@@ -166,14 +134,14 @@ int ns_agent_renew_needed(const char *dir, bool *needed)
         goto out;
     }
     /* Issued by the newest CA of the bundle (every CA certificate has the same name: the key decides)? */
-    newest = sk_X509_value(bundle, 0);
+    newest = bundle[0];
     *needed = X509_verify(cert, X509_get0_pubkey(newest)) != 1;
     r = 0;
 out:
     ERR_clear_error();
     X509_free(cert);
     BIO_free(bio);
-    sk_X509_pop_free(bundle, X509_free);
+    ns_ca_certs_free(bundle, n_ca);
     ns_buf_free(ca);
     ns_buf_free(pem);
     free(capath);

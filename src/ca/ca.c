@@ -23,7 +23,7 @@ int ns_ca_cert_key_id(X509 *x, char id[NS_KEY_ID_MAX])
     return ns_keytype_thumbprint(pub, id);
 }
 
-static void free_certs(X509 **certs, size_t n)
+void ns_ca_certs_free(X509 **certs, size_t n)
 {
     for (size_t i = 0; certs != NULL && i < n; i++)
         X509_free(certs[i]);
@@ -67,7 +67,7 @@ int ns_ca_parse_bundle(const uint8_t *p, size_t n, X509 ***certs, size_t *count)
 out:
     ERR_clear_error();
     X509_free(x);
-    free_certs(v, k);
+    ns_ca_certs_free(v, k);
     BIO_free(bio);
     return r;
 }
@@ -261,7 +261,7 @@ void ns_ca_free(ns_ca *ca)
 {
     if (ca == NULL)
         return;
-    free_certs(ca->certs, ca->n);
+    ns_ca_certs_free(ca->certs, ca->n);
     free(ca->version);
     ns_keyset_free(ca->tok);
     ns_keyset_free(ca->soft);
@@ -668,7 +668,7 @@ static int cross_for(ns_store *st, const ns_ca *ca, size_t i, X509 **out)
         *out = c[0];
         c[0] = NULL;
     }
-    free_certs(c, k);
+    ns_ca_certs_free(c, k);
     ns_buf_free(pem);
     return 0;
 }

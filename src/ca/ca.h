@@ -49,8 +49,10 @@ int ns_ca_load(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca *
 int ns_ca_open(const ns_config *cfg, ns_store *st, const ns_keyring *kr, ns_ca **out) NS_WUR;
 void ns_ca_free(ns_ca *ca);
 
-/* Parse a PEM bundle of CA certificates (1..NS_CA_MAX, each a CA certificate) / write one. */
+/* Parse a PEM bundle of CA certificates (1..NS_CA_MAX, each a CA certificate) / write one. NS_E_TOO_LARGE
+ * above NS_CA_BUNDLE_MAX bytes or NS_CA_MAX certificates; free *certs with ns_ca_certs_free(). */
 int ns_ca_parse_bundle(const uint8_t *p, size_t n, X509 ***certs, size_t *count) NS_WUR;
+void ns_ca_certs_free(X509 **certs, size_t n);
 int ns_ca_bundle_pem(X509 *const *certs, size_t n, ns_buf **out) NS_WUR;
 
 /* How ca init / ca rotate get their key:

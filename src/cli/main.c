@@ -171,38 +171,12 @@ int ns_cli_read_file(const char *path, size_t max, ns_buf **out)
 int main(int argc, char **argv)
 {
     ns_cli cli = {0};
-    int opt, r = NS_E_USAGE;
+    int r;
 
     ns_secmem_harden_process();
-    if (ns_secmem_init() != 0)
-        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
     /* '+': stop at the command; its own options are parsed by the command. */
-    while ((opt = getopt_long(argc, argv, "+c:vh", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            cli.config_path = optarg;
-            break;
-        case 'v':
-            ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return 0;
-        case 'V':
-            puts(PACKAGE_STRING);
-            return 0;
-        default:
-            fputs(usage, stderr);
-            return 2;
-        }
-    }
+    if ((r = ns_config_options(argc, argv, "+c:vh", usage, &cli.config_path)) >= 0)
+        return r;
     if (optind >= argc) {
         fputs(usage, stderr);
         return 2;

@@ -47,6 +47,18 @@ out:
     return r;
 }
 
+int ns_buf_from_str(const char *s, size_t n, bool secret, ns_buf **out)
+{
+    ns_buf *b = NULL;
+    int r = ns_buf_from(s, n, n + 1, secret, &b);
+
+    if (r == 0 && (r = ns_buf_put_nul(b)) == 0)
+        *out = b;
+    else
+        ns_buf_free(b);
+    return r;
+}
+
 void ns_buf_free(ns_buf *b)
 {
     if (b == NULL)
@@ -112,6 +124,15 @@ int ns_buf_append(ns_buf *b, const void *p, size_t n)
 int ns_buf_put_u8(ns_buf *b, uint8_t v)
 {
     return ns_buf_append(b, &v, 1);
+}
+
+int ns_buf_put_nul(ns_buf *b)
+{
+    int r = ns_buf_put_u8(b, 0);
+
+    if (r == 0)
+        b->len--;
+    return r;
 }
 
 int ns_buf_put_u16(ns_buf *b, uint16_t v)

@@ -27,12 +27,16 @@ typedef struct ns_buf {
 int ns_buf_new(size_t max, bool secret, ns_buf **out) NS_WUR;
 /* A new buffer holding a copy of p[0..n). */
 int ns_buf_from(const void *p, size_t n, size_t max, bool secret, ns_buf **out) NS_WUR;
+/* A new buffer holding a copy of s[0..n) with a NUL behind len, so that data reads as a C string. */
+int ns_buf_from_str(const char *s, size_t n, bool secret, ns_buf **out) NS_WUR;
 /* Wipes (if secret) and frees; NULL is accepted. */
 void ns_buf_free(ns_buf *b);
 
 int ns_buf_reserve(ns_buf *b, size_t extra) NS_WUR;
 int ns_buf_append(ns_buf *b, const void *p, size_t n) NS_WUR;
 int ns_buf_put_u8(ns_buf *b, uint8_t v) NS_WUR;
+/* Put a NUL behind len, not counted in it, so that data reads as a C string (needs one byte below max). */
+int ns_buf_put_nul(ns_buf *b) NS_WUR;
 int ns_buf_put_u16(ns_buf *b, uint16_t v) NS_WUR; /* big-endian */
 int ns_buf_put_u32(ns_buf *b, uint32_t v) NS_WUR; /* big-endian */
 /* Extend by n bytes and return a pointer to them (zeroed) for the caller to fill. */

@@ -219,9 +219,8 @@ int ns_jose_compact_sign(const char *header, size_t header_len, const uint8_t *p
         (r = sign(ctx, b->data, b->len, &sig)) != 0)
         goto out;
     if ((r = ns_buf_put_u8(b, '.')) != 0 || (r = ns_b64url_append(b, sig->data, sig->len)) != 0 ||
-        (r = ns_buf_put_u8(b, 0)) != 0)
+        (r = ns_buf_put_nul(b)) != 0)
         goto out;
-    b->len--; /* the NUL stays behind len */
     *out = b;
     b = NULL;
     r = 0;

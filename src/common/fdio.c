@@ -109,9 +109,8 @@ int ns_file_read(const char *path, const ns_file_rules *rules, ns_buf **out)
         ns_buf_truncate(b, b->len - 1);
     /* The NUL behind len: one byte past the caller's cap, which counts content only. */
     b->max = rules->max + 1;
-    if ((r = ns_buf_put_u8(b, 0)) != 0)
+    if ((r = ns_buf_put_nul(b)) != 0)
         goto out;
-    b->len--;
     *out = b;
     b = NULL;
     r = 0;

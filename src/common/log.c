@@ -34,6 +34,11 @@ void ns_log_set_level(enum ns_log_level level)
     __atomic_store_n(&log_level, (int)level, __ATOMIC_RELAXED);
 }
 
+void ns_log_verbose(void)
+{
+    ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
+}
+
 enum ns_log_level ns_log_get_level(void)
 {
     int l = __atomic_load_n(&log_level, __ATOMIC_RELAXED);

@@ -1,7 +1,7 @@
 /* Logging to stderr.
  *
  * Log lines never carry secret material: callers pass names, ids and error codes, never keys, PINs or
- * plaintext. URIs are logged through ns_p11_uri_redacted() (pkcs11/uri.h), which drops PINs. */
+ * plaintext. URIs are logged through ns_p11_uri_redact() (pkcs11/uri.h), which drops PINs. */
 #ifndef NS_COMMON_LOG_H
 #define NS_COMMON_LOG_H
 
@@ -16,6 +16,8 @@ void ns_log_set_level(enum ns_log_level level);
  * so that a server's or an agent's log names its own program. name must outlive the process. */
 void ns_log_set_program(const char *name);
 enum ns_log_level ns_log_get_level(void);
+/* One step more verbose, for each -v: info first, then debug. */
+void ns_log_verbose(void);
 
 /* Every line is escaped as a whole before it is written (ns_log_escape): a string that came from a peer, a
  * token, a server's answer or a file (a JWT kid, a path, a common name) cannot start a line of its own or

@@ -39,6 +39,8 @@ void ns_secmem_harden_process(void)
     struct rlimit rl = {0, 0};
     (void)setrlimit(RLIMIT_CORE, &rl);
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (ns_secmem_init() != 0)
+        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
 }
 
 void *ns_secmem_alloc(size_t n)
@@ -51,6 +53,21 @@ void ns_secmem_free(void *p, size_t n)
     if (p == NULL)
         return;
     OPENSSL_secure_clear_free(p, n ? n : 1);
+}
+
+char *ns_secmem_strndup(const char *s, size_t n)
+{
+    char *c = ns_secmem_alloc(n + 1);
+
+    if (c != NULL && n > 0)
+        memcpy(c, s, n);
+    return c; /* zeroed: the NUL is there */
+}
+
+void ns_secmem_strfree(char *s)
+{
+    if (s != NULL)
+        ns_secmem_free(s, strlen(s) + 1);
 }
 
 void ns_wipe(void *p, size_t n)

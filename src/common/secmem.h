@@ -19,7 +19,8 @@
 int ns_secmem_init(void) NS_WUR;
 
 /* Turn off core dumps and ptrace attachment by other users for this process (RLIMIT_CORE = 0,
- * PR_SET_DUMPABLE = 0). Every program calls this first. */
+ * PR_SET_DUMPABLE = 0), then set up the secure heap (ns_secmem_init(); without it, logged at debug level, the
+ * process goes on with the fallback). Every program calls this first. */
 void ns_secmem_harden_process(void);
 
 /* Allocate n zeroed secret bytes; NULL on failure. */
@@ -27,6 +28,11 @@ void *ns_secmem_alloc(size_t n);
 
 /* Wipe and free memory from ns_secmem_alloc(); p may be NULL. n is the allocated size. */
 void ns_secmem_free(void *p, size_t n);
+
+/* A secret C string: a copy of s[0..n) and a NUL in ns_secmem_alloc() memory (NULL on failure), freed,
+ * wiped, with ns_secmem_strfree() (NULL is accepted). */
+char *ns_secmem_strndup(const char *s, size_t n);
+void ns_secmem_strfree(char *s);
 
 /* Wipe n bytes. */
 void ns_wipe(void *p, size_t n);

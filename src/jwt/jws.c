@@ -51,21 +51,6 @@ out:
     return r;
 }
 
-int ns_jws_sign(ns_signer *s, const json_t *claims, char **out)
-{
-    char *text = NULL;
-    int r;
-
-    ns_json_init();
-    if (!json_is_object(claims))
-        return NS_E_INVAL;
-    if ((text = json_dumps(claims, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
-        return NS_E_NOMEM;
-    r = ns_jws_sign_payload(s, text, strlen(text), out);
-    ns_json_free(text);
-    return r;
-}
-
 /* The next segment up to a '.' (consumed, not part of the segment), or the rest when last. */
 static int next_segment(ns_cur *c, int last, ns_cur *seg)
 {

@@ -36,12 +36,9 @@ typedef struct ns_jws {
     ns_buf *sig;           /* the decoded signature */
 } ns_jws;
 
-/* Sign claims (a JSON object) with s: header {"alg": <s's type>, "typ": "JWT", "kid": s->id}. *out is a
- * new NUL-terminated string (free()). */
-int ns_jws_sign(ns_signer *s, const json_t *claims, char **out) NS_WUR;
-
-/* The same for a payload that is already JSON text (an object, compact): the nonce issuer writes its claims
- * directly, which keeps jansson's allocations out of the signing path. */
+/* Sign a payload that is JSON text (an object, compact) with s: header {"alg": <s's type>, "typ": "JWT",
+ * "kid": s->id}. *out is a new NUL-terminated string (free()). The nonce issuer writes its claims directly,
+ * which keeps jansson's allocations out of the signing path. */
 int ns_jws_sign_payload(ns_signer *s, const char *payload, size_t n, char **out) NS_WUR;
 
 /* Parse text[0..n) as described above, without checking the signature. NS_E_TOO_LARGE over NS_JWS_MAX,

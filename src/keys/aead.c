@@ -106,14 +106,6 @@ int ns_aead_open_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_i
     return r;
 }
 
-int ns_aead_seal_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad, size_t naad,
-                      const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[NS_AEAD_TAG])
-{
-    int r = aead_on(a->ctx, 1, a->keyed ? NULL : a->key, nonce, aad, naad, pt, n, ct, tag);
-    a->keyed = a->keyed || r == 0;
-    return r;
-}
-
 int ns_aead_seal(const uint8_t key[NS_AEAD_KEY], const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad,
                  size_t naad, const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[NS_AEAD_TAG])
 {

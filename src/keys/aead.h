@@ -32,8 +32,6 @@ typedef struct ns_aead ns_aead;
 int ns_aead_new(const uint8_t key[NS_AEAD_KEY], ns_aead **out) NS_WUR;
 int ns_aead_open_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad, size_t naad,
                       const uint8_t *ct, size_t n, const uint8_t tag[NS_AEAD_TAG], uint8_t *pt) NS_WUR;
-int ns_aead_seal_with(ns_aead *a, const uint8_t nonce[NS_AEAD_NONCE], const ns_iov *aad, size_t naad,
-                      const uint8_t *pt, size_t n, uint8_t *ct, uint8_t tag[NS_AEAD_TAG]) NS_WUR;
 void ns_aead_free(ns_aead *a);
 
 /* n random bytes from OpenSSL's CSPRNG. */

@@ -129,38 +129,15 @@ int ns_source_form_add(ns_buf *b, const char *name, const char *value)
     return ns_pct_encode_append(b, value, strlen(value), false);
 }
 
-int ns_source_secret_str(const char *s, size_t n, ns_buf **out)
-{
-    ns_buf *b = NULL;
-    int r = NS_E_INTERNAL;
-
-    if ((r = ns_buf_new(n + 1, true, &b)) != 0 || (r = ns_buf_append(b, s, n)) != 0 ||
-        (r = ns_buf_put_u8(b, 0)) != 0)
-        goto out;
-    b->len = n; /* the NUL stays behind len */
-    *out = b;
-    b = NULL;
-    r = 0;
-out:
-    ns_buf_free(b);
-    return r;
-}
-
 int ns_source_header_value(const char *prefix, const ns_buf *token, ns_buf **out)
 {
     ns_buf *b = NULL;
-    size_t n = strlen(prefix) + token->len;
-    int r = NS_E_INTERNAL;
+    int r = ns_buf_from(prefix, strlen(prefix), strlen(prefix) + token->len + 1, true, &b);
 
-    if ((r = ns_buf_new(n + 1, true, &b)) != 0 || (r = ns_buf_append(b, prefix, strlen(prefix))) != 0 ||
-        (r = ns_buf_append(b, token->data, token->len)) != 0 || (r = ns_buf_put_u8(b, 0)) != 0)
-        goto out;
-    b->len = n;
-    *out = b;
-    b = NULL;
-    r = 0;
-out:
-    ns_buf_free(b);
+    if (r == 0 && (r = ns_buf_append(b, token->data, token->len)) == 0 && (r = ns_buf_put_nul(b)) == 0)
+        *out = b;
+    else
+        ns_buf_free(b);
     return r;
 }
 
@@ -298,7 +275,7 @@ int ns_source_bearer_token(const char *desc, const char *what, const ns_http_res
         r = NS_E_FORMAT;
         goto out;
     }
-    r = ns_source_secret_str(t, len, token);
+    r = ns_buf_from_str(t, len, true, token);
 out:
     json_decref(doc);
     return r;

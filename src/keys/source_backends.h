@@ -41,9 +41,6 @@ int ns_source_read_file(const char *path, const char *what, size_t max, ns_buf *
  * outside A-Z a-z 0-9 - . _ ~ (application/x-www-form-urlencoded). */
 int ns_source_form_add(ns_buf *b, const char *name, const char *value) NS_WUR;
 
-/* A NUL-terminated secret copy of s[0..n) (len n, the NUL after it). */
-int ns_source_secret_str(const char *s, size_t n, ns_buf **out) NS_WUR;
-
 /* "<prefix><token>" as a secret C string (e.g. an Authorization header value "Bearer <token>"). */
 int ns_source_header_value(const char *prefix, const ns_buf *token, ns_buf **out) NS_WUR;
 

@@ -95,7 +95,7 @@ static int approle_login(const ns_kek_config *kc, const char *desc, ns_http_clie
         r = NS_E_FORMAT;
         goto out;
     }
-    r = ns_source_secret_str(tok, tlen, token);
+    r = ns_buf_from_str(tok, tlen, true, token);
 out:
     if (text != NULL) {
         ns_wipe(text, strlen(text));
@@ -122,7 +122,7 @@ static int vault_token(const ns_kek_config *kc, const char *desc, ns_http_client
         ns_log(NS_LOG_ERROR, "%s: environment variable %s (the token) is not set", desc, kc->token_env);
         return NS_E_NOT_FOUND;
     }
-    return ns_source_secret_str(v, strlen(v), token);
+    return ns_buf_from_str(v, strlen(v), true, token);
 }
 
 /* Best effort: a failure leaves a token that expires with its TTL. */

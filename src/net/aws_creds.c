@@ -26,23 +26,6 @@
 
 /* ---- credentials ---- */
 
-static char *secure_strdup(const char *s, size_t n)
-{
-    char *c = ns_secmem_alloc(n + 1);
-
-    if (c != NULL) {
-        memcpy(c, s, n);
-        c[n] = '\0';
-    }
-    return c;
-}
-
-static void secure_strfree(char *s)
-{
-    if (s != NULL)
-        ns_secmem_free(s, strlen(s) + 1);
-}
-
 int ns_aws_creds_new(const char *access_key_id, const char *secret_access_key, const char *session_token,
                      time_t expiration, ns_aws_creds **out)
 {
@@ -57,9 +40,9 @@ int ns_aws_creds_new(const char *access_key_id, const char *secret_access_key, c
         goto out;
     }
     if ((c = calloc(1, sizeof(*c))) == NULL || (c->access_key_id = strdup(access_key_id)) == NULL ||
-        (c->secret_access_key = secure_strdup(secret_access_key, strlen(secret_access_key))) == NULL ||
+        (c->secret_access_key = ns_secmem_strndup(secret_access_key, strlen(secret_access_key))) == NULL ||
         (session_token != NULL &&
-         (c->session_token = secure_strdup(session_token, strlen(session_token))) == NULL)) {
+         (c->session_token = ns_secmem_strndup(session_token, strlen(session_token))) == NULL)) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -84,8 +67,8 @@ void ns_aws_creds_free(ns_aws_creds *c)
     if (c == NULL)
         return;
     free(c->access_key_id);
-    secure_strfree(c->secret_access_key);
-    secure_strfree(c->session_token);
+    ns_secmem_strfree(c->secret_access_key);
+    ns_secmem_strfree(c->session_token);
     free(c);
 }
 
@@ -144,13 +127,13 @@ int ns_aws_creds_provider_new(const ns_aws_creds_opts *opts, ns_aws_creds_provid
         (r = dup_opt(opts->imds_endpoint, &p->imds_endpoint)) != 0)
         goto out;
     if (opts->secret_access_key != NULL &&
-        (p->secret_access_key = secure_strdup(opts->secret_access_key, strlen(opts->secret_access_key))) ==
-            NULL) {
+        (p->secret_access_key =
+             ns_secmem_strndup(opts->secret_access_key, strlen(opts->secret_access_key))) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
     if (opts->session_token != NULL &&
-        (p->session_token = secure_strdup(opts->session_token, strlen(opts->session_token))) == NULL) {
+        (p->session_token = ns_secmem_strndup(opts->session_token, strlen(opts->session_token))) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -177,8 +160,8 @@ void ns_aws_creds_provider_free(ns_aws_creds_provider *p)
     if (p == NULL)
         return;
     free(p->access_key_id);
-    secure_strfree(p->secret_access_key);
-    secure_strfree(p->session_token);
+    ns_secmem_strfree(p->secret_access_key);
+    ns_secmem_strfree(p->session_token);
     free(p->profile);
     free(p->credentials_file);
     free(p->imds_endpoint);
@@ -379,8 +362,9 @@ static int from_file(ns_aws_creds_provider *p, ns_aws_creds **out)
     if (ip.bad_line != 0)
         ns_log(NS_LOG_WARN, "aws credentials: %s:%d: not a 'key = value' line; ignored", path, ip.bad_line);
     if ((id = strndup(ip.id, ip.id_len)) == NULL ||
-        (secret = secure_strdup(ip.secret, ip.secret_len)) == NULL ||
-        (ip.token != NULL && ip.token_len > 0 && (token = secure_strdup(ip.token, ip.token_len)) == NULL)) {
+        (secret = ns_secmem_strndup(ip.secret, ip.secret_len)) == NULL ||
+        (ip.token != NULL && ip.token_len > 0 &&
+         (token = ns_secmem_strndup(ip.token, ip.token_len)) == NULL)) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -390,8 +374,8 @@ static int from_file(ns_aws_creds_provider *p, ns_aws_creds **out)
     r = 0;
 out:
     free(id);
-    secure_strfree(secret);
-    secure_strfree(token);
+    ns_secmem_strfree(secret);
+    ns_secmem_strfree(token);
     ns_buf_free(text);
     return r;
 }
@@ -489,7 +473,7 @@ static int from_imds(ns_aws_creds_provider *p, ns_aws_creds **out)
         r = NS_E_STORAGE;
         goto out;
     }
-    if ((token = secure_strdup((const char *)resp->body->data, resp->body->len)) == NULL) {
+    if ((token = ns_secmem_strndup((const char *)resp->body->data, resp->body->len)) == NULL) {
         r = NS_E_NOMEM;
         goto out;
     }
@@ -580,7 +564,7 @@ static int from_imds(ns_aws_creds_provider *p, ns_aws_creds **out)
     r = 0;
 out:
     json_decref(doc);
-    secure_strfree(token);
+    ns_secmem_strfree(token);
     free(role);
     ns_http_resp_free(resp);
     return r;

@@ -44,14 +44,11 @@ static int own(ns_sigv4_signed *s, char *p, size_t size)
 /* A secure copy of p[0..n) plus NUL, recorded in s. */
 static int own_copy(ns_sigv4_signed *s, const char *p, size_t n, char **out)
 {
-    char *c = ns_secmem_alloc(n + 1);
+    char *c = ns_secmem_strndup(p, n);
     int r = NS_E_INTERNAL;
 
     if (c == NULL)
         return NS_E_NOMEM;
-    if (n > 0)
-        memcpy(c, p, n);
-    c[n] = '\0';
     if ((r = own(s, c, n + 1)) != 0) {
         ns_secmem_free(c, n + 1);
         return r;

@@ -119,13 +119,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
     app a;
     ns_config *cfg = NULL;
     struct event *sigs[3] = {NULL, NULL, NULL};
@@ -133,37 +126,18 @@ int main(int argc, char **argv)
     struct timeval now = {0, 0};
     SSL_CTX *ctx = NULL;
     unsigned port = 0;
-    int opt, rc = 1, r;
+    int rc = 1, r;
 
     ns_log_set_program("nstance-secretsd");
     ns_secmem_harden_process();
-    if (ns_secmem_init() != 0)
-        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
     ns_json_init();
     memset(&a, 0, sizeof(a));
     a.srv.fd = -1;
     a.srv.reserve_fd = -1;
     pthread_mutex_init(&a.srv.ctx_mu, NULL);
     pthread_mutex_init(&a.srv.reserve_mu, NULL);
-    while ((opt = getopt_long(argc, argv, "c:vh", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            a.config_path = optarg;
-            break;
-        case 'v':
-            ns_log_set_level(ns_log_get_level() >= NS_LOG_INFO ? NS_LOG_DEBUG : NS_LOG_INFO);
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return 0;
-        case 'V':
-            puts(PACKAGE_STRING);
-            return 0;
-        default:
-            fputs(usage, stderr);
-            return 2;
-        }
-    }
+    if ((r = ns_config_options(argc, argv, "c:vh", usage, &a.config_path)) >= 0)
+        return r;
     if (optind != argc) {
         fputs(usage, stderr);
         return 2;

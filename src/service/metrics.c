@@ -25,11 +25,6 @@ const char *ns_refusal_name(enum ns_refusal r)
     return (unsigned)r < NS_REFUSED_N ? refusal_names[r] : "other";
 }
 
-const char *ns_endpoint_name(enum ns_endpoint e)
-{
-    return (unsigned)e < NS_EP_N ? ep_names[e] : "other";
-}
-
 void ns_metrics_request(ns_metrics *m, enum ns_endpoint e, int status, unsigned long us)
 {
     size_t s, b;

@@ -57,8 +57,6 @@ typedef struct ns_metrics {
     atomic_ulong ca_ignored;       /* certificates of cluster/ca.crt no held CA key vouches for, per load */
 } ns_metrics;
 
-const char *ns_endpoint_name(enum ns_endpoint e);
-
 /* The label of a refusal reason ("body_too_large", ...). */
 const char *ns_refusal_name(enum ns_refusal r);
 

@@ -293,6 +293,32 @@ static int issue_status(ns_svc *svc, int r)
     return ns_err_category(r) == NS_CAT_BAD_INPUT ? 400 : ns_svc_fault_status(svc, r);
 }
 
+/* Issue the client certificate of req (pub, cn, tenant, role and validity set by the caller) naming names[0]
+ * (a host name), names[1] and names[2] (IPv4, IPv6 addresses), each possibly NULL, collected in dns and ip,
+ * which the caller clears. On failure the reply holds the error; `what` names the step in the log. */
+static int issue_client(ns_svc *svc, const ns_ca_snap *snap, const char *what, const char *const names[3],
+                        ns_strv *dns, ns_strv *ip, ns_cert_req *req, ns_issued **x, ns_reply *rp)
+{
+    int r = NS_E_INTERNAL;
+
+    for (int i = 0; i < 3; i++) {
+        if (names[i] != NULL && (r = ns_strv_push(i == 0 ? dns : ip, names[i])) != 0) {
+            ns_reply_error(rp, 503);
+            return r;
+        }
+    }
+    req->role_oid = svc->cfg->ca.role_oid;
+    req->kind = NS_CERT_CLIENT;
+    req->dns = dns;
+    req->ip = ip;
+    atomic_fetch_add(&svc->metrics.token_ops[NS_TOK_SIGN], 1);
+    if ((r = ns_cert_issue(snap->ca->signer, snap->ca->certs[0], req, x)) != 0) {
+        ns_log(NS_LOG_WARN, "%s: issuing failed: %s", what, ns_strerror(r));
+        ns_reply_error(rp, issue_status(svc, r));
+    }
+    return r;
+}
+
 /* The last steps of a registration or renewal (`what`, for the log): write the record, forget any copy of it
  * held in memory, answer with the certificate, count it. On failure the reply holds the error. */
 static int record_and_reply(ns_svc *svc, const ns_ca_snap *snap, const char *name, json_t *rec,
@@ -398,32 +424,14 @@ void ns_svc_register(ns_svc *svc, const char *peer_addr, const uint8_t *body, si
         ns_reply_error(rp, 400);
         goto out;
     }
-    if ((rq->hostname != NULL && ns_strv_push(&dns, rq->hostname) != 0) ||
-        (rq->ipv4 != NULL && ns_strv_push(&ip, rq->ipv4) != 0) ||
-        (rq->ipv6 != NULL && ns_strv_push(&ip, rq->ipv6) != 0)) {
-        ns_reply_error(rp, 503);
-        goto out;
-    }
     ttl = nc->kind == NS_NONCE_OPERATOR ? cfg->server.operator_cert_ttl : cfg->server.agent_cert_ttl;
-    memset(&req, 0, sizeof(req));
-    req.pub = rq->pub;
-    req.cn = sub;
-    req.tenant = tenant;
-    req.role = kind;
-    req.role_oid = cfg->ca.role_oid;
-    req.kind = NS_CERT_CLIENT;
-    req.dns = &dns;
-    req.ip = &ip;
-    req.not_before = now;
-    req.not_after = now + ttl;
+    req = (ns_cert_req){
+        .pub = rq->pub, .cn = sub, .tenant = tenant, .role = kind, .not_before = now, .not_after = now + ttl};
     /* Sign first, consume second: a token failure leaves the nonce usable for a retry. The certificate
      * reaches nobody unless the nonce is consumed and the certificate logged. */
-    atomic_fetch_add(&svc->metrics.token_ops[NS_TOK_SIGN], 1);
-    if ((r = ns_cert_issue(snap->ca->signer, snap->ca->certs[0], &req, &x)) != 0) {
-        ns_log(NS_LOG_WARN, "register: issuing failed: %s", ns_strerror(r));
-        ns_reply_error(rp, issue_status(svc, r));
+    if (issue_client(svc, snap, "register", (const char *[3]){rq->hostname, rq->ipv4, rq->ipv6}, &dns, &ip,
+                     &req, &x, rp) != 0)
         goto out;
-    }
     if ((r = ns_ledger_use(svc->ledger, nc->ledger_key, nc->exp, now)) != 0) {
         if (r == NS_E_REPLAYED) {
             ns_log(NS_LOG_INFO, "register: nonce replayed");
@@ -598,7 +606,7 @@ void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *r
     ns_strv dns = NS_STRV_INIT, ip = NS_STRV_INIT;
     ns_cert_req req;
     EVP_PKEY *pub;
-    const char *shard, *s;
+    const char *shard;
     char name[NS_NAME_MAX + 1], *pem = NULL, *version = NULL;
     int64_t now = ns_now(), mono = ns_recs_clock_ms(), interval = cfg->server.renew_min_interval, issued,
             retry_ms = 0,
@@ -648,30 +656,19 @@ void ns_svc_renew(ns_svc *svc, X509 *cert, STACK_OF(X509) * chain, const char *r
     shard = json_string_value(json_object_get(rec, "shard"));
     if (shard == NULL)
         shard = cfg->shard;
-    if (((s = json_string_value(json_object_get(rec, "hostname"))) != NULL && ns_strv_push(&dns, s) != 0) ||
-        ((s = json_string_value(json_object_get(rec, "ipv4"))) != NULL && ns_strv_push(&ip, s) != 0) ||
-        ((s = json_string_value(json_object_get(rec, "ipv6"))) != NULL && ns_strv_push(&ip, s) != 0)) {
-        ns_reply_error(rp, 503);
-        goto out;
-    }
     pub = rq->pub != NULL ? rq->pub : X509_get0_pubkey(cert);
-    memset(&req, 0, sizeof(req));
-    req.pub = pub;
-    req.cn = rp->peer.cn;
-    req.tenant = rp->peer.tenant;
-    req.role = role;
-    req.role_oid = cfg->ca.role_oid;
-    req.kind = NS_CERT_CLIENT;
-    req.dns = &dns;
-    req.ip = &ip;
-    req.not_before = now;
-    req.not_after = now + ttl;
-    atomic_fetch_add(&svc->metrics.token_ops[NS_TOK_SIGN], 1);
-    if ((r = ns_cert_issue(snap->ca->signer, snap->ca->certs[0], &req, &x)) != 0) {
-        ns_log(NS_LOG_WARN, "renew: issuing failed: %s", ns_strerror(r));
-        ns_reply_error(rp, issue_status(svc, r));
+    req = (ns_cert_req){.pub = pub,
+                        .cn = rp->peer.cn,
+                        .tenant = rp->peer.tenant,
+                        .role = role,
+                        .not_before = now,
+                        .not_after = now + ttl};
+    if (issue_client(svc, snap, "renew",
+                     (const char *[3]){json_string_value(json_object_get(rec, "hostname")),
+                                       json_string_value(json_object_get(rec, "ipv4")),
+                                       json_string_value(json_object_get(rec, "ipv6"))},
+                     &dns, &ip, &req, &x, rp) != 0)
         goto out;
-    }
     /* Signed: the slot stays taken for the interval whatever happens next (only a failed signature, which
      * costs nothing and logs nothing, gives it back for a retry). */
     taken = false;
@@ -723,11 +720,6 @@ out:
     ns_issued_free(x);
     ns_svc_snap_put(snap);
     ns_reg_request_free(rq);
-}
-
-int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out)
-{
-    return read_record(svc, "agent", peer, name, n, out, NULL);
 }
 
 int ns_svc_agent_group(ns_svc *svc, const ns_peer *peer, char *group, size_t n)

@@ -25,9 +25,6 @@ int ns_record_name(const char *kind, const char *shard, const char *tenant, cons
 int ns_record_legacy_name(const char *kind, const char *shard, const char *tenant, const char *sub, char *out,
                           size_t n) NS_WUR;
 
-/* The agent record of peer in this server's shard, parsed. NS_E_NOT_FOUND if there is none. */
-int ns_svc_read_record(ns_svc *svc, const ns_peer *peer, char *name, size_t n, json_t **out) NS_WUR;
-
 /* The instance group of peer's agent record (n bytes), remembered in svc->recs (records.h) for the
  * certificate that asked. NS_E_NOT_FOUND without a record or a group; NS_E_INTEGRITY for a record that is
  * not this identity's; NS_E_CLAIMS for a certificate the record does not name (replaced); storage errors as

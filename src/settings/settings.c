@@ -1,9 +1,12 @@
 #include "ns-build.h"
 
+#include <getopt.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "common/secmem.h"
 #include "settings/settings.h"
 
@@ -141,6 +144,40 @@ int ns_config_load(const char *path, ns_config **out)
         free(dir);
     }
     return r;
+}
+
+int ns_config_options(int argc, char **argv, const char *optstring, const char *usage,
+                      const char **config_path)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    while ((opt = getopt_long(argc, argv, optstring, longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            *config_path = optarg;
+            break;
+        case 'v':
+            ns_log_verbose();
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        case 'V':
+            puts(PACKAGE_STRING);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
+        }
+    }
+    return -1;
 }
 
 const char *ns_config_default_path(const char *cli_path)

@@ -109,6 +109,13 @@ void ns_config_free(ns_config *cfg);
 /* The config path to use: `cli_path` if not NULL, else $NSTANCE_SECRETS_CONFIG, else
  * /etc/nstance/secrets.yaml. Never NULL. */
 const char *ns_config_default_path(const char *cli_path);
+/* The options of a program that reads the configuration file, parsed with getopt_long(optstring) ("+c:vh"
+ * stops at the first operand): -c/--config FILE (into *config_path), -v/--verbose (ns_log_verbose()),
+ * -h/--help and
+ * --version. Returns -1 for main to go on, or its exit status: 0 after --help (the usage on stdout) or
+ * --version, 2 after a usage error (the usage on stderr). */
+int ns_config_options(int argc, char **argv, const char *optstring, const char *usage,
+                      const char **config_path);
 
 /* Sections of this file (server.c, templates.c). */
 void ns_server_config_init(ns_server_config *sc);

@@ -390,8 +390,6 @@ int main(int argc, char **argv)
     work w;
 
     ns_secmem_harden_process();
-    if (ns_secmem_init() != 0)
-        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
     memset(&w, 0, sizeof(w));
     pthread_mutex_init(&w.lock, NULL);
 

@@ -53,8 +53,6 @@ int main(int argc, char **argv)
         return 2;
     }
     ns_secmem_harden_process();
-    if (ns_secmem_init() != 0)
-        ns_log(NS_LOG_DEBUG, "continuing without a locked secure heap");
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigaction(SIGHUP, &sa, NULL);
