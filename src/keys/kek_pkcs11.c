@@ -15,6 +15,7 @@
 #include "keys/aead.h"
 #include "keys/kek.h"
 #include "pkcs11/key.h"
+#include "pkcs11/rv.h"
 #include "pkcs11/uri.h"
 
 /* Token KEKs. The key never leaves the token: aes-gcm and aes-kwp run in the token both ways; rsa-oaep
@@ -35,6 +36,7 @@ struct p11kek {
     EVP_PKEY *pub;      /* rsa-oaep: the public key, for wrapping in software */
     uint8_t oaep_write; /* rsa-oaep: hash used for new wraps */
     unsigned verified;  /* the key's lookup epoch whose fingerprint matched the id (atomic) */
+    int said_kcv;       /* aes-gcm: the CKA_CHECK_VALUE id was logged once (atomic) */
     char *what_dec;     /* "C_Decrypt with <uri>" for messages */
     char *what_enc;
 };
@@ -210,6 +212,9 @@ static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad
     *param = 0;
     if ((r = ns_random(iv, sizeof(iv))) != 0)
         return r;
+    /* The IV stored is the one in the parameters after the call, not the one we chose: AWS CloudHSM ignores
+     * the caller's IV, generates its own and writes it back through pIv (its PKCS#11 documentation), and a
+     * token that uses ours leaves it as it was. */
     if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0 && (r = check_same_key(k)) == 0) {
         if (io.out_len != NS_DEK_LEN + NS_AEAD_TAG)
             r = NS_E_TOKEN;
@@ -240,20 +245,85 @@ static int gcm_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
     return copy_dek(&io, dek);
 }
 
-/* GCM with a fixed all-zero IV over 16 zero bytes with the label as AAD: deterministic for the key, and
- * hashed before use. A random 96-bit wrap IV meets the zero IV with probability 2^-96. */
+/* The aes-gcm id, two ways (doc/envelope.md, "KEK ids"):
+ *  - GCM with a fixed all-zero IV over 16 zero bytes with the label as AAD: deterministic for the key, and
+ *    hashed before use (a random 96-bit wrap IV meets the zero IV with probability 2^-96). Every id made
+ *    before tokens that choose their own IVs were supported is this one, so it stays the id wherever the
+ *    token honours the fixed IV.
+ *  - Where the token refuses a caller's IV (FIPS mode) or replaces it with its own (AWS CloudHSM writes its
+ *    IV back through pIv), the fixed-IV value is not deterministic or not there: the id is derived from the
+ *    key's CKA_CHECK_VALUE instead (PKCS#11 2.40 §4.10: for AES, the first 3 bytes of the ECB encryption of
+ *    a zero block, computed by the token and readable on sensitive keys). */
+struct fixed_iv_io {
+    struct io io;
+    int replaced; /* the token wrote its own IV into pIv */
+};
+
+static CK_RV op_encrypt_fixed_iv(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct fixed_iv_io *f = ctx;
+    CK_GCM_PARAMS *gp = f->io.mech.pParameter;
+    CK_RV rv = op_encrypt(fn, s, key, &f->io);
+    static const uint8_t zero[NS_AEAD_NONCE] = {0};
+
+    f->replaced = rv == CKR_OK && memcmp(gp->pIv, zero, sizeof(zero)) != 0;
+    return rv;
+}
+
+static int gcm_id_check_value(struct p11kek *pk, uint8_t id[NS_KEK_ID_LEN])
+{
+    static const char tag[] = "CKA_CHECK_VALUE";
+    unsigned char *kcv = NULL;
+    uint8_t material[sizeof(tag) - 1 + 16];
+    size_t len = 0;
+    int r;
+
+    if ((r = ns_p11_key_attr(pk->key, CKA_CHECK_VALUE, &kcv, &len)) != 0 || len < 3 || len > 16) {
+        ns_log(NS_LOG_ERROR,
+               "token '%s' neither encrypts with a caller's GCM IV nor offers CKA_CHECK_VALUE for '%s': no "
+               "stable id can be made for this aes-gcm key (use rsa-oaep on this token)",
+               ns_p11_token_label(pk->t), ns_p11_key_uri(pk->key));
+        free(kcv);
+        return r != 0 ? r : NS_E_MECHANISM;
+    }
+    memcpy(material, tag, sizeof(tag) - 1);
+    memcpy(material + sizeof(tag) - 1, kcv, len);
+    r = ns_kek_id_derive(NS_MECH_AES_GCM, material, sizeof(tag) - 1 + len, id);
+    free(kcv);
+    return r;
+}
+
 static int gcm_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
 {
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE] = {0}, zero[16] = {0};
     CK_GCM_PARAMS gp = {
         iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)id_label, sizeof(id_label) - 1, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0};
+    struct fixed_iv_io f = {{{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0}, 0};
+    CK_RV rv = CKR_OK;
     int r;
 
-    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0)
-        r = ns_kek_id_derive(NS_MECH_AES_GCM, io.out, io.out_len, id);
-    return r;
+    r = ns_p11_run_quiet(pk->t, pk->key, pk->what_enc, op_encrypt_fixed_iv, &f, &rv);
+    if (r == 0 && !f.replaced)
+        return ns_kek_id_derive(NS_MECH_AES_GCM, f.io.out, f.io.out_len, id);
+    if (r == 0) {
+        if (!__atomic_exchange_n(&pk->said_kcv, 1, __ATOMIC_ACQ_REL))
+            ns_log(NS_LOG_INFO,
+                   "token '%s' replaces the caller's GCM IV with its own: the id of '%s' is derived from its "
+                   "CKA_CHECK_VALUE",
+                   ns_p11_token_label(pk->t), ns_p11_key_uri(pk->key));
+        return gcm_id_check_value(pk, id);
+    }
+    /* A refused parameter: the token accepts no IV from the caller (FIPS mode). Wrapping needs the PKCS#11
+     * 3.0 message API there (C_EncryptMessage with CKG_GENERATE_RANDOM), which this build does not use. */
+    if (rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_ARGUMENTS_BAD) {
+        ns_log(NS_LOG_ERROR,
+               "token '%s' refuses AES-GCM with an IV chosen by the caller (%s; a FIPS-mode token): aes-gcm "
+               "cannot wrap with '%s' through C_Encrypt; use mechanism rsa-oaep on this token",
+               ns_p11_token_label(pk->t), ns_p11_rv_name(rv), ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    return rv == CKR_OK ? r : ns_p11_rv_error(rv, ns_p11_token_label(pk->t), pk->what_enc);
 }
 
 /* ---- aes-kwp (RFC 5649) ---- */
@@ -295,11 +365,35 @@ static int kwp_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
     struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0};
     int r;
 
+    CK_RV rv = CKR_OK;
+
     if (EVP_Digest(id_label, sizeof(id_label) - 1, fixed, NULL, EVP_sha256(), NULL) != 1)
         return NS_E_CRYPTO;
-    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0)
-        r = ns_kek_id_derive(NS_MECH_AES_KWP, io.out, io.out_len, id);
-    return r;
+    r = ns_p11_run_quiet(pk->t, pk->key, "C_WrapKey", op_kwp_wrap, &io, &rv);
+    /* aes-kwp imports the DEK into the token as a plaintext, non-sensitive session key: a FIPS-mode token
+     * refuses that. */
+    if (r != 0 && (rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+                   rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_ATTRIBUTE_READ_ONLY)) {
+        ns_log(NS_LOG_ERROR,
+               "token '%s' refuses to import a plaintext secret key (C_CreateObject: %s; a FIPS-mode token), "
+               "which aes-kwp needs to wrap the data key with '%s'; use mechanism rsa-oaep on this token",
+               ns_p11_token_label(pk->t), ns_p11_rv_name(rv), ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    if (r != 0)
+        return rv == CKR_OK ? r : ns_p11_rv_error(rv, ns_p11_token_label(pk->t), "C_WrapKey");
+    /* RFC 5649 wraps 32 bytes into 40; AWS CloudHSM's CKM_AES_KEY_WRAP_PAD (PKCS #5 padding, then RFC 3394)
+     * gives 48, and its RFC 5649 is a vendor mechanism. */
+    if (io.out_len != KWP_WRAPPED_LEN) {
+        ns_log(
+            NS_LOG_ERROR,
+            "token '%s': CKM_AES_KEY_WRAP_PAD wraps 32 bytes into %lu, not 40: it is not RFC 5649 key wrap "
+            "with padding (AWS CloudHSM's is PKCS #5-padded key wrap); use mechanism aes-gcm or rsa-oaep "
+            "with '%s'",
+            ns_p11_token_label(pk->t), (unsigned long)io.out_len, ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    return ns_kek_id_derive(NS_MECH_AES_KWP, io.out, io.out_len, id);
 }
 
 /* ---- rsa-oaep ---- */

@@ -32,6 +32,21 @@
  *                                           real removal does), so it is invalid afterwards too
  * Counters (count=, after=) are per process and start again whenever the rules change.
  *
+ *   FAULTY_PKCS11_PROFILE   emulate how another token differs from the real module (every time a profile
+ *                           changes a call, a line "profile NAME: WHAT" goes to FAULTY_PKCS11_LOG, so a test
+ *                           can prove that it fired):
+ *     cloudhsm  AWS CloudHSM: C_EncryptInit(CKM_AES_GCM) ignores the caller's IV, generates one and writes it
+ *               into CK_GCM_PARAMS.pIv ("gcm-iv-replaced"); C_Encrypt/C_Decrypt of GCM data over 16 KB
+ *               return CKR_DATA_LEN_RANGE ("gcm-over-16k"); C_WrapKey(CKM_AES_KEY_WRAP_PAD) is AES key wrap
+ *               of the key padded per PKCS #5 (RFC 3394 over value ‖ PKCS #5 padding, 48 bytes for a 32-byte
+ *               key: "kwp-pkcs5") instead of RFC 5649
+ *     fips      a FIPS-mode token: C_EncryptInit(CKM_AES_GCM) with a caller's IV is
+ * CKR_MECHANISM_PARAM_INVALID
+ *               ("gcm-external-iv"); C_CreateObject of a secret key with a CKA_VALUE is
+ *               CKR_TEMPLATE_INCONSISTENT ("plaintext-key-import"); a secret key made with CKA_SENSITIVE
+ *               false (C_CreateObject, C_GenerateKey, C_UnwrapKey) is CKR_ATTRIBUTE_VALUE_INVALID
+ *               ("non-sensitive-key")
+ *
  * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
  * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
 #include "ns-build.h"
@@ -109,6 +124,10 @@ static const struct {
     {"CKR_PIN_INCORRECT", CKR_PIN_INCORRECT},
     {"CKR_MECHANISM_INVALID", CKR_MECHANISM_INVALID},
     {"CKR_ENCRYPTED_DATA_INVALID", CKR_ENCRYPTED_DATA_INVALID},
+    {"CKR_DATA_LEN_RANGE", CKR_DATA_LEN_RANGE},
+    {"CKR_MECHANISM_PARAM_INVALID", CKR_MECHANISM_PARAM_INVALID},
+    {"CKR_TEMPLATE_INCONSISTENT", CKR_TEMPLATE_INCONSISTENT},
+    {"CKR_ATTRIBUTE_VALUE_INVALID", CKR_ATTRIBUTE_VALUE_INVALID},
 };
 
 static const char *rv_name(CK_RV rv)
@@ -385,6 +404,161 @@ static void garble(CK_BYTE_PTR p, CK_ULONG n)
     }
 }
 
+/* ---- profiles ---- */
+
+enum profile { P_NONE, P_CLOUDHSM, P_FIPS };
+
+static enum profile profile_now(void)
+{
+    const char *p = getenv("FAULTY_PKCS11_PROFILE");
+    if (p != NULL && strcmp(p, "cloudhsm") == 0)
+        return P_CLOUDHSM;
+    if (p != NULL && strcmp(p, "fips") == 0)
+        return P_FIPS;
+    return P_NONE;
+}
+
+static void profile_fired(const char *what)
+{
+    pthread_mutex_lock(&lock);
+    log_line("profile %s: %s", getenv("FAULTY_PKCS11_PROFILE"), what);
+    pthread_mutex_unlock(&lock);
+}
+
+#define GCM_LIMIT 16384
+
+/* Sessions whose active encrypt/decrypt operation is AES-GCM (cloudhsm's 16 KB limit). */
+static CK_SESSION_HANDLE gcm_sess[MAX_SESSIONS];
+static int ngcm;
+
+static void gcm_mark(CK_SESSION_HANDLE s, int on)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < ngcm; i++)
+        if (gcm_sess[i] == s) {
+            if (!on)
+                gcm_sess[i] = gcm_sess[--ngcm];
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+    if (on && ngcm < MAX_SESSIONS)
+        gcm_sess[ngcm++] = s;
+    pthread_mutex_unlock(&lock);
+}
+
+static int gcm_marked(CK_SESSION_HANDLE s)
+{
+    int on = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < ngcm; i++)
+        on |= gcm_sess[i] == s;
+    pthread_mutex_unlock(&lock);
+    return on;
+}
+
+/* C_EncryptInit/C_DecryptInit under a profile: CKR_OK to go on to the real module. */
+static CK_RV profile_crypt_init(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, int encrypt)
+{
+    enum profile p = profile_now();
+    int gcm = m != NULL && m->mechanism == CKM_AES_GCM && m->pParameter != NULL &&
+              m->ulParameterLen == sizeof(CK_GCM_PARAMS);
+    CK_GCM_PARAMS *gp = gcm ? m->pParameter : NULL;
+
+    gcm_mark(s, gcm);
+    if (!encrypt || gp == NULL || gp->pIv == NULL || gp->ulIvLen == 0)
+        return CKR_OK;
+    if (p == P_FIPS) {
+        profile_fired("gcm-external-iv");
+        return CKR_MECHANISM_PARAM_INVALID;
+    }
+    if (p == P_CLOUDHSM) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, gp->pIv, gp->ulIvLen) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (n != (ssize_t)gp->ulIvLen)
+            return CKR_GENERAL_ERROR;
+        profile_fired("gcm-iv-replaced");
+    }
+    return CKR_OK;
+}
+
+static CK_RV profile_crypt(CK_SESSION_HANDLE s, CK_ULONG n)
+{
+    if (profile_now() == P_CLOUDHSM && n > GCM_LIMIT && gcm_marked(s)) {
+        profile_fired("gcm-over-16k");
+        return CKR_DATA_LEN_RANGE;
+    }
+    return CKR_OK;
+}
+
+static const CK_ATTRIBUTE *find_attr(const CK_ATTRIBUTE *t, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    for (CK_ULONG i = 0; t != NULL && i < n; i++)
+        if (t[i].type == type && t[i].pValue != NULL)
+            return &t[i];
+    return NULL;
+}
+
+/* fips: a secret key template with CKA_SENSITIVE false (or, if import, with a plaintext CKA_VALUE). */
+static CK_RV profile_key_template(const CK_ATTRIBUTE *t, CK_ULONG n, int import)
+{
+    const CK_ATTRIBUTE *cls = find_attr(t, n, CKA_CLASS), *sens = find_attr(t, n, CKA_SENSITIVE);
+
+    if (profile_now() != P_FIPS)
+        return CKR_OK;
+    if (import && (cls == NULL || *(CK_OBJECT_CLASS *)cls->pValue != CKO_SECRET_KEY))
+        return CKR_OK;
+    if (import && find_attr(t, n, CKA_VALUE) != NULL) {
+        profile_fired("plaintext-key-import");
+        return CKR_TEMPLATE_INCONSISTENT;
+    }
+    if (sens != NULL && *(CK_BBOOL *)sens->pValue == CK_FALSE) {
+        profile_fired("non-sensitive-key");
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    return CKR_OK;
+}
+
+/* cloudhsm: CKM_AES_KEY_WRAP_PAD as RFC 3394 key wrap over the key's value with PKCS #5 padding. The key
+ * must be readable (the DEK session objects nstance-secrets wraps are). */
+static CK_RV profile_kwp_pkcs5(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wk, CK_OBJECT_HANDLE k, CK_BYTE_PTR out,
+                               CK_ULONG_PTR on)
+{
+    static const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    static const CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    static const CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_BYTE val[256 + 8];
+    CK_ATTRIBUTE a = {CKA_VALUE, val, 256};
+    CK_MECHANISM kw = {CKM_AES_KEY_WRAP, NULL, 0};
+    CK_OBJECT_HANDLE tmp = CK_INVALID_HANDLE;
+    CK_ULONG pad;
+    CK_RV rv;
+
+    if ((rv = real->C_GetAttributeValue(s, k, &a, 1)) != CKR_OK)
+        return rv;
+    pad = 8 - a.ulValueLen % 8;
+    memset(val + a.ulValueLen, (int)pad, pad);
+    {
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, (void *)&cls, sizeof(cls)},
+            {CKA_KEY_TYPE, (void *)&kt, sizeof(kt)},
+            {CKA_TOKEN, (void *)&no, 1},
+            {CKA_EXTRACTABLE, (void *)&yes, 1},
+            {CKA_SENSITIVE, (void *)&no, 1},
+            {CKA_VALUE, val, a.ulValueLen + pad},
+        };
+        if ((rv = real->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &tmp)) != CKR_OK)
+            return rv;
+    }
+    rv = real->C_WrapKey(s, &kw, wk, tmp, out, on);
+    (void)real->C_DestroyObject(s, tmp);
+    memset(val, 0, sizeof(val));
+    if (rv == CKR_OK)
+        profile_fired("kwp-pkcs5");
+    return rv;
+}
+
 /* ---- wrappers ---- */
 
 #define GATE(name, any, session)                                                                             \
@@ -541,7 +715,10 @@ static CK_RV w_GetAttributeValue(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATT
 
 static CK_RV w_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
+    CK_RV rv;
     GATE(C_EncryptInit, 1, 1);
+    if ((rv = profile_crypt_init(s, m, 1)) != CKR_OK)
+        return rv;
     return real->C_EncryptInit(s, m, k);
 }
 
@@ -549,6 +726,8 @@ static CK_RV w_Encrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 {
     CK_RV rv;
     GATE(C_Encrypt, 1, 1);
+    if ((rv = profile_crypt(s, n)) != CKR_OK)
+        return rv;
     rv = real->C_Encrypt(s, in, n, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
@@ -557,7 +736,10 @@ static CK_RV w_Encrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 
 static CK_RV w_DecryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
+    CK_RV rv;
     GATE(C_DecryptInit, 1, 1);
+    if ((rv = profile_crypt_init(s, m, 0)) != CKR_OK)
+        return rv;
     return real->C_DecryptInit(s, m, k);
 }
 
@@ -565,6 +747,8 @@ static CK_RV w_Decrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 {
     CK_RV rv;
     GATE(C_Decrypt, 1, 1);
+    if ((rv = profile_crypt(s, n)) != CKR_OK)
+        return rv;
     rv = real->C_Decrypt(s, in, n, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
@@ -592,7 +776,10 @@ static CK_RV w_WrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE
 {
     CK_RV rv;
     GATE(C_WrapKey, 1, 1);
-    rv = real->C_WrapKey(s, m, wk, k, out, on);
+    if (profile_now() == P_CLOUDHSM && m != NULL && m->mechanism == CKM_AES_KEY_WRAP_PAD)
+        rv = profile_kwp_pkcs5(s, wk, k, out, on);
+    else
+        rv = real->C_WrapKey(s, m, wk, k, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
     return rv;
@@ -603,6 +790,8 @@ static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HAND
 {
     CK_RV rv;
     GATE(C_UnwrapKey, 1, 1);
+    if ((rv = profile_key_template(t, nt, 0)) != CKR_OK)
+        return rv;
     rv = real->C_UnwrapKey(s, m, uk, in, n, t, nt, h);
     if (rv == CKR_OK && v.corrupt) {
         pthread_mutex_lock(&lock);
@@ -610,6 +799,25 @@ static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HAND
         pthread_mutex_unlock(&lock);
     }
     return rv;
+}
+
+static CK_RV w_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR h)
+{
+    CK_RV rv;
+    GATE(C_CreateObject, 0, 1);
+    if ((rv = profile_key_template(t, n, 1)) != CKR_OK)
+        return rv;
+    return real->C_CreateObject(s, t, n, h);
+}
+
+static CK_RV w_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                           CK_OBJECT_HANDLE_PTR h)
+{
+    CK_RV rv;
+    GATE(C_GenerateKey, 0, 1);
+    if ((rv = profile_key_template(t, n, 0)) != CKR_OK)
+        return rv;
+    return real->C_GenerateKey(s, m, t, n, h);
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
@@ -663,6 +871,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
         wrapped.C_Sign = w_Sign;
         wrapped.C_WrapKey = w_WrapKey;
         wrapped.C_UnwrapKey = w_UnwrapKey;
+        wrapped.C_CreateObject = w_CreateObject;
+        wrapped.C_GenerateKey = w_GenerateKey;
     }
     *list = &wrapped;
 out:
