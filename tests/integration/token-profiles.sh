@@ -9,8 +9,11 @@
 # every start, and aes-kwp is refused at start-up (exit 5) naming PKCS #5 padding and aes-gcm/rsa-oaep
 # ("kwp-pkcs5" fired); on fips aes-gcm is refused at start-up (exit 5) naming the FIPS-mode IV refusal and
 # rsa-oaep ("gcm-external-iv" fired), aes-kwp is refused naming plaintext key import and rsa-oaep
-# ("plaintext-key-import" fired), and rsa-oaep put/get/verify work; on each, `ca init`/`ca issue` with a token
-# P-256 key and `nonce issue` with a token P-256 key (the JWT checked by PyJWT) work.
+# ("plaintext-key-import" fired, at `kek generate` and at start-up), and rsa-oaep put/get/verify work; on each, `ca init`/`ca issue` with a token
+# P-256 key and `nonce issue` with a token P-256 key (the JWT checked by PyJWT) work. fips-2.40 is fips without
+# the PKCS#11 3.0 interface: aes-gcm refused there; on fips (3.0: C_GetInterface, CKF_MESSAGE_ENCRYPT) aes-gcm
+# wraps with C_EncryptMessage and a token-generated IV ("message-encrypt" fired; the only caller IV offered is
+# the id's fixed-IV attempt at start-up), its id from CKA_CHECK_VALUE, put/get/rewrap/verify work.
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 ns_faulty_module
@@ -107,35 +110,57 @@ ns_fault_fired "profile cloudhsm: kwp-pkcs5"
 kek_config "$PROFILE-g1" aes-gcm
 ca_and_nonce
 
-# ---- fips ----
-PROFILE=fips
+# ---- fips-2.40: the refusals, no PKCS#11 3.0 interface ----
+PROFILE=fips-2.40
 export FAULTY_PKCS11_PROFILE=$PROFILE
 echo "# profile $PROFILE"
 rm -rf "$B"
-# aes-gcm and aes-kwp keys are made (sensitive) but refused at their first use; rsa-oaep works
+# aes-gcm and aes-kwp keys are made (sensitive) but refused at their first use, naming what to use instead
 : >"$FAULTY_PKCS11_LOG"
-for k in gcm:aes-gcm kwp:aes-kwp; do
-    expect_rc 5 kek generate --uri "$(uri "$PROFILE-${k%%:*}")" --mechanism "${k#*:}"
-    assert_contains "$T/err" "use mechanism rsa-oaep" "kek generate ${k#*:} on fips: what to use"
-done
+expect_rc 5 kek generate --uri "$(uri fips-gcm)" --mechanism aes-gcm
+assert_contains "$T/err" "refuses AES-GCM with an IV chosen by the caller" "aes-gcm refused on $PROFILE: reason"
+assert_contains "$T/err" "use mechanism rsa-oaep" "aes-gcm refused on $PROFILE: what to use"
+ns_fault_fired "profile $PROFILE: gcm-external-iv"
+: >"$FAULTY_PKCS11_LOG"
+expect_rc 5 kek generate --uri "$(uri fips-kwp)" --mechanism aes-kwp
+assert_contains "$T/err" "refuses to import a plaintext secret key" "aes-kwp refused on $PROFILE: reason"
+assert_contains "$T/err" "use mechanism rsa-oaep" "aes-kwp refused on $PROFILE: what to use"
+ns_fault_fired "profile $PROFILE: plaintext-key-import"
 assert_not_contains "$FAULTY_PKCS11_LOG" "non-sensitive-key" "kek generate makes sensitive keys only"
-expect_rc 0 kek generate --uri "$(uri "$PROFILE-rsa")" --mechanism rsa-oaep
-kek_config "$PROFILE-gcm" aes-gcm
-: >"$FAULTY_PKCS11_LOG"
+kek_config fips-kwp aes-kwp
 expect_rc 5 put a "$T/plain"
-assert_contains "$T/err" "refuses AES-GCM with an IV chosen by the caller" "aes-gcm refused on fips: reason"
-assert_contains "$T/err" "use mechanism rsa-oaep" "aes-gcm refused on fips: what to use"
-ns_fault_fired "profile fips: gcm-external-iv"
-kek_config "$PROFILE-kwp" aes-kwp
-: >"$FAULTY_PKCS11_LOG"
-expect_rc 5 put a "$T/plain"
-assert_contains "$T/err" "refuses to import a plaintext secret key" "aes-kwp refused on fips: reason"
-assert_contains "$T/err" "use mechanism rsa-oaep" "aes-kwp refused on fips: what to use"
-ns_fault_fired "profile fips: plaintext-key-import"
-kek_config "$PROFILE-rsa" rsa-oaep
+assert_contains "$T/err" "refuses to import a plaintext secret key" "aes-kwp refused at start-up on $PROFILE"
+expect_rc 0 kek generate --uri "$(uri fips-rsa)" --mechanism rsa-oaep
+kek_config fips-rsa rsa-oaep
 expect_rc 0 put a "$T/plain"
 expect_rc 0 get a
 cmp -s "$T/out" "$T/plain" || fail "get a: wrong plaintext ($PROFILE)"
 expect_rc 0 verify
+
+# ---- fips: the same token with the PKCS#11 3.0 message API ----
+PROFILE=fips
+export FAULTY_PKCS11_PROFILE=$PROFILE
+echo "# profile $PROFILE"
+kek_config fips-gcm aes-gcm fips-rsa rsa-oaep
+: >"$FAULTY_PKCS11_LOG"
+expect_rc 0 -v kek list
+assert_contains "$T/err" "PKCS#11 3.0 message API" "aes-gcm says it uses the message API on $PROFILE"
+assert_contains "$T/err" "CKA_CHECK_VALUE" "the id comes from CKA_CHECK_VALUE on $PROFILE"
+ns_fault_fired "profile fips: gcm-external-iv"
+id1=$(primary_id)
+[ "$(primary_id)" = "$id1" ] || fail "the aes-gcm id changes between starts on $PROFILE"
+: >"$FAULTY_PKCS11_LOG"
+expect_rc 0 put b "$T/plain"
+ns_fault_fired "profile fips: message-encrypt"
+# one refused caller IV per process: the id's fixed-IV attempt at start-up, none for the wrap
+[ "$(grep -c "gcm-external-iv" "$FAULTY_PKCS11_LOG")" = 1 ] || fail "a caller IV offered when wrapping on $PROFILE"
+expect_rc 0 get b
+cmp -s "$T/out" "$T/plain" || fail "get b: wrong plaintext ($PROFILE)"
+expect_rc 0 rewrap
+expect_rc 0 verify
+assert_contains "$T/out" "$id1" "verify lists the aes-gcm id ($PROFILE)"
+assert_not_contains "$FAULTY_PKCS11_LOG" "non-sensitive-key" "no non-sensitive key made on $PROFILE"
+expect_rc 0 get a
+cmp -s "$T/out" "$T/plain" || fail "get a after rewrap ($PROFILE)"
 ca_and_nonce
 echo "ok"

@@ -45,7 +45,11 @@
  *               ("gcm-external-iv"); C_CreateObject of a secret key with a CKA_VALUE is
  *               CKR_TEMPLATE_INCONSISTENT ("plaintext-key-import"); a secret key made with CKA_SENSITIVE
  *               false (C_CreateObject, C_GenerateKey, C_UnwrapKey) is CKR_ATTRIBUTE_VALUE_INVALID
- *               ("non-sensitive-key")
+ *               ("non-sensitive-key"); and it is a PKCS#11 3.0 module: C_GetInterface("PKCS 11") gives a 3.0
+ *               list whose C_MessageEncryptInit/C_EncryptMessage/C_MessageEncryptFinal do AES-GCM with an IV
+ *               the module generates (CKG_GENERATE_RANDOM only; emulated with the real module's 2.40
+ *               C_Encrypt: "message-encrypt"), and C_GetMechanismInfo(CKM_AES_GCM) adds CKF_MESSAGE_ENCRYPT
+ *     fips-2.40 the same refusals without the 3.0 interface (C_GetInterface: CKR_FUNCTION_NOT_SUPPORTED)
  *
  * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
  * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
@@ -65,7 +69,10 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "pkcs11/v3.h"
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version, CK_INTERFACE **iface, CK_FLAGS flags);
 
 #define MAX_RULES    32
 #define MAX_SESSIONS 1024
@@ -413,7 +420,7 @@ static enum profile profile_now(void)
     const char *p = getenv("FAULTY_PKCS11_PROFILE");
     if (p != NULL && strcmp(p, "cloudhsm") == 0)
         return P_CLOUDHSM;
-    if (p != NULL && strcmp(p, "fips") == 0)
+    if (p != NULL && (strcmp(p, "fips") == 0 || strcmp(p, "fips-2.40") == 0))
         return P_FIPS;
     return P_NONE;
 }
@@ -630,9 +637,14 @@ static CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANI
     pthread_mutex_lock(&lock);
     gone = removed_now();
     pthread_mutex_unlock(&lock);
+    CK_RV rv;
     if (gone)
         return CKR_TOKEN_NOT_PRESENT;
-    return real->C_GetMechanismInfo(slot, t, info);
+    rv = real->C_GetMechanismInfo(slot, t, info);
+    if (rv == CKR_OK && t == CKM_AES_GCM && getenv("FAULTY_PKCS11_PROFILE") != NULL &&
+        strcmp(getenv("FAULTY_PKCS11_PROFILE"), "fips") == 0)
+        info->flags |= CKF_MESSAGE_ENCRYPT;
+    return rv;
 }
 
 static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
@@ -818,6 +830,131 @@ static CK_RV w_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE
     if ((rv = profile_key_template(t, n, 0)) != CKR_OK)
         return rv;
     return real->C_GenerateKey(s, m, t, n, h);
+}
+
+/* ---- fips: the PKCS#11 3.0 message API for AES-GCM, emulated on the real module ---- */
+
+static ns_p11_fn3 wrapped3;
+static CK_INTERFACE iface3 = {(CK_CHAR *)"PKCS 11", &wrapped3, 0};
+
+/* Sessions with a message-encryption operation, and its key. */
+static CK_SESSION_HANDLE msg_sess[MAX_SESSIONS];
+static CK_OBJECT_HANDLE msg_key[MAX_SESSIONS];
+static int nmsg;
+
+static int msg_find(CK_SESSION_HANDLE s)
+{
+    for (int i = 0; i < nmsg; i++)
+        if (msg_sess[i] == s)
+            return i;
+    return -1;
+}
+
+static CK_RV w_MessageEncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    CK_RV rv = CKR_OK;
+    GATE(C_MessageEncryptInit, 1, 1);
+    if (m == NULL || m->mechanism != CKM_AES_GCM)
+        return CKR_MECHANISM_INVALID;
+    pthread_mutex_lock(&lock);
+    if (msg_find(s) >= 0)
+        rv = CKR_OPERATION_ACTIVE;
+    else if (nmsg == MAX_SESSIONS)
+        rv = CKR_DEVICE_MEMORY;
+    else {
+        msg_sess[nmsg] = s;
+        msg_key[nmsg++] = k;
+    }
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_EncryptMessage(CK_SESSION_HANDLE s, CK_VOID_PTR param, CK_ULONG param_len, CK_BYTE_PTR aad,
+                              CK_ULONG aad_len, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_GCM_MESSAGE_PARAMS *mp = param;
+    CK_BYTE buf[4096 + 16];
+    CK_ULONG bn = sizeof(buf);
+    CK_OBJECT_HANDLE key;
+    CK_RV rv;
+    int i, fd;
+    GATE(C_EncryptMessage, 1, 1);
+    pthread_mutex_lock(&lock);
+    i = msg_find(s);
+    key = i >= 0 ? msg_key[i] : CK_INVALID_HANDLE;
+    pthread_mutex_unlock(&lock);
+    if (i < 0)
+        return CKR_OPERATION_NOT_INITIALIZED;
+    if (mp == NULL || param_len != sizeof(*mp) || mp->ivGenerator != CKG_GENERATE_RANDOM ||
+        mp->ulIvFixedBits != 0 || mp->ulIvLen != 12 || mp->pIv == NULL || mp->pTag == NULL ||
+        mp->ulTagBits != 128 || n > 4096 || on == NULL)
+        return CKR_MECHANISM_PARAM_INVALID;
+    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, mp->pIv, 12) != 12) {
+        if (fd >= 0)
+            close(fd);
+        return CKR_GENERAL_ERROR;
+    }
+    close(fd);
+    {
+        CK_GCM_PARAMS gp = {mp->pIv, 12, 96, aad, aad_len, 128};
+        CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+        if ((rv = real->C_EncryptInit(s, &m, key)) != CKR_OK)
+            return rv;
+        if ((rv = real->C_Encrypt(s, in, n, buf, &bn)) != CKR_OK)
+            return rv;
+    }
+    if (out == NULL || *on < bn - 16) {
+        *on = bn - 16;
+        return out == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(out, buf, bn - 16);
+    memcpy(mp->pTag, buf + bn - 16, 16);
+    *on = bn - 16;
+    memset(buf, 0, sizeof(buf));
+    profile_fired("message-encrypt");
+    return CKR_OK;
+}
+
+static CK_RV w_MessageEncryptFinal(CK_SESSION_HANDLE s)
+{
+    int i;
+    GATE(C_MessageEncryptFinal, 1, 1);
+    pthread_mutex_lock(&lock);
+    if ((i = msg_find(s)) >= 0) {
+        msg_sess[i] = msg_sess[nmsg - 1];
+        msg_key[i] = msg_key[nmsg - 1];
+        nmsg--;
+    }
+    pthread_mutex_unlock(&lock);
+    return i >= 0 ? CKR_OK : CKR_OPERATION_NOT_INITIALIZED;
+}
+
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version, CK_INTERFACE **iface, CK_FLAGS flags)
+{
+    CK_FUNCTION_LIST *base = NULL;
+    const char *p = getenv("FAULTY_PKCS11_PROFILE");
+    CK_RV rv;
+
+    (void)flags;
+    if (p == NULL || strcmp(p, "fips") != 0)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    if (iface == NULL || (name != NULL && strcmp((const char *)name, "PKCS 11") != 0) ||
+        (version != NULL && version->major != 3))
+        return CKR_ARGUMENTS_BAD;
+    if ((rv = C_GetFunctionList(&base)) != CKR_OK)
+        return rv;
+    pthread_mutex_lock(&lock);
+    wrapped3.base = *base;
+    wrapped3.base.version.major = 3;
+    wrapped3.base.version.minor = 0;
+    wrapped3.C_GetInterface = C_GetInterface;
+    wrapped3.C_MessageEncryptInit = w_MessageEncryptInit;
+    wrapped3.C_EncryptMessage = w_EncryptMessage;
+    wrapped3.C_MessageEncryptFinal = w_MessageEncryptFinal;
+    pthread_mutex_unlock(&lock);
+    *iface = &iface3;
+    return CKR_OK;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
