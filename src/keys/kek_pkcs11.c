@@ -38,6 +38,7 @@ struct p11kek {
     unsigned verified;  /* the key's lookup epoch whose fingerprint matched the id (atomic) */
     int said_kcv;       /* aes-gcm: the CKA_CHECK_VALUE id was logged once (atomic) */
     int msg_api;        /* aes-gcm: wrap with the PKCS#11 3.0 message API (token-generated IVs) */
+    int said_template;  /* aes-kwp: the DEK template fallback was logged once (atomic) */
     char *what_dec;     /* "C_Decrypt with <uri>" for messages */
     char *what_enc;
 };
@@ -70,6 +71,7 @@ struct io {
     size_t in_len;
     uint8_t out[640]; /* wiped by the caller */
     CK_ULONG out_len;
+    CK_RV refused; /* aes-kwp: what the token said to the first DEK template, if the fallback was used */
 };
 
 /* C_EncryptInit + C_Encrypt, or C_DecryptInit + C_Decrypt: the same shape both ways. */
@@ -98,23 +100,34 @@ static const CK_OBJECT_CLASS cls_secret = CKO_SECRET_KEY;
 static const CK_KEY_TYPE kt_aes = CKK_AES;
 static const CK_BBOOL ck_yes = CK_TRUE, ck_no = CK_FALSE;
 
-/* The template of the DEK as a short-lived session object (AES, not sensitive, extractable, not private),
- * with its value when one is given: 6 or 7 attributes. */
-static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n)
+/* The template of the DEK as a short-lived session object (AES, extractable), with its value when one is
+ * given: 6 or 7 attributes. First choice: not sensitive and not private. Some tokens refuse CKA_PRIVATE false
+ * (private objects only) or a non-sensitive secret key; the fallback leaves CKA_PRIVATE to the token and,
+ * for a wrap (the value is not read back), asks for a sensitive key. An unwrap must read the DEK back, so it
+ * keeps CKA_SENSITIVE false either way. */
+static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n, int fallback)
 {
     CK_ATTRIBUTE fixed[] = {
         {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
         {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
         {CKA_TOKEN, (void *)&ck_no, 1},
-        {CKA_SENSITIVE, (void *)&ck_no, 1},
+        {CKA_SENSITIVE, (void *)(fallback && value != NULL ? &ck_yes : &ck_no), 1},
         {CKA_EXTRACTABLE, (void *)&ck_yes, 1},
         {CKA_PRIVATE, (void *)&ck_no, 1},
     };
-    memcpy(t, fixed, sizeof(fixed));
+    CK_ULONG k = fallback ? 5 : 6;
+    memcpy(t, fixed, k * sizeof(fixed[0]));
     if (value == NULL)
-        return 6;
-    t[6] = (CK_ATTRIBUTE){CKA_VALUE, (void *)value, n};
-    return 7;
+        return k;
+    t[k] = (CK_ATTRIBUTE){CKA_VALUE, (void *)value, n};
+    return k + 1;
+}
+
+/* The token refused the template (not the operation). */
+static int template_refused(CK_RV rv)
+{
+    return rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+           rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_READ_ONLY;
 }
 
 /* KWP: the DEK enters the token as a short-lived session object, is wrapped, and the object destroyed. */
@@ -122,11 +135,16 @@ static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
 {
     struct io *io = ctx;
     CK_ATTRIBUTE tmpl[7];
-    CK_ULONG n = dek_object(tmpl, io->in, io->in_len);
+    CK_ULONG n = dek_object(tmpl, io->in, io->in_len, 0);
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_CreateObject(s, tmpl, n, &h)) != CKR_OK)
+    if ((rv = fn->C_CreateObject(s, tmpl, n, &h)) != CKR_OK && template_refused(rv)) {
+        io->refused = rv;
+        n = dek_object(tmpl, io->in, io->in_len, 1);
+        rv = fn->C_CreateObject(s, tmpl, n, &h);
+    }
+    if (rv != CKR_OK)
         return rv;
     io->out_len = sizeof(io->out);
     rv = fn->C_WrapKey(s, &io->mech, key, h, io->out, &io->out_len);
@@ -138,12 +156,18 @@ static CK_RV op_kwp_unwrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_
 {
     struct io *io = ctx;
     CK_ATTRIBUTE tmpl[7];
-    CK_ULONG n = dek_object(tmpl, NULL, 0);
+    CK_ULONG n = dek_object(tmpl, NULL, 0, 0);
     CK_ATTRIBUTE val = {CKA_VALUE, io->out, sizeof(io->out)};
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h)) != CKR_OK)
+    rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h);
+    if (rv != CKR_OK && template_refused(rv)) {
+        io->refused = rv;
+        n = dek_object(tmpl, NULL, 0, 1);
+        rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h);
+    }
+    if (rv != CKR_OK)
         return rv;
     rv = fn->C_GetAttributeValue(s, h, &val, 1);
     io->out_len = rv == CKR_OK ? val.ulValueLen : 0;
@@ -210,7 +234,7 @@ static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE];
     CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, dek, NS_DEK_LEN, {0}, 0};
+    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, dek, NS_DEK_LEN, {0}, 0, CKR_OK};
     int r;
 
     *param = 0;
@@ -266,7 +290,7 @@ static int gcm_wrap_message(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint
                        {iv, sizeof(iv), 0, CKG_GENERATE_RANDOM, tag, NS_AEAD_TAG * 8},
                        aad,
                        aad_len,
-                       {{CKM_AES_GCM, NULL, 0}, dek, NS_DEK_LEN, {0}, 0}};
+                       {{CKM_AES_GCM, NULL, 0}, dek, NS_DEK_LEN, {0}, 0, CKR_OK}};
     int r;
 
     if ((r = ns_p11_run(pk->t, pk->key, pk->what_enc, op_encrypt_message, &m, NULL)) == 0 &&
@@ -306,7 +330,8 @@ static int gcm_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE];
     CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, wrapped + NS_AEAD_NONCE, n - NS_AEAD_NONCE, {0}, 0};
+    struct io io = {
+        {CKM_AES_GCM, &gp, sizeof(gp)}, wrapped + NS_AEAD_NONCE, n - NS_AEAD_NONCE, {0}, 0, CKR_OK};
     int r;
 
     if (param != 0 || n != GCM_WRAPPED_LEN)
@@ -374,7 +399,7 @@ static int gcm_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
     uint8_t iv[NS_AEAD_NONCE] = {0}, zero[16] = {0};
     CK_GCM_PARAMS gp = {
         iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)id_label, sizeof(id_label) - 1, NS_AEAD_TAG * 8};
-    struct fixed_iv_io f = {{{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0}, 0};
+    struct fixed_iv_io f = {{{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0, CKR_OK}, 0};
     CK_RV rv = CKR_OK;
     int r;
 
@@ -413,16 +438,27 @@ static int gcm_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
 
 /* ---- aes-kwp (RFC 5649) ---- */
 
+/* Say once per key which DEK template the token took (doc/tokens.md, "Attributes"). */
+static void kwp_say_template(struct p11kek *pk, const struct io *io)
+{
+    if (io->refused != CKR_OK && !__atomic_exchange_n(&pk->said_template, 1, __ATOMIC_ACQ_REL))
+        ns_log(NS_LOG_INFO,
+               "token '%s' refused the data key as a public, non-sensitive session object (%s): tried again "
+               "leaving CKA_PRIVATE to the token (and, to wrap, with CKA_SENSITIVE true)",
+               ns_p11_token_label(pk->t), ns_p11_rv_name(io->refused));
+}
+
 static int kwp_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
                     ns_buf *wrapped, uint8_t *param)
 {
     struct p11kek *pk = k->impl;
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, dek, NS_DEK_LEN, {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, dek, NS_DEK_LEN, {0}, 0, CKR_OK};
     int r;
 
     *param = 0;
     if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0 && (r = check_same_key(k)) == 0)
         r = io.out_len == KWP_WRAPPED_LEN ? ns_buf_append(wrapped, io.out, io.out_len) : NS_E_TOKEN;
+    kwp_say_template(pk, &io);
     return r;
 }
 
@@ -430,12 +466,14 @@ static int kwp_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
                       size_t aad_len, uint8_t dek[NS_DEK_LEN])
 {
     struct p11kek *pk = k->impl;
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, wrapped, n, {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, wrapped, n, {0}, 0, CKR_OK};
     int r;
 
     if (param != 0 || n != KWP_WRAPPED_LEN)
         return NS_E_FORMAT;
-    if ((r = run_io(pk, "C_UnwrapKey", op_kwp_unwrap, &io, NULL)) != 0) {
+    r = run_io(pk, "C_UnwrapKey", op_kwp_unwrap, &io, NULL);
+    kwp_say_template(pk, &io);
+    if (r != 0) {
         ns_wipe(&io, sizeof(io));
         return unwrap_failed(k, r);
     }
@@ -447,7 +485,7 @@ static int kwp_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
 {
     struct p11kek *pk = k->impl;
     uint8_t fixed[32];
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0, CKR_OK};
     int r;
 
     CK_RV rv = CKR_OK;
@@ -455,6 +493,7 @@ static int kwp_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
     if (EVP_Digest(id_label, sizeof(id_label) - 1, fixed, NULL, EVP_sha256(), NULL) != 1)
         return NS_E_CRYPTO;
     r = ns_p11_run_quiet(pk->t, pk->key, "C_WrapKey", op_kwp_wrap, &io, &rv);
+    kwp_say_template(pk, &io);
     /* aes-kwp imports the DEK into the token as a plaintext, non-sensitive session key: a FIPS-mode token
      * refuses that. */
     if (r != 0 && (rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_VALUE_INVALID ||

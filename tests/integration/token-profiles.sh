@@ -13,7 +13,9 @@
 # P-256 key and `nonce issue` with a token P-256 key (the JWT checked by PyJWT) work. fips-2.40 is fips without
 # the PKCS#11 3.0 interface: aes-gcm refused there; on fips (3.0: C_GetInterface, CKF_MESSAGE_ENCRYPT) aes-gcm
 # wraps with C_EncryptMessage and a token-generated IV ("message-encrypt" fired; the only caller IV offered is
-# the id's fixed-IV attempt at start-up), its id from CKA_CHECK_VALUE, put/get/rewrap/verify work.
+# the id's fixed-IV attempt at start-up), its id from CKA_CHECK_VALUE, put/get/rewrap/verify work. On
+# private (secret keys must be private) aes-kwp put/get work through the DEK template fallback, which is
+# logged ("public-secret-key" fired on wrap and on unwrap).
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 ns_faulty_module
@@ -163,4 +165,20 @@ assert_not_contains "$FAULTY_PKCS11_LOG" "non-sensitive-key" "no non-sensitive k
 expect_rc 0 get a
 cmp -s "$T/out" "$T/plain" || fail "get a after rewrap ($PROFILE)"
 ca_and_nonce
+
+# ---- private: a token that makes private secret keys only (the aes-kwp data-key template falls back) ----
+PROFILE=private
+export FAULTY_PKCS11_PROFILE=$PROFILE
+echo "# profile $PROFILE"
+rm -rf "$B"
+expect_rc 0 kek generate --uri "$(uri private-kwp)" --mechanism aes-kwp
+kek_config private-kwp aes-kwp
+: >"$FAULTY_PKCS11_LOG"
+expect_rc 0 -v put a "$T/plain"
+assert_contains "$T/err" "tried again leaving CKA_PRIVATE to the token" "the template fallback is logged (wrap)"
+ns_fault_fired "profile private: public-secret-key"
+: >"$FAULTY_PKCS11_LOG"
+expect_rc 0 -v get a
+cmp -s "$T/out" "$T/plain" || fail "get a: wrong plaintext ($PROFILE)"
+ns_fault_fired "profile private: public-secret-key"
 echo "ok"

@@ -50,6 +50,8 @@
  *               the module generates (CKG_GENERATE_RANDOM only; emulated with the real module's 2.40
  *               C_Encrypt: "message-encrypt"), and C_GetMechanismInfo(CKM_AES_GCM) adds CKF_MESSAGE_ENCRYPT
  *     fips-2.40 the same refusals without the 3.0 interface (C_GetInterface: CKR_FUNCTION_NOT_SUPPORTED)
+ *     private   a secret key made with CKA_PRIVATE false (C_CreateObject, C_UnwrapKey) is
+ *               CKR_ATTRIBUTE_VALUE_INVALID ("public-secret-key"): private objects only
  *
  * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
  * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
@@ -413,7 +415,7 @@ static void garble(CK_BYTE_PTR p, CK_ULONG n)
 
 /* ---- profiles ---- */
 
-enum profile { P_NONE, P_CLOUDHSM, P_FIPS };
+enum profile { P_NONE, P_CLOUDHSM, P_FIPS, P_PRIVATE };
 
 static enum profile profile_now(void)
 {
@@ -422,6 +424,8 @@ static enum profile profile_now(void)
         return P_CLOUDHSM;
     if (p != NULL && (strcmp(p, "fips") == 0 || strcmp(p, "fips-2.40") == 0))
         return P_FIPS;
+    if (p != NULL && strcmp(p, "private") == 0)
+        return P_PRIVATE;
     return P_NONE;
 }
 
@@ -511,8 +515,15 @@ static const CK_ATTRIBUTE *find_attr(const CK_ATTRIBUTE *t, CK_ULONG n, CK_ATTRI
 static CK_RV profile_key_template(const CK_ATTRIBUTE *t, CK_ULONG n, int import)
 {
     const CK_ATTRIBUTE *cls = find_attr(t, n, CKA_CLASS), *sens = find_attr(t, n, CKA_SENSITIVE);
+    const CK_ATTRIBUTE *priv = find_attr(t, n, CKA_PRIVATE);
+    enum profile p = profile_now();
 
-    if (profile_now() != P_FIPS)
+    if (p == P_PRIVATE && cls != NULL && *(CK_OBJECT_CLASS *)cls->pValue == CKO_SECRET_KEY && priv != NULL &&
+        *(CK_BBOOL *)priv->pValue == CK_FALSE) {
+        profile_fired("public-secret-key");
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if (p != P_FIPS)
         return CKR_OK;
     if (import && (cls == NULL || *(CK_OBJECT_CLASS *)cls->pValue != CKO_SECRET_KEY))
         return CKR_OK;
