@@ -19,15 +19,7 @@
 . "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/integration/lib.sh"
 ns_setup
 ns_faulty_module
-# A Python that has both PyJWT and cryptography (the Debian packages live in the system Python).
-PY=
-for p in python3 /usr/bin/python3; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import jwt, cryptography' 2>/dev/null; then
-        PY=$p
-        break
-    fi
-done
-[ -n "$PY" ] || { echo "python3-jwt and python3-cryptography not installed"; exit 99; }
+ns_need_pyjwt
 
 PIN=prof-pin-2468
 ns_token prof "$PIN"
