@@ -14,6 +14,7 @@ struct ns_p11_module {
     char *path;
     void *dl;
     CK_FUNCTION_LIST *fn;
+    ns_p11_fn3 *fn3; /* the PKCS#11 3.0 list from C_GetInterface, or NULL (a 2.40 module) */
     int refs;
     int finalize; /* we initialised it, so we finalise it */
     struct ns_p11_module *next;
@@ -38,6 +39,9 @@ static int module_load(const char *path, ns_p11_module **out)
 {
     ns_p11_module *m = NULL;
     CK_C_GetFunctionList get = NULL;
+    ns_p11_C_GetInterface get3 = NULL;
+    CK_INTERFACE *iface = NULL;
+    CK_VERSION v3 = {3, 0};
     CK_C_INITIALIZE_ARGS args;
     CK_RV rv;
     int r = NS_E_INTERNAL;
@@ -63,6 +67,11 @@ static int module_load(const char *path, ns_p11_module **out)
         r = NS_E_TOKEN;
         goto out;
     }
+    /* A PKCS#11 3.0 module has C_GetInterface; p11-kit 0.24.1's proxy and SoftHSM 2.6 do not. */
+    *(void **)&get3 = dlsym(m->dl, "C_GetInterface");
+    if (get3 != NULL && get3((CK_UTF8CHAR_PTR) "PKCS 11", &v3, &iface, 0) == CKR_OK && iface != NULL &&
+        iface->pFunctionList != NULL && ((CK_FUNCTION_LIST *)iface->pFunctionList)->version.major >= 3)
+        m->fn3 = iface->pFunctionList;
     memset(&args, 0, sizeof(args));
     args.flags = CKF_OS_LOCKING_OK;
     rv = m->fn->C_Initialize(&args);
@@ -127,6 +136,11 @@ void ns_p11_module_put(ns_p11_module *m)
 CK_FUNCTION_LIST *ns_p11_module_fn(const ns_p11_module *m)
 {
     return m->fn;
+}
+
+const ns_p11_fn3 *ns_p11_module_fn3(const ns_p11_module *m)
+{
+    return m->fn3;
 }
 
 const char *ns_p11_module_path(const ns_p11_module *m)

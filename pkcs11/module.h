@@ -9,6 +9,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "common/err.h"
+#include "pkcs11/v3.h"
 
 typedef struct ns_p11_module ns_p11_module;
 
@@ -19,5 +20,7 @@ void ns_p11_module_put(ns_p11_module *m);
 
 CK_FUNCTION_LIST *ns_p11_module_fn(const ns_p11_module *m);
 const char *ns_p11_module_path(const ns_p11_module *m);
+/* The module's PKCS#11 3.0 function list (C_GetInterface "PKCS 11" 3.0), or NULL for a 2.40 module. */
+const ns_p11_fn3 *ns_p11_module_fn3(const ns_p11_module *m);
 
 #endif

@@ -480,6 +480,11 @@ const char *ns_p11_token_module_path(const ns_p11_token *t)
     return ns_p11_module_path(t->mod);
 }
 
+const ns_p11_fn3 *ns_p11_token_fn3(const ns_p11_token *t)
+{
+    return ns_p11_module_fn3(t->mod);
+}
+
 unsigned ns_p11_token_open_sessions(ns_p11_token *t)
 {
     unsigned n;

@@ -19,6 +19,7 @@
 
 #include "common/err.h"
 #include "pkcs11/uri.h"
+#include "pkcs11/v3.h"
 
 #define NS_P11_SESSIONS_MAX 64
 /* After a failed attempt to find the token again and log in, the next attempt waits this long; operations
@@ -36,6 +37,8 @@ void ns_p11_token_close(ns_p11_token *t);
 /* The token's label (trimmed), for messages. */
 const char *ns_p11_token_label(const ns_p11_token *t);
 const char *ns_p11_token_module_path(const ns_p11_token *t);
+/* The module's PKCS#11 3.0 function list, or NULL (a 2.40 module: SoftHSM 2.6, the p11-kit 0.24 proxy). */
+const ns_p11_fn3 *ns_p11_token_fn3(const ns_p11_token *t);
 
 /* 0 if the token lists mechanism `mech` with all of `flags` (e.g. CKF_DECRYPT); otherwise
  * NS_E_MECHANISM, with a log line naming the token, the module and `name` (e.g. "CKM_AES_GCM"). */

@@ -15,6 +15,7 @@
 #include "keys/aead.h"
 #include "keys/kek.h"
 #include "pkcs11/key.h"
+#include "pkcs11/rv.h"
 #include "pkcs11/uri.h"
 
 /* Token KEKs. The key never leaves the token: aes-gcm and aes-kwp run in the token both ways; rsa-oaep
@@ -35,6 +36,9 @@ struct p11kek {
     EVP_PKEY *pub;      /* rsa-oaep: the public key, for wrapping in software */
     uint8_t oaep_write; /* rsa-oaep: hash used for new wraps */
     unsigned verified;  /* the key's lookup epoch whose fingerprint matched the id (atomic) */
+    int said_kcv;       /* aes-gcm: the CKA_CHECK_VALUE id was logged once (atomic) */
+    int msg_api;        /* aes-gcm: wrap with the PKCS#11 3.0 message API (token-generated IVs) */
+    int said_template;  /* aes-kwp: the DEK template fallback was logged once (atomic) */
     char *what_dec;     /* "C_Decrypt with <uri>" for messages */
     char *what_enc;
 };
@@ -67,6 +71,7 @@ struct io {
     size_t in_len;
     uint8_t out[640]; /* wiped by the caller */
     CK_ULONG out_len;
+    CK_RV refused; /* aes-kwp: what the token said to the first DEK template, if the fallback was used */
 };
 
 /* C_EncryptInit + C_Encrypt, or C_DecryptInit + C_Decrypt: the same shape both ways. */
@@ -95,23 +100,34 @@ static const CK_OBJECT_CLASS cls_secret = CKO_SECRET_KEY;
 static const CK_KEY_TYPE kt_aes = CKK_AES;
 static const CK_BBOOL ck_yes = CK_TRUE, ck_no = CK_FALSE;
 
-/* The template of the DEK as a short-lived session object (AES, not sensitive, extractable, not private),
- * with its value when one is given: 6 or 7 attributes. */
-static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n)
+/* The template of the DEK as a short-lived session object (AES, extractable), with its value when one is
+ * given: 6 or 7 attributes. First choice: not sensitive and not private. Some tokens refuse CKA_PRIVATE false
+ * (private objects only) or a non-sensitive secret key; the fallback leaves CKA_PRIVATE to the token and,
+ * for a wrap (the value is not read back), asks for a sensitive key. An unwrap must read the DEK back, so it
+ * keeps CKA_SENSITIVE false either way. */
+static CK_ULONG dek_object(CK_ATTRIBUTE t[7], const uint8_t *value, size_t n, int fallback)
 {
     CK_ATTRIBUTE fixed[] = {
         {CKA_CLASS, (void *)&cls_secret, sizeof(cls_secret)},
         {CKA_KEY_TYPE, (void *)&kt_aes, sizeof(kt_aes)},
         {CKA_TOKEN, (void *)&ck_no, 1},
-        {CKA_SENSITIVE, (void *)&ck_no, 1},
+        {CKA_SENSITIVE, (void *)(fallback && value != NULL ? &ck_yes : &ck_no), 1},
         {CKA_EXTRACTABLE, (void *)&ck_yes, 1},
         {CKA_PRIVATE, (void *)&ck_no, 1},
     };
-    memcpy(t, fixed, sizeof(fixed));
+    CK_ULONG k = fallback ? 5 : 6;
+    memcpy(t, fixed, k * sizeof(fixed[0]));
     if (value == NULL)
-        return 6;
-    t[6] = (CK_ATTRIBUTE){CKA_VALUE, (void *)value, n};
-    return 7;
+        return k;
+    t[k] = (CK_ATTRIBUTE){CKA_VALUE, (void *)value, n};
+    return k + 1;
+}
+
+/* The token refused the template (not the operation). */
+static int template_refused(CK_RV rv)
+{
+    return rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+           rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_READ_ONLY;
 }
 
 /* KWP: the DEK enters the token as a short-lived session object, is wrapped, and the object destroyed. */
@@ -119,11 +135,16 @@ static CK_RV op_kwp_wrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HA
 {
     struct io *io = ctx;
     CK_ATTRIBUTE tmpl[7];
-    CK_ULONG n = dek_object(tmpl, io->in, io->in_len);
+    CK_ULONG n = dek_object(tmpl, io->in, io->in_len, 0);
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_CreateObject(s, tmpl, n, &h)) != CKR_OK)
+    if ((rv = fn->C_CreateObject(s, tmpl, n, &h)) != CKR_OK && template_refused(rv)) {
+        io->refused = rv;
+        n = dek_object(tmpl, io->in, io->in_len, 1);
+        rv = fn->C_CreateObject(s, tmpl, n, &h);
+    }
+    if (rv != CKR_OK)
         return rv;
     io->out_len = sizeof(io->out);
     rv = fn->C_WrapKey(s, &io->mech, key, h, io->out, &io->out_len);
@@ -135,12 +156,18 @@ static CK_RV op_kwp_unwrap(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_
 {
     struct io *io = ctx;
     CK_ATTRIBUTE tmpl[7];
-    CK_ULONG n = dek_object(tmpl, NULL, 0);
+    CK_ULONG n = dek_object(tmpl, NULL, 0, 0);
     CK_ATTRIBUTE val = {CKA_VALUE, io->out, sizeof(io->out)};
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
     CK_RV rv;
 
-    if ((rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h)) != CKR_OK)
+    rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h);
+    if (rv != CKR_OK && template_refused(rv)) {
+        io->refused = rv;
+        n = dek_object(tmpl, NULL, 0, 1);
+        rv = fn->C_UnwrapKey(s, &io->mech, key, (CK_BYTE_PTR)io->in, io->in_len, tmpl, n, &h);
+    }
+    if (rv != CKR_OK)
         return rv;
     rv = fn->C_GetAttributeValue(s, h, &val, 1);
     io->out_len = rv == CKR_OK ? val.ulValueLen : 0;
@@ -198,18 +225,26 @@ static int copy_dek(struct io *io, uint8_t dek[NS_DEK_LEN])
 
 /* ---- aes-gcm ---- */
 
+static int gcm_wrap_message(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
+                            ns_buf *wrapped);
+
 static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
                     ns_buf *wrapped, uint8_t *param)
 {
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE];
     CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, dek, NS_DEK_LEN, {0}, 0};
+    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, dek, NS_DEK_LEN, {0}, 0, CKR_OK};
     int r;
 
     *param = 0;
+    if (pk->msg_api)
+        return gcm_wrap_message(k, dek, aad, aad_len, wrapped);
     if ((r = ns_random(iv, sizeof(iv))) != 0)
         return r;
+    /* The IV stored is the one in the parameters after the call, not the one we chose: AWS CloudHSM ignores
+     * the caller's IV, generates its own and writes it back through pIv (its PKCS#11 documentation), and a
+     * token that uses ours leaves it as it was. */
     if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0 && (r = check_same_key(k)) == 0) {
         if (io.out_len != NS_DEK_LEN + NS_AEAD_TAG)
             r = NS_E_TOKEN;
@@ -220,13 +255,83 @@ static int gcm_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad
     return r;
 }
 
+/* PKCS#11 3.0: C_MessageEncryptInit + C_EncryptMessage + C_MessageEncryptFinal, the IV generated by the
+ * token (CKG_GENERATE_RANDOM, as FIPS 140-3 wants: SP 800-38D §8.2.2) and written into the params. */
+struct msg_io {
+    const ns_p11_fn3 *fn3;
+    CK_GCM_MESSAGE_PARAMS p;
+    const uint8_t *aad;
+    size_t aad_len;
+    struct io io;
+};
+
+static CK_RV op_encrypt_message(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct msg_io *m = ctx;
+    CK_MECHANISM mech = {CKM_AES_GCM, NULL, 0};
+    CK_RV rv, fin;
+
+    (void)fn;
+    if ((rv = m->fn3->C_MessageEncryptInit(s, &mech, key)) != CKR_OK)
+        return rv;
+    m->io.out_len = sizeof(m->io.out);
+    rv = m->fn3->C_EncryptMessage(s, &m->p, sizeof(m->p), (CK_BYTE_PTR)m->aad, m->aad_len,
+                                  (CK_BYTE_PTR)m->io.in, m->io.in_len, m->io.out, &m->io.out_len);
+    fin = m->fn3->C_MessageEncryptFinal(s);
+    return rv != CKR_OK ? rv : fin;
+}
+
+static int gcm_wrap_message(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
+                            ns_buf *wrapped)
+{
+    struct p11kek *pk = k->impl;
+    uint8_t iv[NS_AEAD_NONCE] = {0}, tag[NS_AEAD_TAG] = {0};
+    struct msg_io m = {ns_p11_token_fn3(pk->t),
+                       {iv, sizeof(iv), 0, CKG_GENERATE_RANDOM, tag, NS_AEAD_TAG * 8},
+                       aad,
+                       aad_len,
+                       {{CKM_AES_GCM, NULL, 0}, dek, NS_DEK_LEN, {0}, 0, CKR_OK}};
+    int r;
+
+    if ((r = ns_p11_run(pk->t, pk->key, pk->what_enc, op_encrypt_message, &m, NULL)) == 0 &&
+        (r = check_same_key(k)) == 0) {
+        if (m.io.out_len != NS_DEK_LEN)
+            r = NS_E_TOKEN;
+        else if ((r = ns_buf_append(wrapped, iv, sizeof(iv))) == 0 &&
+                 (r = ns_buf_append(wrapped, m.io.out, m.io.out_len)) == 0)
+            r = ns_buf_append(wrapped, tag, sizeof(tag));
+    }
+    ns_wipe(&m, sizeof(m));
+    return r;
+}
+
+/* aes-gcm at open: the 3.0 message API where the module has it (C_GetInterface), it has the functions, and
+ * the token lists CKF_MESSAGE_ENCRYPT for CKM_AES_GCM; C_Encrypt (2.40) otherwise. */
+static int gcm_prepare(ns_kek *k, const ns_kek_config *kc)
+{
+    struct p11kek *pk = k->impl;
+    const ns_p11_fn3 *fn3 = ns_p11_token_fn3(pk->t);
+
+    (void)kc;
+    pk->msg_api = fn3 != NULL && fn3->C_MessageEncryptInit != NULL && fn3->C_EncryptMessage != NULL &&
+                  fn3->C_MessageEncryptFinal != NULL &&
+                  ns_p11_token_has_mech(pk->t, CKM_AES_GCM, CKF_MESSAGE_ENCRYPT);
+    ns_log(NS_LOG_INFO, "token '%s': aes-gcm wraps with %s", ns_p11_token_label(pk->t),
+           pk->msg_api ? "the PKCS#11 3.0 message API (C_EncryptMessage, IV generated by the token)"
+           : fn3 != NULL
+               ? "C_Encrypt (the module is PKCS#11 3.0 but offers no message encryption for CKM_AES_GCM)"
+               : "C_Encrypt (a PKCS#11 2.40 module: no C_GetInterface)");
+    return 0;
+}
+
 static int gcm_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n, const uint8_t *aad,
                       size_t aad_len, uint8_t dek[NS_DEK_LEN])
 {
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE];
     CK_GCM_PARAMS gp = {iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)aad, aad_len, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, wrapped + NS_AEAD_NONCE, n - NS_AEAD_NONCE, {0}, 0};
+    struct io io = {
+        {CKM_AES_GCM, &gp, sizeof(gp)}, wrapped + NS_AEAD_NONCE, n - NS_AEAD_NONCE, {0}, 0, CKR_OK};
     int r;
 
     if (param != 0 || n != GCM_WRAPPED_LEN)
@@ -240,34 +345,120 @@ static int gcm_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
     return copy_dek(&io, dek);
 }
 
-/* GCM with a fixed all-zero IV over 16 zero bytes with the label as AAD: deterministic for the key, and
- * hashed before use. A random 96-bit wrap IV meets the zero IV with probability 2^-96. */
+/* The aes-gcm id, two ways (doc/envelope.md, "KEK ids"):
+ *  - GCM with a fixed all-zero IV over 16 zero bytes with the label as AAD: deterministic for the key, and
+ *    hashed before use (a random 96-bit wrap IV meets the zero IV with probability 2^-96). Every id made
+ *    before tokens that choose their own IVs were supported is this one, so it stays the id wherever the
+ *    token honours the fixed IV.
+ *  - Where the token refuses a caller's IV (FIPS mode) or replaces it with its own (AWS CloudHSM writes its
+ *    IV back through pIv), the fixed-IV value is not deterministic or not there: the id is derived from the
+ *    key's CKA_CHECK_VALUE instead (PKCS#11 2.40 §4.10: for AES, the first 3 bytes of the ECB encryption of
+ *    a zero block, computed by the token and readable on sensitive keys). */
+struct fixed_iv_io {
+    struct io io;
+    int replaced; /* the token wrote its own IV into pIv */
+};
+
+static CK_RV op_encrypt_fixed_iv(CK_FUNCTION_LIST *fn, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key, void *ctx)
+{
+    struct fixed_iv_io *f = ctx;
+    CK_GCM_PARAMS *gp = f->io.mech.pParameter;
+    CK_RV rv = op_encrypt(fn, s, key, &f->io);
+    static const uint8_t zero[NS_AEAD_NONCE] = {0};
+
+    f->replaced = rv == CKR_OK && memcmp(gp->pIv, zero, sizeof(zero)) != 0;
+    return rv;
+}
+
+static int gcm_id_check_value(struct p11kek *pk, uint8_t id[NS_KEK_ID_LEN])
+{
+    static const char tag[] = "CKA_CHECK_VALUE";
+    unsigned char *kcv = NULL;
+    uint8_t material[sizeof(tag) - 1 + 16];
+    size_t len = 0;
+    int r;
+
+    if ((r = ns_p11_key_attr(pk->key, CKA_CHECK_VALUE, &kcv, &len)) != 0 || len < 3 || len > 16) {
+        ns_log(NS_LOG_ERROR,
+               "token '%s' neither encrypts with a caller's GCM IV nor offers CKA_CHECK_VALUE for '%s': no "
+               "stable id can be made for this aes-gcm key (use rsa-oaep on this token)",
+               ns_p11_token_label(pk->t), ns_p11_key_uri(pk->key));
+        free(kcv);
+        return r != 0 ? r : NS_E_MECHANISM;
+    }
+    memcpy(material, tag, sizeof(tag) - 1);
+    memcpy(material + sizeof(tag) - 1, kcv, len);
+    r = ns_kek_id_derive(NS_MECH_AES_GCM, material, sizeof(tag) - 1 + len, id);
+    free(kcv);
+    return r;
+}
+
 static int gcm_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
 {
     struct p11kek *pk = k->impl;
     uint8_t iv[NS_AEAD_NONCE] = {0}, zero[16] = {0};
     CK_GCM_PARAMS gp = {
         iv, sizeof(iv), sizeof(iv) * 8, (CK_BYTE_PTR)id_label, sizeof(id_label) - 1, NS_AEAD_TAG * 8};
-    struct io io = {{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0};
+    struct fixed_iv_io f = {{{CKM_AES_GCM, &gp, sizeof(gp)}, zero, sizeof(zero), {0}, 0, CKR_OK}, 0};
+    CK_RV rv = CKR_OK;
     int r;
 
-    if ((r = run_io(pk, pk->what_enc, op_encrypt, &io, NULL)) == 0)
-        r = ns_kek_id_derive(NS_MECH_AES_GCM, io.out, io.out_len, id);
-    return r;
+    r = ns_p11_run_quiet(pk->t, pk->key, pk->what_enc, op_encrypt_fixed_iv, &f, &rv);
+    if (r == 0 && !f.replaced)
+        return ns_kek_id_derive(NS_MECH_AES_GCM, f.io.out, f.io.out_len, id);
+    if (r == 0) {
+        if (!__atomic_exchange_n(&pk->said_kcv, 1, __ATOMIC_ACQ_REL))
+            ns_log(NS_LOG_INFO,
+                   "token '%s' replaces the caller's GCM IV with its own: the id of '%s' is derived from its "
+                   "CKA_CHECK_VALUE",
+                   ns_p11_token_label(pk->t), ns_p11_key_uri(pk->key));
+        return gcm_id_check_value(pk, id);
+    }
+    /* A refused parameter: the token accepts no IV from the caller (FIPS mode). Wrapping needs the PKCS#11
+     * 3.0 message API there (C_EncryptMessage with CKG_GENERATE_RANDOM), which this build does not use. */
+    if ((rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_ARGUMENTS_BAD) && pk->msg_api) {
+        if (!__atomic_exchange_n(&pk->said_kcv, 1, __ATOMIC_ACQ_REL))
+            ns_log(NS_LOG_INFO,
+                   "token '%s' refuses a caller's GCM IV (%s): the id of '%s' is derived from its "
+                   "CKA_CHECK_VALUE",
+                   ns_p11_token_label(pk->t), ns_p11_rv_name(rv), ns_p11_key_uri(pk->key));
+        return gcm_id_check_value(pk, id);
+    }
+    if (rv == CKR_MECHANISM_PARAM_INVALID || rv == CKR_ARGUMENTS_BAD) {
+        ns_log(
+            NS_LOG_ERROR,
+            "token '%s' refuses AES-GCM with an IV chosen by the caller (%s; a FIPS-mode token) and its "
+            "module offers no PKCS#11 3.0 message encryption: aes-gcm cannot wrap with '%s'; use mechanism "
+            "rsa-oaep on this token",
+            ns_p11_token_label(pk->t), ns_p11_rv_name(rv), ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    return rv == CKR_OK ? r : ns_p11_rv_error(rv, ns_p11_token_label(pk->t), pk->what_enc);
 }
 
 /* ---- aes-kwp (RFC 5649) ---- */
+
+/* Say once per key which DEK template the token took (doc/tokens.md, "Attributes"). */
+static void kwp_say_template(struct p11kek *pk, const struct io *io)
+{
+    if (io->refused != CKR_OK && !__atomic_exchange_n(&pk->said_template, 1, __ATOMIC_ACQ_REL))
+        ns_log(NS_LOG_INFO,
+               "token '%s' refused the data key as a public, non-sensitive session object (%s): tried again "
+               "leaving CKA_PRIVATE to the token (and, to wrap, with CKA_SENSITIVE true)",
+               ns_p11_token_label(pk->t), ns_p11_rv_name(io->refused));
+}
 
 static int kwp_wrap(ns_kek *k, const uint8_t dek[NS_DEK_LEN], const uint8_t *aad, size_t aad_len,
                     ns_buf *wrapped, uint8_t *param)
 {
     struct p11kek *pk = k->impl;
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, dek, NS_DEK_LEN, {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, dek, NS_DEK_LEN, {0}, 0, CKR_OK};
     int r;
 
     *param = 0;
     if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0 && (r = check_same_key(k)) == 0)
         r = io.out_len == KWP_WRAPPED_LEN ? ns_buf_append(wrapped, io.out, io.out_len) : NS_E_TOKEN;
+    kwp_say_template(pk, &io);
     return r;
 }
 
@@ -275,12 +466,14 @@ static int kwp_unwrap(ns_kek *k, uint8_t param, const uint8_t *wrapped, size_t n
                       size_t aad_len, uint8_t dek[NS_DEK_LEN])
 {
     struct p11kek *pk = k->impl;
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, wrapped, n, {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, wrapped, n, {0}, 0, CKR_OK};
     int r;
 
     if (param != 0 || n != KWP_WRAPPED_LEN)
         return NS_E_FORMAT;
-    if ((r = run_io(pk, "C_UnwrapKey", op_kwp_unwrap, &io, NULL)) != 0) {
+    r = run_io(pk, "C_UnwrapKey", op_kwp_unwrap, &io, NULL);
+    kwp_say_template(pk, &io);
+    if (r != 0) {
         ns_wipe(&io, sizeof(io));
         return unwrap_failed(k, r);
     }
@@ -292,14 +485,39 @@ static int kwp_fingerprint(ns_kek *k, uint8_t id[NS_KEK_ID_LEN])
 {
     struct p11kek *pk = k->impl;
     uint8_t fixed[32];
-    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0};
+    struct io io = {{CKM_AES_KEY_WRAP_PAD, NULL, 0}, fixed, sizeof(fixed), {0}, 0, CKR_OK};
     int r;
+
+    CK_RV rv = CKR_OK;
 
     if (EVP_Digest(id_label, sizeof(id_label) - 1, fixed, NULL, EVP_sha256(), NULL) != 1)
         return NS_E_CRYPTO;
-    if ((r = run_io(pk, "C_WrapKey", op_kwp_wrap, &io, NULL)) == 0)
-        r = ns_kek_id_derive(NS_MECH_AES_KWP, io.out, io.out_len, id);
-    return r;
+    r = ns_p11_run_quiet(pk->t, pk->key, "C_WrapKey", op_kwp_wrap, &io, &rv);
+    kwp_say_template(pk, &io);
+    /* aes-kwp imports the DEK into the token as a plaintext, non-sensitive session key: a FIPS-mode token
+     * refuses that. */
+    if (r != 0 && (rv == CKR_TEMPLATE_INCONSISTENT || rv == CKR_ATTRIBUTE_VALUE_INVALID ||
+                   rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_ATTRIBUTE_READ_ONLY)) {
+        ns_log(NS_LOG_ERROR,
+               "token '%s' refuses to import a plaintext secret key (C_CreateObject: %s; a FIPS-mode token), "
+               "which aes-kwp needs to wrap the data key with '%s'; use mechanism rsa-oaep on this token",
+               ns_p11_token_label(pk->t), ns_p11_rv_name(rv), ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    if (r != 0)
+        return rv == CKR_OK ? r : ns_p11_rv_error(rv, ns_p11_token_label(pk->t), "C_WrapKey");
+    /* RFC 5649 wraps 32 bytes into 40; AWS CloudHSM's CKM_AES_KEY_WRAP_PAD (PKCS #5 padding, then RFC 3394)
+     * gives 48, and its RFC 5649 is a vendor mechanism. */
+    if (io.out_len != KWP_WRAPPED_LEN) {
+        ns_log(
+            NS_LOG_ERROR,
+            "token '%s': CKM_AES_KEY_WRAP_PAD wraps 32 bytes into %lu, not 40: it is not RFC 5649 key wrap "
+            "with padding (AWS CloudHSM's is PKCS #5-padded key wrap); use mechanism aes-gcm or rsa-oaep "
+            "with '%s'",
+            ns_p11_token_label(pk->t), (unsigned long)io.out_len, ns_p11_key_uri(pk->key));
+        return NS_E_MECHANISM;
+    }
+    return ns_kek_id_derive(NS_MECH_AES_KWP, io.out, io.out_len, id);
 }
 
 /* ---- rsa-oaep ---- */
@@ -525,6 +743,7 @@ static const struct p11mech mechs[] = {
         .value_len = 32,
         .use = {CKA_ENCRYPT, CKA_DECRYPT},
         .use_names = "CKA_ENCRYPT and CKA_DECRYPT",
+        .prepare = gcm_prepare,
         .generate = aes_generate,
     },
     {

@@ -86,6 +86,21 @@ ns_need() {
     done
 }
 
+# ns_need_pyjwt: set PY to a Python that has both PyJWT and cryptography (the Debian packages live in the
+# system Python, which a virtualenv's python3 may hide); neither: exit 99.
+ns_need_pyjwt() {
+    local p
+    PY=
+    for p in python3 /usr/bin/python3; do
+        if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import jwt, cryptography' 2>/dev/null; then
+            PY=$p
+            return 0
+        fi
+    done
+    echo "python3-jwt and python3-cryptography not installed"
+    exit 99
+}
+
 # ns_need_py MODULE...: each must import in python3 (python3-MODULE from Debian); missing: exit 99.
 ns_need_py() {
     local m

@@ -32,6 +32,27 @@
  *                                           real removal does), so it is invalid afterwards too
  * Counters (count=, after=) are per process and start again whenever the rules change.
  *
+ *   FAULTY_PKCS11_PROFILE   emulate how another token differs from the real module (every time a profile
+ *                           changes a call, a line "profile NAME: WHAT" goes to FAULTY_PKCS11_LOG, so a test
+ *                           can prove that it fired):
+ *     cloudhsm  AWS CloudHSM: C_EncryptInit(CKM_AES_GCM) ignores the caller's IV, generates one and writes it
+ *               into CK_GCM_PARAMS.pIv ("gcm-iv-replaced"); C_Encrypt/C_Decrypt of GCM data over 16 KB
+ *               return CKR_DATA_LEN_RANGE ("gcm-over-16k"); C_WrapKey(CKM_AES_KEY_WRAP_PAD) is AES key wrap
+ *               of the key padded per PKCS #5 (RFC 3394 over value ‖ PKCS #5 padding, 48 bytes for a 32-byte
+ *               key: "kwp-pkcs5") instead of RFC 5649
+ *     fips      a FIPS-mode token: C_EncryptInit(CKM_AES_GCM) with a caller's IV is
+ * CKR_MECHANISM_PARAM_INVALID
+ *               ("gcm-external-iv"); C_CreateObject of a secret key with a CKA_VALUE is
+ *               CKR_TEMPLATE_INCONSISTENT ("plaintext-key-import"); a secret key made with CKA_SENSITIVE
+ *               false (C_CreateObject, C_GenerateKey, C_UnwrapKey) is CKR_ATTRIBUTE_VALUE_INVALID
+ *               ("non-sensitive-key"); and it is a PKCS#11 3.0 module: C_GetInterface("PKCS 11") gives a 3.0
+ *               list whose C_MessageEncryptInit/C_EncryptMessage/C_MessageEncryptFinal do AES-GCM with an IV
+ *               the module generates (CKG_GENERATE_RANDOM only; emulated with the real module's 2.40
+ *               C_Encrypt: "message-encrypt"), and C_GetMechanismInfo(CKM_AES_GCM) adds CKF_MESSAGE_ENCRYPT
+ *     fips-2.40 the same refusals without the 3.0 interface (C_GetInterface: CKR_FUNCTION_NOT_SUPPORTED)
+ *     private   a secret key made with CKA_PRIVATE false (C_CreateObject, C_UnwrapKey) is
+ *               CKR_ATTRIBUTE_VALUE_INVALID ("public-secret-key"): private objects only
+ *
  * Only the calls nstance-secrets makes are intercepted; every other function goes straight to the real
  * module. Test code, not product code: fixed-size tables, no attempt at portability beyond Linux. */
 #include "ns-build.h"
@@ -50,7 +71,10 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "pkcs11/v3.h"
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version, CK_INTERFACE **iface, CK_FLAGS flags);
 
 #define MAX_RULES    32
 #define MAX_SESSIONS 1024
@@ -109,6 +133,10 @@ static const struct {
     {"CKR_PIN_INCORRECT", CKR_PIN_INCORRECT},
     {"CKR_MECHANISM_INVALID", CKR_MECHANISM_INVALID},
     {"CKR_ENCRYPTED_DATA_INVALID", CKR_ENCRYPTED_DATA_INVALID},
+    {"CKR_DATA_LEN_RANGE", CKR_DATA_LEN_RANGE},
+    {"CKR_MECHANISM_PARAM_INVALID", CKR_MECHANISM_PARAM_INVALID},
+    {"CKR_TEMPLATE_INCONSISTENT", CKR_TEMPLATE_INCONSISTENT},
+    {"CKR_ATTRIBUTE_VALUE_INVALID", CKR_ATTRIBUTE_VALUE_INVALID},
 };
 
 static const char *rv_name(CK_RV rv)
@@ -385,6 +413,170 @@ static void garble(CK_BYTE_PTR p, CK_ULONG n)
     }
 }
 
+/* ---- profiles ---- */
+
+enum profile { P_NONE, P_CLOUDHSM, P_FIPS, P_PRIVATE };
+
+static enum profile profile_now(void)
+{
+    const char *p = getenv("FAULTY_PKCS11_PROFILE");
+    if (p != NULL && strcmp(p, "cloudhsm") == 0)
+        return P_CLOUDHSM;
+    if (p != NULL && (strcmp(p, "fips") == 0 || strcmp(p, "fips-2.40") == 0))
+        return P_FIPS;
+    if (p != NULL && strcmp(p, "private") == 0)
+        return P_PRIVATE;
+    return P_NONE;
+}
+
+static void profile_fired(const char *what)
+{
+    pthread_mutex_lock(&lock);
+    log_line("profile %s: %s", getenv("FAULTY_PKCS11_PROFILE"), what);
+    pthread_mutex_unlock(&lock);
+}
+
+#define GCM_LIMIT 16384
+
+/* Sessions whose active encrypt/decrypt operation is AES-GCM (cloudhsm's 16 KB limit). */
+static CK_SESSION_HANDLE gcm_sess[MAX_SESSIONS];
+static int ngcm;
+
+static void gcm_mark(CK_SESSION_HANDLE s, int on)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < ngcm; i++)
+        if (gcm_sess[i] == s) {
+            if (!on)
+                gcm_sess[i] = gcm_sess[--ngcm];
+            pthread_mutex_unlock(&lock);
+            return;
+        }
+    if (on && ngcm < MAX_SESSIONS)
+        gcm_sess[ngcm++] = s;
+    pthread_mutex_unlock(&lock);
+}
+
+static int gcm_marked(CK_SESSION_HANDLE s)
+{
+    int on = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < ngcm; i++)
+        on |= gcm_sess[i] == s;
+    pthread_mutex_unlock(&lock);
+    return on;
+}
+
+/* C_EncryptInit/C_DecryptInit under a profile: CKR_OK to go on to the real module. */
+static CK_RV profile_crypt_init(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, int encrypt)
+{
+    enum profile p = profile_now();
+    int gcm = m != NULL && m->mechanism == CKM_AES_GCM && m->pParameter != NULL &&
+              m->ulParameterLen == sizeof(CK_GCM_PARAMS);
+    CK_GCM_PARAMS *gp = gcm ? m->pParameter : NULL;
+
+    gcm_mark(s, gcm);
+    if (!encrypt || gp == NULL || gp->pIv == NULL || gp->ulIvLen == 0)
+        return CKR_OK;
+    if (p == P_FIPS) {
+        profile_fired("gcm-external-iv");
+        return CKR_MECHANISM_PARAM_INVALID;
+    }
+    if (p == P_CLOUDHSM) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, gp->pIv, gp->ulIvLen) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (n != (ssize_t)gp->ulIvLen)
+            return CKR_GENERAL_ERROR;
+        profile_fired("gcm-iv-replaced");
+    }
+    return CKR_OK;
+}
+
+static CK_RV profile_crypt(CK_SESSION_HANDLE s, CK_ULONG n)
+{
+    if (profile_now() == P_CLOUDHSM && n > GCM_LIMIT && gcm_marked(s)) {
+        profile_fired("gcm-over-16k");
+        return CKR_DATA_LEN_RANGE;
+    }
+    return CKR_OK;
+}
+
+static const CK_ATTRIBUTE *find_attr(const CK_ATTRIBUTE *t, CK_ULONG n, CK_ATTRIBUTE_TYPE type)
+{
+    for (CK_ULONG i = 0; t != NULL && i < n; i++)
+        if (t[i].type == type && t[i].pValue != NULL)
+            return &t[i];
+    return NULL;
+}
+
+/* fips: a secret key template with CKA_SENSITIVE false (or, if import, with a plaintext CKA_VALUE). */
+static CK_RV profile_key_template(const CK_ATTRIBUTE *t, CK_ULONG n, int import)
+{
+    const CK_ATTRIBUTE *cls = find_attr(t, n, CKA_CLASS), *sens = find_attr(t, n, CKA_SENSITIVE);
+    const CK_ATTRIBUTE *priv = find_attr(t, n, CKA_PRIVATE);
+    enum profile p = profile_now();
+
+    if (p == P_PRIVATE && cls != NULL && *(CK_OBJECT_CLASS *)cls->pValue == CKO_SECRET_KEY && priv != NULL &&
+        *(CK_BBOOL *)priv->pValue == CK_FALSE) {
+        profile_fired("public-secret-key");
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if (p != P_FIPS)
+        return CKR_OK;
+    if (import && (cls == NULL || *(CK_OBJECT_CLASS *)cls->pValue != CKO_SECRET_KEY))
+        return CKR_OK;
+    if (import && find_attr(t, n, CKA_VALUE) != NULL) {
+        profile_fired("plaintext-key-import");
+        return CKR_TEMPLATE_INCONSISTENT;
+    }
+    if (sens != NULL && *(CK_BBOOL *)sens->pValue == CK_FALSE) {
+        profile_fired("non-sensitive-key");
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    return CKR_OK;
+}
+
+/* cloudhsm: CKM_AES_KEY_WRAP_PAD as RFC 3394 key wrap over the key's value with PKCS #5 padding. The key
+ * must be readable (the DEK session objects nstance-secrets wraps are). */
+static CK_RV profile_kwp_pkcs5(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE wk, CK_OBJECT_HANDLE k, CK_BYTE_PTR out,
+                               CK_ULONG_PTR on)
+{
+    static const CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    static const CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    static const CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_BYTE val[256 + 8];
+    CK_ATTRIBUTE a = {CKA_VALUE, val, 256};
+    CK_MECHANISM kw = {CKM_AES_KEY_WRAP, NULL, 0};
+    CK_OBJECT_HANDLE tmp = CK_INVALID_HANDLE;
+    CK_ULONG pad;
+    CK_RV rv;
+
+    if ((rv = real->C_GetAttributeValue(s, k, &a, 1)) != CKR_OK)
+        return rv;
+    pad = 8 - a.ulValueLen % 8;
+    memset(val + a.ulValueLen, (int)pad, pad);
+    {
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, (void *)&cls, sizeof(cls)},
+            {CKA_KEY_TYPE, (void *)&kt, sizeof(kt)},
+            {CKA_TOKEN, (void *)&no, 1},
+            {CKA_EXTRACTABLE, (void *)&yes, 1},
+            {CKA_SENSITIVE, (void *)&no, 1},
+            {CKA_VALUE, val, a.ulValueLen + pad},
+        };
+        if ((rv = real->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &tmp)) != CKR_OK)
+            return rv;
+    }
+    rv = real->C_WrapKey(s, &kw, wk, tmp, out, on);
+    (void)real->C_DestroyObject(s, tmp);
+    memset(val, 0, sizeof(val));
+    if (rv == CKR_OK)
+        profile_fired("kwp-pkcs5");
+    return rv;
+}
+
 /* ---- wrappers ---- */
 
 #define GATE(name, any, session)                                                                             \
@@ -456,9 +648,14 @@ static CK_RV w_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANI
     pthread_mutex_lock(&lock);
     gone = removed_now();
     pthread_mutex_unlock(&lock);
+    CK_RV rv;
     if (gone)
         return CKR_TOKEN_NOT_PRESENT;
-    return real->C_GetMechanismInfo(slot, t, info);
+    rv = real->C_GetMechanismInfo(slot, t, info);
+    if (rv == CKR_OK && t == CKM_AES_GCM && getenv("FAULTY_PKCS11_PROFILE") != NULL &&
+        strcmp(getenv("FAULTY_PKCS11_PROFILE"), "fips") == 0)
+        info->flags |= CKF_MESSAGE_ENCRYPT;
+    return rv;
 }
 
 static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
@@ -541,7 +738,10 @@ static CK_RV w_GetAttributeValue(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o, CK_ATT
 
 static CK_RV w_EncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
+    CK_RV rv;
     GATE(C_EncryptInit, 1, 1);
+    if ((rv = profile_crypt_init(s, m, 1)) != CKR_OK)
+        return rv;
     return real->C_EncryptInit(s, m, k);
 }
 
@@ -549,6 +749,8 @@ static CK_RV w_Encrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 {
     CK_RV rv;
     GATE(C_Encrypt, 1, 1);
+    if ((rv = profile_crypt(s, n)) != CKR_OK)
+        return rv;
     rv = real->C_Encrypt(s, in, n, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
@@ -557,7 +759,10 @@ static CK_RV w_Encrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 
 static CK_RV w_DecryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
 {
+    CK_RV rv;
     GATE(C_DecryptInit, 1, 1);
+    if ((rv = profile_crypt_init(s, m, 0)) != CKR_OK)
+        return rv;
     return real->C_DecryptInit(s, m, k);
 }
 
@@ -565,6 +770,8 @@ static CK_RV w_Decrypt(CK_SESSION_HANDLE s, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_
 {
     CK_RV rv;
     GATE(C_Decrypt, 1, 1);
+    if ((rv = profile_crypt(s, n)) != CKR_OK)
+        return rv;
     rv = real->C_Decrypt(s, in, n, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
@@ -592,7 +799,10 @@ static CK_RV w_WrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE
 {
     CK_RV rv;
     GATE(C_WrapKey, 1, 1);
-    rv = real->C_WrapKey(s, m, wk, k, out, on);
+    if (profile_now() == P_CLOUDHSM && m != NULL && m->mechanism == CKM_AES_KEY_WRAP_PAD)
+        rv = profile_kwp_pkcs5(s, wk, k, out, on);
+    else
+        rv = real->C_WrapKey(s, m, wk, k, out, on);
     if (rv == CKR_OK && v.corrupt && out != NULL)
         garble(out, *on);
     return rv;
@@ -603,6 +813,8 @@ static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HAND
 {
     CK_RV rv;
     GATE(C_UnwrapKey, 1, 1);
+    if ((rv = profile_key_template(t, nt, 0)) != CKR_OK)
+        return rv;
     rv = real->C_UnwrapKey(s, m, uk, in, n, t, nt, h);
     if (rv == CKR_OK && v.corrupt) {
         pthread_mutex_lock(&lock);
@@ -610,6 +822,150 @@ static CK_RV w_UnwrapKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HAND
         pthread_mutex_unlock(&lock);
     }
     return rv;
+}
+
+static CK_RV w_CreateObject(CK_SESSION_HANDLE s, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR h)
+{
+    CK_RV rv;
+    GATE(C_CreateObject, 0, 1);
+    if ((rv = profile_key_template(t, n, 1)) != CKR_OK)
+        return rv;
+    return real->C_CreateObject(s, t, n, h);
+}
+
+static CK_RV w_GenerateKey(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_ATTRIBUTE_PTR t, CK_ULONG n,
+                           CK_OBJECT_HANDLE_PTR h)
+{
+    CK_RV rv;
+    GATE(C_GenerateKey, 0, 1);
+    if ((rv = profile_key_template(t, n, 0)) != CKR_OK)
+        return rv;
+    return real->C_GenerateKey(s, m, t, n, h);
+}
+
+/* ---- fips: the PKCS#11 3.0 message API for AES-GCM, emulated on the real module ---- */
+
+static ns_p11_fn3 wrapped3;
+static CK_INTERFACE iface3 = {(CK_CHAR *)"PKCS 11", &wrapped3, 0};
+
+/* Sessions with a message-encryption operation, and its key. */
+static CK_SESSION_HANDLE msg_sess[MAX_SESSIONS];
+static CK_OBJECT_HANDLE msg_key[MAX_SESSIONS];
+static int nmsg;
+
+static int msg_find(CK_SESSION_HANDLE s)
+{
+    for (int i = 0; i < nmsg; i++)
+        if (msg_sess[i] == s)
+            return i;
+    return -1;
+}
+
+static CK_RV w_MessageEncryptInit(CK_SESSION_HANDLE s, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+    CK_RV rv = CKR_OK;
+    GATE(C_MessageEncryptInit, 1, 1);
+    if (m == NULL || m->mechanism != CKM_AES_GCM)
+        return CKR_MECHANISM_INVALID;
+    pthread_mutex_lock(&lock);
+    if (msg_find(s) >= 0)
+        rv = CKR_OPERATION_ACTIVE;
+    else if (nmsg == MAX_SESSIONS)
+        rv = CKR_DEVICE_MEMORY;
+    else {
+        msg_sess[nmsg] = s;
+        msg_key[nmsg++] = k;
+    }
+    pthread_mutex_unlock(&lock);
+    return rv;
+}
+
+static CK_RV w_EncryptMessage(CK_SESSION_HANDLE s, CK_VOID_PTR param, CK_ULONG param_len, CK_BYTE_PTR aad,
+                              CK_ULONG aad_len, CK_BYTE_PTR in, CK_ULONG n, CK_BYTE_PTR out, CK_ULONG_PTR on)
+{
+    CK_GCM_MESSAGE_PARAMS *mp = param;
+    CK_BYTE buf[4096 + 16];
+    CK_ULONG bn = sizeof(buf);
+    CK_OBJECT_HANDLE key;
+    CK_RV rv;
+    int i, fd;
+    GATE(C_EncryptMessage, 1, 1);
+    pthread_mutex_lock(&lock);
+    i = msg_find(s);
+    key = i >= 0 ? msg_key[i] : CK_INVALID_HANDLE;
+    pthread_mutex_unlock(&lock);
+    if (i < 0)
+        return CKR_OPERATION_NOT_INITIALIZED;
+    if (mp == NULL || param_len != sizeof(*mp) || mp->ivGenerator != CKG_GENERATE_RANDOM ||
+        mp->ulIvFixedBits != 0 || mp->ulIvLen != 12 || mp->pIv == NULL || mp->pTag == NULL ||
+        mp->ulTagBits != 128 || n > 4096 || on == NULL)
+        return CKR_MECHANISM_PARAM_INVALID;
+    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, mp->pIv, 12) != 12) {
+        if (fd >= 0)
+            close(fd);
+        return CKR_GENERAL_ERROR;
+    }
+    close(fd);
+    {
+        CK_GCM_PARAMS gp = {mp->pIv, 12, 96, aad, aad_len, 128};
+        CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+        if ((rv = real->C_EncryptInit(s, &m, key)) != CKR_OK)
+            return rv;
+        if ((rv = real->C_Encrypt(s, in, n, buf, &bn)) != CKR_OK)
+            return rv;
+    }
+    if (out == NULL || *on < bn - 16) {
+        *on = bn - 16;
+        return out == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
+    }
+    memcpy(out, buf, bn - 16);
+    memcpy(mp->pTag, buf + bn - 16, 16);
+    *on = bn - 16;
+    memset(buf, 0, sizeof(buf));
+    profile_fired("message-encrypt");
+    return CKR_OK;
+}
+
+static CK_RV w_MessageEncryptFinal(CK_SESSION_HANDLE s)
+{
+    int i;
+    GATE(C_MessageEncryptFinal, 1, 1);
+    pthread_mutex_lock(&lock);
+    if ((i = msg_find(s)) >= 0) {
+        msg_sess[i] = msg_sess[nmsg - 1];
+        msg_key[i] = msg_key[nmsg - 1];
+        nmsg--;
+    }
+    pthread_mutex_unlock(&lock);
+    return i >= 0 ? CKR_OK : CKR_OPERATION_NOT_INITIALIZED;
+}
+
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version, CK_INTERFACE **iface, CK_FLAGS flags)
+{
+    CK_FUNCTION_LIST *base = NULL;
+    const char *p = getenv("FAULTY_PKCS11_PROFILE");
+    CK_RV rv;
+
+    (void)flags;
+    if (p == NULL || strcmp(p, "fips") != 0)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    if (iface == NULL || (name != NULL && strcmp((const char *)name, "PKCS 11") != 0) ||
+        (version != NULL && version->major != 3))
+        return CKR_ARGUMENTS_BAD;
+    if ((rv = C_GetFunctionList(&base)) != CKR_OK)
+        return rv;
+    pthread_mutex_lock(&lock);
+    wrapped3.base = *base;
+    wrapped3.base.version.major = 3;
+    wrapped3.base.version.minor = 0;
+    wrapped3.C_GetInterface = C_GetInterface;
+    wrapped3.C_MessageEncryptInit = w_MessageEncryptInit;
+    wrapped3.C_EncryptMessage = w_EncryptMessage;
+    wrapped3.C_MessageEncryptFinal = w_MessageEncryptFinal;
+    pthread_mutex_unlock(&lock);
+    *iface = &iface3;
+    return CKR_OK;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
@@ -663,6 +1019,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
         wrapped.C_Sign = w_Sign;
         wrapped.C_WrapKey = w_WrapKey;
         wrapped.C_UnwrapKey = w_UnwrapKey;
+        wrapped.C_CreateObject = w_CreateObject;
+        wrapped.C_GenerateKey = w_GenerateKey;
     }
     *list = &wrapped;
 out:
