@@ -58,8 +58,9 @@ check_program() {
     echo "ok $prog: $(wc -l <"$tmp/man") long options in $page, --help, the sources and $comp"
 }
 
-check_program nstance-secrets man/nstance-secrets.8 contrib/completion/nstance-secrets src/cli/*.c
-check_program nstance-secretsd man/nstance-secretsd.8 contrib/completion/nstance-secretsd src/server/main.c
+check_program nstance-secrets man/nstance-secrets.8 contrib/completion/nstance-secrets src/cli/*.c src/settings/settings.c
+check_program nstance-secretsd man/nstance-secretsd.8 contrib/completion/nstance-secretsd src/server/main.c \
+    src/settings/settings.c
 check_program nstance-secrets-agent man/nstance-secrets-agent.8 contrib/completion/nstance-secrets-agent \
     src/agent/main.c
 
