@@ -638,8 +638,22 @@ EOF
     NSS_URI="pkcs11:token=NSS%20Certificate%20DB"
     NSS_Q="pin-source=file:$T/pin-nss"
     NSS_MODULE=$softokn
+    local cli=$NS_CLI
+    if [ "$(id -u)" = 0 ]; then
+        # nobody may not reach the build tree (a clone in a 0700 folder) nor the sanitizer's suppressions
+        # file: run a copy of the CLI from $T, with a copy of the suppressions.
+        mkdir -p "$T/nss-bin"
+        cp "$NS_CLI" "$T/nss-bin/"
+        cli=$T/nss-bin/$(basename "$NS_CLI")
+        if [[ "${LSAN_OPTIONS:-}" =~ suppressions=([^:]*) ]] && [ -f "${BASH_REMATCH[1]}" ]; then
+            cp "${BASH_REMATCH[1]}" "$T/nss-bin/lsan.supp"
+            NSS_RUN+=("LSAN_OPTIONS=${LSAN_OPTIONS/${BASH_REMATCH[1]}/$T/nss-bin/lsan.supp}")
+        fi
+        chown -R 65534:65534 "$T"
+        "${NSS_RUN[@]}" test -x "$cli" || fail "nobody cannot run $cli"
+    fi
     printf '#!/usr/bin/env bash\n[ "$(id -u)" != 0 ] || chown -R 65534:65534 %q\nexec' "$T" >"$T/nss-cli"
-    printf ' %q' "${NSS_RUN[@]}" "$NS_CLI" >>"$T/nss-cli"
+    printf ' %q' "${NSS_RUN[@]}" "$cli" >>"$T/nss-cli"
     printf ' "$@"\n' >>"$T/nss-cli"
     chmod 0755 "$T/nss-cli"
     NS_CLI=$T/nss-cli

@@ -125,9 +125,13 @@ fi
 # key wrap over input padded PKCS #5-style to 8 bytes (pkcs11c.c sets doPad for it; RFC 5649 is
 # CKM_AES_KEY_WRAP_KWP, 0x210B, which it also lists), so a 32-byte DEK wraps to 48 bytes, not RFC 5649's 40
 # (measured with C_WrapKey on NSS 3.87: 0x210A gives 48 bytes, 0x210B 40): the same trap as AWS CloudHSM.
-# `kek generate` makes the key; sealing under it is refused (exit 5, token error) and writes nothing, never a
-# blob another token could not open. Use aes-gcm or rsa-oaep on NSS (doc/tokens.md).
-expect_rc 0 kek generate --uri "$U;object=kek-kwp?$Q" --mechanism aes-kwp
+# The KEK's start-up check wraps a fixed key and measures the result, so `kek generate` refuses the mechanism
+# (exit 5) naming the reason and what to use instead, and so does every command with such a KEK: sealing is
+# refused and writes nothing, never a blob another token could not open. Use aes-gcm or rsa-oaep on NSS
+# (doc/tokens.md).
+expect_rc 5 kek generate --uri "$U;object=kek-kwp?$Q" --mechanism aes-kwp
+assert_contains "$T/err" "wraps 32 bytes into 48, not 40: it is not RFC 5649"
+assert_contains "$T/err" "use mechanism aes-gcm or rsa-oaep"
 ns_config "$T/kwp.yaml" <<EOF
 cluster_id: nss
 storage: {backend: file, path: $T/bucket-kwp}
@@ -136,6 +140,7 @@ EOF
 NS_RC=0
 "$NS_CLI" -c "$T/kwp.yaml" put x "$T/plain" >"$T/out" 2>"$T/err" || NS_RC=$?
 assert_eq "$NS_RC" 5 "aes-kwp on NSS: exit"
+assert_contains "$T/err" "not RFC 5649"
 [ ! -s "$T/out" ] || fail "aes-kwp on NSS: printed on stdout"
 [ -z "$(find "$T/bucket-kwp" -type f 2>/dev/null)" ] || fail "aes-kwp on NSS wrote to the bucket"
 
