@@ -157,7 +157,12 @@ python3 -c "import resource, sys; resource.prlimit(int(sys.argv[1]), resource.RL
 after emfile
 assert_eq "$(ns_https "$T/m" "$URL/metrics")" 200 "metrics"
 grep -q '^nstance_accept_errors_total [1-9]' "$T/m" || fail "accept errors not counted: $(grep accept "$T/m")"
-grep -q '^nstance_connections_shed_total [1-9]' "$T/m" || fail "shed connections not counted: $(grep shed "$T/m")"
+grep -q '^nstance_connections_shed_total [1-9]' "$T/m" || {
+    # Seen once (ASan build, 1 run in 5): no connection shed in the burst. Keep what tells why.
+    grep -E 'accept|shed|open files|cache|refresh' "$LOG" | tail -n 20 >&2
+    ls -l "/proc/$PID/fd" >&2 || true
+    fail "shed connections not counted: $(grep shed "$T/m")"
+}
 ns_server_stop "$PID"
 assert_eq "$NS_RC" 0 "exit status after SIGTERM"
 echo "PASS"
